@@ -1,0 +1,1 @@
+//! Thôn Sync server library.

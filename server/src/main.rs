@@ -1,0 +1,2 @@
+//! The thonsync-server binary.
+fn main() {}

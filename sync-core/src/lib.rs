@@ -1,0 +1,25 @@
+//! Thôn Sync's replica core: survey documents that merge, the rules they
+//! keep, sans-IO sync sessions, reports, and the storage they live in.
+//!
+//! # Layout
+//! - [`ids`]: validated ids of places, rounds, households, documents, peers.
+//! - [`schema`]: the survey fields, their types and consistency rules.
+//! - [`survey`]: one Automerge document per village or commune per round,
+//!   with a typed edit and read API and deterministic shared structure.
+//! - [`validate`]: type rules on incoming changes, data-quality issues, conflicts.
+//! - [`sync`]: the sans-IO sync engine over automerge's sync protocol.
+//! - [`store`]: the `Store` trait, its SQLite backend and its conformance suite.
+//! - [`registry`]: places, the bundled Bắc Kạn sample, CSV loading.
+//! - [`report`]: the indicators officers read.
+
+pub mod error;
+pub mod ids;
+pub mod registry;
+pub mod report;
+pub mod schema;
+pub mod store;
+pub mod survey;
+pub mod sync;
+pub mod validate;
+
+pub use automerge;

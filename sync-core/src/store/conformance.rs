@@ -1,0 +1,138 @@
+//! The conformance suite every [`Store`] backend must pass.
+//!
+//! Each check takes a fresh, empty store from the caller's factory and
+//! panics with a message naming the promise that was broken. A backend's
+//! test calls [`run_all`] with its own factory.
+
+use super::{NewRefusedUpload, Store, WriteBatch};
+use crate::ids::{DocumentId, PeerId};
+use crate::registry::Registry;
+use crate::survey::{Edit, FieldValue, SurveyDocument, Target};
+use crate::sync::{ChangeRecord, RefusalCode};
+use automerge::ActorId;
+
+fn doc_id() -> DocumentId {
+    "village:nhu-co-01:2024-1".parse().expect("valid id")
+}
+
+fn sample_changes() -> (SurveyDocument, Vec<ChangeRecord>) {
+    let mut doc = SurveyDocument::create(doc_id(), ActorId::from([7u8; 16]));
+    let hh = Target::Household("hh-001".parse().expect("valid id"));
+    doc.apply(&[Edit::set(hh.clone(), "members", FieldValue::Int(5))], 1_000).expect("edit");
+    doc.apply(&[Edit::set(hh, "adults", FieldValue::Int(3))], 2_000).expect("edit");
+    let changes =
+        doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(&doc_id(), c)).collect();
+    (doc, changes)
+}
+
+/// Runs every check.
+pub fn run_all<S: Store>(mut make: impl FnMut() -> S) {
+    changes_are_stored_once(make());
+    documents_load_back_identical(make());
+    compaction_keeps_history_and_identity(make());
+    sync_states_are_per_peer_and_document(make());
+    refused_uploads_keep_every_byte(make());
+    places_and_settings_round_trip(make());
+}
+
+/// A repeated upload is a no-op: the second commit stores nothing new.
+pub fn changes_are_stored_once<S: Store>(mut store: S) {
+    let (_, changes) = sample_changes();
+    let batch = WriteBatch { changes: changes.clone(), ..Default::default() };
+    let first = store.commit(&batch, 10).expect("commit");
+    assert_eq!(first.new_changes, changes.len(), "first commit stores every change");
+    let again = store.commit(&batch, 11).expect("commit");
+    assert_eq!(again.new_changes, 0, "a repeated upload must store nothing");
+    assert_eq!(store.change_meta(Some(&doc_id())).expect("meta").len(), changes.len());
+    assert!(store.has_change(&doc_id(), &changes[0].hash).expect("has"));
+    assert!(!store.has_change(&doc_id(), &"00".repeat(32)).expect("has"));
+    assert_eq!(store.document_ids().expect("ids"), vec![doc_id()]);
+}
+
+/// What is committed loads back as the same document.
+pub fn documents_load_back_identical<S: Store>(mut store: S) {
+    let (doc, changes) = sample_changes();
+    assert!(store.load_document(&doc_id()).expect("load").is_none(), "empty store has no document");
+    store.commit(&WriteBatch { changes, ..Default::default() }, 10).expect("commit");
+    let stored = store.load_document(&doc_id()).expect("load").expect("present");
+    let loaded = SurveyDocument::load(
+        doc_id(),
+        ActorId::random(),
+        stored.snapshot.as_deref(),
+        stored.changes.iter().map(Vec::as_slice),
+    )
+    .expect("loads");
+    assert_eq!(loaded.heads(), doc.heads());
+    assert_eq!(loaded.snapshot(None), doc.snapshot(None));
+}
+
+/// Compaction folds change rows into a snapshot without losing history,
+/// and a compacted change is still known, so its re-upload stores nothing.
+pub fn compaction_keeps_history_and_identity<S: Store>(mut store: S) {
+    let (doc, changes) = sample_changes();
+    store.commit(&WriteBatch { changes: changes.clone(), ..Default::default() }, 10).expect("commit");
+    let hashes: Vec<String> = changes.iter().map(|c| c.hash.clone()).collect();
+    store.compact(&doc_id(), &doc.automerge().save(), &hashes).expect("compact");
+    let stored = store.load_document(&doc_id()).expect("load").expect("present");
+    assert!(stored.snapshot.is_some(), "snapshot kept");
+    assert!(stored.changes.is_empty(), "compacted rows no longer carry bytes");
+    let loaded =
+        SurveyDocument::load(doc_id(), ActorId::random(), stored.snapshot.as_deref(), []).expect("loads");
+    assert_eq!(loaded.automerge().get_changes(&[]).len(), changes.len(), "history survives compaction");
+    let again = store.commit(&WriteBatch { changes, ..Default::default() }, 11).expect("commit");
+    assert_eq!(again.new_changes, 0, "a compacted change is still stored once");
+}
+
+/// Sync states are kept per (peer, document) and replaced on update.
+pub fn sync_states_are_per_peer_and_document<S: Store>(mut store: S) {
+    let a: PeerId = "device-a".parse().expect("id");
+    let b: PeerId = "device-b".parse().expect("id");
+    let batch = WriteBatch {
+        sync_states: vec![(a.clone(), doc_id(), vec![1]), (b.clone(), doc_id(), vec![2])],
+        ..Default::default()
+    };
+    store.commit(&batch, 5).expect("commit");
+    store
+        .commit(&WriteBatch { sync_states: vec![(a.clone(), doc_id(), vec![3])], ..Default::default() }, 6)
+        .expect("commit");
+    assert_eq!(store.sync_state(&a, &doc_id()).expect("get"), Some(vec![3]));
+    assert_eq!(store.sync_state(&b, &doc_id()).expect("get"), Some(vec![2]));
+    let other: DocumentId = "commune:nhu-co:2024-1".parse().expect("id");
+    assert_eq!(store.sync_state(&a, &other).expect("get"), None);
+    let peers = store.peers().expect("peers");
+    assert_eq!(peers.len(), 2);
+    assert_eq!(peers[0].peer, "device-a");
+    assert_eq!(peers[0].last_sync, 6);
+}
+
+/// Refused input is kept byte for byte, with its reason and source.
+pub fn refused_uploads_keep_every_byte<S: Store>(mut store: S) {
+    let junk: Vec<u8> = (0..=255u8).collect();
+    let r = NewRefusedUpload {
+        source: Some("device-a".into()),
+        document: Some(doc_id().to_string()),
+        code: RefusalCode::Undecodable,
+        reason: "not a sync message".into(),
+        bytes: junk.clone(),
+        received_at: 42,
+    };
+    let summary =
+        store.commit(&WriteBatch { refused: vec![r.clone()], ..Default::default() }, 42).expect("commit");
+    let id = summary.first_refused_id.expect("an id is given");
+    let kept = store.refused_by_id(id).expect("get").expect("present");
+    assert_eq!(kept.upload, r);
+    assert_eq!(store.refused().expect("list").len(), 1);
+    assert!(store.refused_by_id(id + 1000).expect("get").is_none());
+}
+
+/// The registry and settings read back as written.
+pub fn places_and_settings_round_trip<S: Store>(mut store: S) {
+    let registry = Registry::sample_bac_kan();
+    let places: Vec<_> = registry.places().cloned().collect();
+    store.put_places(&places).expect("put");
+    assert_eq!(Registry::new(store.places().expect("get")).expect("valid"), registry);
+    assert_eq!(store.setting("actor").expect("get"), None);
+    store.put_setting("actor", "abc").expect("put");
+    store.put_setting("actor", "def").expect("put");
+    assert_eq!(store.setting("actor").expect("get").as_deref(), Some("def"));
+}

@@ -1,0 +1,198 @@
+//! Storage: the [`Store`] trait every backend implements, and the SQLite
+//! backend that is the embedded default.
+//!
+//! **Invariant: the trait names no backend type.** A PostgreSQL backend must
+//! be able to implement it as is, and pass [`conformance`].
+//!
+//! **Invariant: a committed [`WriteBatch`] is durable and atomic.** Callers
+//! acknowledge a peer's changes only after `commit` returns, and a batch is
+//! all or nothing.
+//!
+//! **Invariant: every change is stored once, keyed by (document, hash).**
+//! A repeated upload inserts nothing; compaction keeps the key row (so a
+//! change compacted into a snapshot is still known) and drops only its bytes.
+
+pub mod conformance;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DocumentId, PeerId};
+use crate::registry::Place;
+use crate::sync::{ChangeRecord, RefusalCode};
+
+pub use sqlite::SqliteStore;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend reported an error.
+    #[error("storage: {0}")]
+    Backend(String),
+    /// The database was written by a newer version of Thôn Sync.
+    #[error(
+        "the database has schema version {found}, newer than this program's {supported}; upgrade Thôn Sync"
+    )]
+    TooNew {
+        /// Version found in the database.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// Something stored cannot be read back.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    /// No such record.
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// Input that was refused, kept for an administrator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRefusedUpload {
+    /// Who sent it (device or peer id), when known.
+    pub source: Option<String>,
+    /// The document it was for, when known.
+    pub document: Option<String>,
+    /// Why it was refused.
+    pub code: RefusalCode,
+    /// For a person.
+    pub reason: String,
+    /// The bytes, exactly as received.
+    pub bytes: Vec<u8>,
+    /// When, ms since 1970.
+    pub received_at: i64,
+}
+
+/// A refused upload as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedUpload {
+    /// Its id in the store.
+    pub id: i64,
+    /// What was refused.
+    #[serde(flatten)]
+    pub upload: NewRefusedUpload,
+}
+
+/// Everything one step of work must store, committed atomically.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// New changes (duplicates are ignored).
+    pub changes: Vec<ChangeRecord>,
+    /// Persisted sync sessions: (peer, document, state bytes).
+    pub sync_states: Vec<(PeerId, DocumentId, Vec<u8>)>,
+    /// Refused uploads to keep.
+    pub refused: Vec<NewRefusedUpload>,
+}
+
+impl WriteBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.sync_states.is_empty() && self.refused.is_empty()
+    }
+    /// Appends another batch.
+    pub fn extend(&mut self, other: WriteBatch) {
+        self.changes.extend(other.changes);
+        self.sync_states.extend(other.sync_states);
+        self.refused.extend(other.refused);
+    }
+}
+
+/// A document as stored: an optional compacted snapshot plus change rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredDocument {
+    /// `Automerge::save()` output covering the compacted changes.
+    pub snapshot: Option<Vec<u8>>,
+    /// Changes not in the snapshot, in insertion order.
+    pub changes: Vec<Vec<u8>>,
+}
+
+/// What one commit wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitSummary {
+    /// Changes newly stored (duplicates not counted).
+    pub new_changes: usize,
+    /// Ids given to the refused uploads, first one (they are consecutive).
+    pub first_refused_id: Option<i64>,
+}
+
+/// A peer seen by this replica, from its sync sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSummary {
+    /// The peer.
+    pub peer: String,
+    /// Documents it has synced.
+    pub documents: u64,
+    /// Last time a session was persisted, ms since 1970.
+    pub last_sync: i64,
+}
+
+/// Metadata about one stored change (no bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeMeta {
+    /// Document.
+    pub document: String,
+    /// Hash, hex.
+    pub hash: String,
+    /// Actor, hex.
+    pub actor: String,
+    /// Author's sequence number.
+    pub seq: u64,
+    /// Author's timestamp.
+    pub time: i64,
+    /// When this replica stored it.
+    pub stored_at: i64,
+}
+
+/// The storage a replica needs: documents and their changes, per-peer sync
+/// state, refused uploads, places, and small settings.
+pub trait Store: Send {
+    /// Writes a batch atomically and durably; `now` stamps the rows.
+    fn commit(&mut self, batch: &WriteBatch, now: i64) -> Result<CommitSummary, StoreError>;
+    /// A document's stored form, or `None` if nothing is stored for it.
+    fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError>;
+    /// Every document with at least one stored change.
+    fn document_ids(&self) -> Result<Vec<DocumentId>, StoreError>;
+    /// Whether a change is stored (also when compacted).
+    fn has_change(&self, id: &DocumentId, hash: &str) -> Result<bool, StoreError>;
+    /// Metadata of every change of a document (or all documents), oldest stored first.
+    fn change_meta(&self, id: Option<&DocumentId>) -> Result<Vec<ChangeMeta>, StoreError>;
+    /// Replaces the document's snapshot and drops the bytes of the changes it covers.
+    fn compact(&mut self, id: &DocumentId, snapshot: &[u8], covered: &[String]) -> Result<(), StoreError>;
+    /// The persisted sync session of a peer for a document.
+    fn sync_state(&self, peer: &PeerId, id: &DocumentId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Peers with persisted sessions.
+    fn peers(&self) -> Result<Vec<PeerSummary>, StoreError>;
+    /// Refused uploads, newest first.
+    fn refused(&self) -> Result<Vec<RefusedUpload>, StoreError>;
+    /// One refused upload.
+    fn refused_by_id(&self, id: i64) -> Result<Option<RefusedUpload>, StoreError>;
+    /// Replaces the place registry.
+    fn put_places(&mut self, places: &[Place]) -> Result<(), StoreError>;
+    /// The place registry (empty if never loaded).
+    fn places(&self) -> Result<Vec<Place>, StoreError>;
+    /// Sets a small setting.
+    fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Reads a small setting.
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Bytes used by the store, if known.
+    fn size_bytes(&self) -> Result<Option<u64>, StoreError>;
+}
+
+/// Loads a survey document from a store, writing as `actor`; `None` if
+/// nothing is stored for it.
+pub fn load_survey(
+    store: &dyn Store,
+    id: &DocumentId,
+    actor: automerge::ActorId,
+) -> Result<Option<crate::survey::SurveyDocument>, StoreError> {
+    let Some(stored) = store.load_document(id)? else { return Ok(None) };
+    crate::survey::SurveyDocument::load(
+        id.clone(),
+        actor,
+        stored.snapshot.as_deref(),
+        stored.changes.iter().map(Vec::as_slice),
+    )
+    .map(Some)
+    .map_err(|e| StoreError::Corrupt(e.to_string()))
+}

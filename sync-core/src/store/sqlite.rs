@@ -1,0 +1,453 @@
+//! The SQLite backend of [`Store`]: one file, WAL, `synchronous=FULL`.
+//!
+//! Schema changes are numbered migrations recorded in `PRAGMA user_version`;
+//! a database newer than the program is refused rather than misread.
+//! SQL here is kept portable (no SQLite-only column types) so the same
+//! schema can be written for PostgreSQL.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::{
+    ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
+    StoredDocument, WriteBatch,
+};
+use crate::ids::{DocumentId, PeerId};
+use crate::registry::{Place, PlaceKind};
+use crate::sync::RefusalCode;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: documents, changes, snapshots, sync sessions, refused uploads, places, settings.
+    "CREATE TABLE changes (
+        document   TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        bytes      BLOB,
+        actor      TEXT NOT NULL,
+        seq        BIGINT NOT NULL,
+        time       BIGINT NOT NULL,
+        stored_at  BIGINT NOT NULL,
+        PRIMARY KEY (document, hash)
+    );
+    CREATE INDEX changes_by_document ON changes (document, stored_at);
+    CREATE TABLE snapshots (
+        document   TEXT PRIMARY KEY,
+        bytes      BLOB NOT NULL,
+        made_at    BIGINT NOT NULL
+    );
+    CREATE TABLE sync_states (
+        peer       TEXT NOT NULL,
+        document   TEXT NOT NULL,
+        state      BLOB NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (peer, document)
+    );
+    CREATE TABLE refused_uploads (
+        id          INTEGER PRIMARY KEY,
+        source      TEXT,
+        document    TEXT,
+        code        TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        bytes       BLOB NOT NULL,
+        received_at BIGINT NOT NULL
+    );
+    CREATE TABLE places (
+        id          TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        parent      TEXT,
+        expected_households BIGINT
+    );
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
+];
+
+/// The newest schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A [`Store`] in one SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.conn.path()).finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database for reading only, never disturbing a
+    /// server that writes it (WAL lets readers and one writer coexist).
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!("database {}", path.display())));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(backend)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(backend)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(backend)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { found: version, supported: SCHEMA_VERSION });
+        }
+        if version < SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "{} is not a Thôn Sync database of this version (schema {version}); open it once with the server to migrate it",
+                path.display()
+            )));
+        }
+        Ok(Self { conn })
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 =
+            self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(backend)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew { found: version, supported: SCHEMA_VERSION });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(backend)?;
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            tracing::info!(version = i + 1, "database migrated");
+        }
+        Ok(())
+    }
+}
+
+fn code_name(code: RefusalCode) -> String {
+    serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+fn code_from(name: &str) -> Result<RefusalCode, StoreError> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .map_err(|_| StoreError::Corrupt(format!("unknown refusal code {name:?}")))
+}
+
+fn kind_name(kind: PlaceKind) -> &'static str {
+    match kind {
+        PlaceKind::Province => "province",
+        PlaceKind::District => "district",
+        PlaceKind::Commune => "commune",
+        PlaceKind::Village => "village",
+    }
+}
+
+fn refused_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RefusedRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+type RefusedRow = (i64, Option<String>, Option<String>, String, String, Vec<u8>, i64);
+
+fn to_refused(row: RefusedRow) -> Result<RefusedUpload, StoreError> {
+    let (id, source, document, code, reason, bytes, received_at) = row;
+    Ok(RefusedUpload {
+        id,
+        upload: NewRefusedUpload { source, document, code: code_from(&code)?, reason, bytes, received_at },
+    })
+}
+
+const REFUSED_COLUMNS: &str = "id, source, document, code, reason, bytes, received_at";
+
+impl Store for SqliteStore {
+    fn commit(&mut self, batch: &WriteBatch, now: i64) -> Result<CommitSummary, StoreError> {
+        let tx = self.conn.transaction().map_err(backend)?;
+        let mut summary = CommitSummary::default();
+        {
+            let mut put_change = tx
+                .prepare_cached(
+                    "INSERT INTO changes (document, hash, bytes, actor, seq, time, stored_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (document, hash) DO NOTHING",
+                )
+                .map_err(backend)?;
+            for c in &batch.changes {
+                summary.new_changes += put_change
+                    .execute(params![
+                        c.document.to_string(),
+                        c.hash,
+                        c.bytes,
+                        c.actor,
+                        c.seq as i64,
+                        c.time,
+                        now
+                    ])
+                    .map_err(backend)?;
+            }
+            let mut put_state = tx
+                .prepare_cached(
+                    "INSERT INTO sync_states (peer, document, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (peer, document) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .map_err(backend)?;
+            for (peer, doc, state) in &batch.sync_states {
+                put_state.execute(params![peer.as_str(), doc.to_string(), state, now]).map_err(backend)?;
+            }
+            let mut put_refused = tx
+                .prepare_cached(
+                    "INSERT INTO refused_uploads (source, document, code, reason, bytes, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(backend)?;
+            for r in &batch.refused {
+                put_refused
+                    .execute(params![
+                        r.source,
+                        r.document,
+                        code_name(r.code),
+                        r.reason,
+                        r.bytes,
+                        r.received_at
+                    ])
+                    .map_err(backend)?;
+                summary.first_refused_id.get_or_insert(tx.last_insert_rowid());
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(summary)
+    }
+
+    fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
+        let key = id.to_string();
+        let snapshot: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT bytes FROM snapshots WHERE document = ?1", [&key], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT bytes FROM changes WHERE document = ?1 AND bytes IS NOT NULL ORDER BY stored_at, rowid")
+            .map_err(backend)?;
+        let changes = stmt
+            .query_map([&key], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        if snapshot.is_none() && changes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(StoredDocument { snapshot, changes }))
+    }
+
+    fn document_ids(&self) -> Result<Vec<DocumentId>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT DISTINCT document FROM changes ORDER BY document").map_err(backend)?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
+        ids.map(|id| {
+            let id = id.map_err(backend)?;
+            id.parse().map_err(|e| StoreError::Corrupt(format!("document id {id:?}: {e}")))
+        })
+        .collect()
+    }
+
+    fn has_change(&self, id: &DocumentId, hash: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM changes WHERE document = ?1 AND hash = ?2",
+                params![id.to_string(), hash],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(backend)
+    }
+
+    fn change_meta(&self, id: Option<&DocumentId>) -> Result<Vec<ChangeMeta>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT document, hash, actor, seq, time, stored_at FROM changes
+                 WHERE ?1 IS NULL OR document = ?1 ORDER BY stored_at, rowid",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([id.map(|i| i.to_string())], |r| {
+                Ok(ChangeMeta {
+                    document: r.get(0)?,
+                    hash: r.get(1)?,
+                    actor: r.get(2)?,
+                    seq: r.get::<_, i64>(3)? as u64,
+                    time: r.get(4)?,
+                    stored_at: r.get(5)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn compact(&mut self, id: &DocumentId, snapshot: &[u8], covered: &[String]) -> Result<(), StoreError> {
+        let key = id.to_string();
+        let tx = self.conn.transaction().map_err(backend)?;
+        tx.execute(
+            "INSERT INTO snapshots (document, bytes, made_at) VALUES (?1, ?2, 0)
+             ON CONFLICT (document) DO UPDATE SET bytes = excluded.bytes",
+            params![key, snapshot],
+        )
+        .map_err(backend)?;
+        {
+            let mut drop_bytes = tx
+                .prepare_cached("UPDATE changes SET bytes = NULL WHERE document = ?1 AND hash = ?2")
+                .map_err(backend)?;
+            for hash in covered {
+                drop_bytes.execute(params![key, hash]).map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn sync_state(&self, peer: &PeerId, id: &DocumentId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT state FROM sync_states WHERE peer = ?1 AND document = ?2",
+                params![peer.as_str(), id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn peers(&self) -> Result<Vec<PeerSummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT peer, COUNT(*), MAX(updated_at) FROM sync_states GROUP BY peer ORDER BY peer")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PeerSummary {
+                    peer: r.get(0)?,
+                    documents: r.get::<_, i64>(1)? as u64,
+                    last_sync: r.get(2)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn refused(&self) -> Result<Vec<RefusedUpload>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {REFUSED_COLUMNS} FROM refused_uploads ORDER BY id DESC"))
+            .map_err(backend)?;
+        let rows = stmt.query_map([], refused_row).map_err(backend)?;
+        rows.map(|r| to_refused(r.map_err(backend)?)).collect()
+    }
+
+    fn refused_by_id(&self, id: i64) -> Result<Option<RefusedUpload>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {REFUSED_COLUMNS} FROM refused_uploads WHERE id = ?1"),
+                [id],
+                refused_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .map(to_refused)
+            .transpose()
+    }
+
+    fn put_places(&mut self, places: &[Place]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(backend)?;
+        tx.execute("DELETE FROM places", []).map_err(backend)?;
+        {
+            let mut put = tx
+                .prepare("INSERT INTO places (id, kind, name, parent, expected_households) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(backend)?;
+            for p in places {
+                put.execute(params![
+                    p.id,
+                    kind_name(p.kind),
+                    p.name,
+                    p.parent,
+                    p.expected_households.map(i64::from)
+                ])
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn places(&self) -> Result<Vec<Place>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, kind, name, parent, expected_households FROM places ORDER BY id")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(backend)?;
+        rows.map(|row| {
+            let (id, kind, name, parent, expected) = row.map_err(backend)?;
+            let kind = serde_json::from_value(serde_json::Value::String(kind.clone()))
+                .map_err(|_| StoreError::Corrupt(format!("place {id}: unknown kind {kind:?}")))?;
+            Ok(Place { id, kind, name, parent, expected_households: expected.map(|e| e as u32) })
+        })
+        .collect()
+    }
+
+    fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(backend)
+    }
+
+    fn size_bytes(&self) -> Result<Option<u64>, StoreError> {
+        let pages: i64 = self.conn.pragma_query_value(None, "page_count", |r| r.get(0)).map_err(backend)?;
+        let size: i64 = self.conn.pragma_query_value(None, "page_size", |r| r.get(0)).map_err(backend)?;
+        Ok(Some((pages * size) as u64))
+    }
+}
+
+/// A bare connection to a database file, for tests that tamper with it.
+#[doc(hidden)]
+pub fn raw_connection_for_tests(path: &Path) -> Connection {
+    Connection::open(path).expect("open")
+}

@@ -1,0 +1,261 @@
+//! The sans-IO sync engine: automerge's sync protocol, one session per
+//! (peer, document), with validation in front of every incoming change.
+//!
+//! Nothing here reads a clock, a socket or a disk. Callers hand in the bytes
+//! a peer sent and the document they are about; they get back the changes to
+//! store (a [`Received`]), the sync state to persist ([`DocSession::persisted`])
+//! and the bytes to send ([`DocSession::generate`]). That makes every
+//! exchange replayable from a seed in tests.
+//!
+//! **Invariant: every byte handed in is accounted for.** A message is
+//! decoded, re-encoded and compared with what arrived; each change chunk
+//! must parse whole. Anything else is a [`Refusal`], which callers keep
+//! aside as a refused upload, never silently drop.
+//!
+//! **Invariant: a refused message changes nothing.** With
+//! [`Trust::Validate`] the message is received into a fork with a copy of
+//! the session state; only when every new change passes the type rules do
+//! the fork and the state replace the originals.
+
+use std::collections::BTreeMap;
+
+use automerge::sync::{Message, State, SyncDoc};
+use automerge::{Automerge, Change, ReadDoc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::DocumentId;
+use crate::survey::SurveyDocument;
+use crate::validate::{check_change, RuleBreach};
+
+/// Most rounds one exchange may take before the caller must stop it. Two
+/// replicas converge in 2–4 rounds; lost messages or Bloom false positives
+/// add a few.
+pub const MAX_ROUNDS: u32 = 16;
+
+/// Whether incoming changes are checked against the type rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// Check every change (the server, receiving from devices).
+    Validate,
+    /// Apply as received (a device, receiving from its server).
+    Peer,
+}
+
+/// A change that must be stored durably before the exchange is acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// Document it belongs to.
+    pub document: DocumentId,
+    /// Change hash, hex.
+    pub hash: String,
+    /// The change's encoded bytes (`Change::try_from` reads them back).
+    pub bytes: Vec<u8>,
+    /// Actor that made it, hex.
+    pub actor: String,
+    /// Its sequence number for that actor.
+    pub seq: u64,
+    /// The time its author stamped on it, ms since 1970.
+    pub time: i64,
+}
+
+impl ChangeRecord {
+    /// Builds the record of one change.
+    pub fn new(document: &DocumentId, mut change: Change) -> Self {
+        Self {
+            document: document.clone(),
+            hash: change.hash().to_string(),
+            actor: change.actor_id().to_hex_string(),
+            seq: change.seq(),
+            time: change.timestamp(),
+            bytes: change.bytes().into_owned(),
+        }
+    }
+}
+
+/// Machine-readable reason for a refusal; the wire error codes reuse these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    /// The bytes are not an automerge sync message.
+    Undecodable,
+    /// A valid message followed by bytes that belong to nothing.
+    TrailingBytes,
+    /// A change chunk inside the message does not parse.
+    BadChange,
+    /// A change breaks a type rule of the survey model.
+    RuleBroken,
+}
+
+/// Why an incoming message was refused. The caller keeps the bytes aside.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{document}: {message}")]
+pub struct Refusal {
+    /// Kind of refusal.
+    pub code: RefusalCode,
+    /// The document the message was for.
+    pub document: DocumentId,
+    /// For person.
+    pub message: String,
+    /// The broken rule, for [`RefusalCode::RuleBroken`].
+    pub breach: Option<RuleBreach>,
+}
+
+/// What receiving one message did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// Changes now in the document that were not before: store them.
+    pub new_changes: Vec<ChangeRecord>,
+    /// Changes received whose dependencies are still missing; they were not
+    /// applied and the peer will be asked for what they need.
+    pub pending: usize,
+}
+
+/// One peer's sync session for one document.
+#[derive(Debug, Clone, Default)]
+pub struct DocSession {
+    state: State,
+}
+
+impl DocSession {
+    /// A fresh session, seeded with the shared heads persisted from an
+    /// earlier exchange (if any), so only the difference since then moves.
+    ///
+    /// Sessions always start fresh from the persisted heads: a session state
+    /// left over from an exchange that was cut can stall (see the notes on
+    /// lost messages), a fresh one cannot.
+    pub fn resume(persisted: Option<&[u8]>) -> Self {
+        let state = persisted.and_then(|b| State::decode(b).ok()).unwrap_or_default();
+        Self { state }
+    }
+
+    /// The part of the session worth keeping across exchanges: the heads
+    /// both sides are known to have (about 34 bytes).
+    pub fn persisted(&self) -> Vec<u8> {
+        self.state.encode()
+    }
+
+    /// The next message to send for `doc`, or `None` when this side has
+    /// nothing more to say.
+    pub fn generate(&mut self, doc: &SurveyDocument) -> Option<Vec<u8>> {
+        doc.automerge().generate_sync_message(&mut self.state).map(Message::encode)
+    }
+
+    /// Receives one message for `doc`.
+    pub fn receive(
+        &mut self,
+        doc: &mut SurveyDocument,
+        bytes: &[u8],
+        trust: Trust,
+    ) -> Result<Received, Refusal> {
+        let id = doc.id().clone();
+        let refuse = |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
+        let message = Message::decode(bytes)
+            .map_err(|e| refuse(RefusalCode::Undecodable, format!("not an automerge sync message: {e}")))?;
+        let reencoded = message.clone().encode();
+        if reencoded.len() != bytes.len() || reencoded != bytes {
+            return Err(refuse(
+                RefusalCode::TrailingBytes,
+                format!(
+                    "the sync message is {} bytes but {} bytes were sent; the rest belongs to nothing",
+                    reencoded.len(),
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut offered = 0usize;
+        for (i, chunk) in message.changes.iter().enumerate() {
+            offered += match Change::try_from(chunk) {
+                Ok(_) => 1,
+                Err(change_err) => match Automerge::load(chunk) {
+                    Ok(d) => d.get_changes(&[]).len(),
+                    Err(_) => {
+                        return Err(refuse(
+                            RefusalCode::BadChange,
+                            format!("change chunk {i} does not parse: {change_err}"),
+                        ))
+                    }
+                },
+            };
+        }
+        let old_heads = doc.heads();
+        if trust == Trust::Peer {
+            let am = doc.automerge_mut();
+            am.receive_sync_message(&mut self.state, message)
+                .map_err(|e| refuse(RefusalCode::BadChange, e.to_string()))?;
+            let new: Vec<Change> = am.get_changes(&old_heads);
+            let pending = offered.saturating_sub(new.len());
+            return Ok(Received {
+                new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect(),
+                pending,
+            });
+        }
+        let mut state = self.state.clone();
+        let mut fork = doc.automerge().fork();
+        fork.receive_sync_message(&mut state, message)
+            .map_err(|e| refuse(RefusalCode::BadChange, e.to_string()))?;
+        let new: Vec<Change> = fork.get_changes(&old_heads);
+        if !fork.get_missing_deps(&[]).is_empty() {
+            // Keep no queued, unvalidated change in a document we store.
+            let mut clean = doc.automerge().fork();
+            clean
+                .apply_changes(new.iter().cloned())
+                .map_err(|e| refuse(RefusalCode::BadChange, e.to_string()))?;
+            fork = clean;
+        }
+        let mut candidate = SurveyDocument::from_automerge(id.clone(), fork);
+        for change in &new {
+            if let Err(breach) = check_change(&candidate, change) {
+                return Err(Refusal {
+                    code: RefusalCode::RuleBroken,
+                    document: id.clone(),
+                    message: breach.to_string(),
+                    breach: Some(breach),
+                });
+            }
+        }
+        candidate.automerge_mut().set_actor(doc.automerge().get_actor().clone());
+        *doc = candidate;
+        self.state = state;
+        Ok(Received {
+            pending: offered.saturating_sub(new.len()),
+            new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect(),
+        })
+    }
+}
+
+/// The sessions of one multi-document exchange with one peer.
+///
+/// Holds a [`DocSession`] per document for the length of the exchange and
+/// counts rounds, so that no two peers can loop forever.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    sessions: BTreeMap<DocumentId, DocSession>,
+    rounds: u32,
+}
+
+impl Exchange {
+    /// A new exchange; sessions start from the states `persisted` returns.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The session for `id`, resumed from `persisted` on first use.
+    pub fn session(
+        &mut self,
+        id: &DocumentId,
+        persisted: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> &mut DocSession {
+        self.sessions.entry(id.clone()).or_insert_with(|| DocSession::resume(persisted().as_deref()))
+    }
+
+    /// Counts a round; `false` once [`MAX_ROUNDS`] are used up.
+    pub fn next_round(&mut self) -> bool {
+        self.rounds += 1;
+        self.rounds <= MAX_ROUNDS
+    }
+
+    /// Rounds taken so far.
+    pub fn rounds(&self) -> u32 {
+        self.rounds
+    }
+}

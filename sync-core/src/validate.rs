@@ -1,0 +1,323 @@
+//! Rules on survey data: type rules that refuse an incoming change, and
+//! consistency rules whose breaches are reported as data-quality issues.
+//!
+//! **Invariant: type rules are judged per change, op by op**, not on the
+//! merged state, so a bad value that a later change in the same upload
+//! overwrites is still refused (it would otherwise live on in history).
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{Change, ObjType, Prop, ReadDoc, ROOT};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::DocumentId;
+use crate::schema::{FieldKind, Scope, PART_RULES};
+use crate::survey::{genesis_change, household_genesis_change, FieldValue, Survey, SurveyDocument};
+
+/// Why an incoming change was refused: names the document, record, field and rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{document}{}{}: {message} (rule: {rule})",
+    household.as_ref().map(|h| format!(", household {h}")).unwrap_or_default(),
+    field.as_ref().map(|f| format!(", field {f}")).unwrap_or_default())]
+pub struct RuleBreach {
+    /// The document the change was for.
+    pub document: DocumentId,
+    /// The household, when the change touched one.
+    pub household: Option<String>,
+    /// The field, when one is to blame.
+    pub field: Option<String>,
+    /// Short machine name of the rule.
+    pub rule: String,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+/// Where an op lands in the document layout.
+enum Place {
+    Root,
+    Households,
+    Record { scope: Scope, household: Option<String> },
+    Elsewhere,
+}
+
+fn locate(doc: &SurveyDocument, obj: &ObjectId) -> Place {
+    let am = doc.automerge();
+    let ObjectId::Id(_) = obj else { return Place::Root };
+    let Ok(exid) = am.import_obj(&obj.to_string()) else { return Place::Elsewhere };
+    let Ok(parents) = am.parents(&exid) else { return Place::Elsewhere };
+    let path: Vec<_> = parents.collect();
+    let key = |i: usize| match path.get(i).map(|p| &p.prop) {
+        Some(Prop::Map(k)) => Some(k.clone()),
+        _ => None,
+    };
+    let facts_scope = match doc.id().kind {
+        crate::ids::DocumentKind::Village => Scope::Village,
+        crate::ids::DocumentKind::Commune => Scope::Commune,
+    };
+    match (path.len(), key(0).as_deref(), key(1).as_deref()) {
+        (1, Some("facts"), _) => Place::Record { scope: facts_scope, household: None },
+        (1, Some("households"), _) => Place::Households,
+        (2, Some(hh), Some("households")) if path[1].obj == ROOT => {
+            Place::Record { scope: Scope::Household, household: Some(hh.to_owned()) }
+        }
+        _ => Place::Elsewhere,
+    }
+}
+
+/// Checks one change, already applied to `doc`, against the type rules.
+pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBreach> {
+    let id = doc.id();
+    let breach = |household: Option<String>, field: Option<String>, rule: &str, message: String| RuleBreach {
+        document: id.clone(),
+        household,
+        field,
+        rule: rule.to_owned(),
+        message,
+    };
+    if change.hash() == genesis_change(id).hash() {
+        return Ok(());
+    }
+    let expanded = change.decode();
+    for op in &expanded.operations {
+        let key = match &op.key {
+            Key::Map(k) => k.to_string(),
+            Key::Seq(_) => {
+                return Err(breach(None, None, "no_lists", "the survey model has no lists".into()))
+            }
+        };
+        match locate(doc, &op.obj) {
+            Place::Root => {
+                return Err(breach(
+                    None,
+                    Some(key),
+                    "identity_fixed",
+                    "the document's identity (schema, kind, place, round) is written only by its genesis"
+                        .into(),
+                ))
+            }
+            Place::Households => {
+                let genuine = crate::ids::check_id("household id", &key).is_ok()
+                    && change.hash() == household_genesis_change(id, &key).hash();
+                if genuine {
+                    return Ok(());
+                }
+                return Err(breach(
+                    Some(key),
+                    None,
+                    "household_genesis",
+                    "households are created only by their deterministic genesis change".into(),
+                ));
+            }
+            Place::Elsewhere => {
+                return Err(breach(
+                    None,
+                    Some(key),
+                    "unknown_object",
+                    "the change writes to an object outside the survey layout".into(),
+                ))
+            }
+            Place::Record { scope, household } => {
+                let Some(field) = scope.field(&key) else {
+                    return Err(breach(
+                        household,
+                        Some(key.clone()),
+                        "unknown_field",
+                        format!(
+                            "{key:?} is not a field of {}; known fields: {}",
+                            scope.name(),
+                            scope.known()
+                        ),
+                    ));
+                };
+                let fail = |rule: &str, message: String| {
+                    Err(breach(household.clone(), Some(key.clone()), rule, message))
+                };
+                match (&op.action, field.kind) {
+                    (OpType::Increment(_), FieldKind::Counter) => {}
+                    (OpType::Increment(_), _) => {
+                        return fail(
+                            "not_a_counter",
+                            format!("{key} is not a counter and cannot be incremented"),
+                        )
+                    }
+                    (_, FieldKind::Counter) => {
+                        return fail(
+                            "counter_only_increments",
+                            format!("{key} is a counter: only increments are accepted"),
+                        )
+                    }
+                    (OpType::Delete, _) => {}
+                    (OpType::Put(value), kind) => {
+                        let ok = FieldValue::from_scalar(value)
+                            .filter(|_| !matches!(value, automerge::ScalarValue::Counter(_)))
+                            .map(|v| v.check(&key, kind).is_ok())
+                            .unwrap_or(false);
+                        if !ok {
+                            return fail("type", format!("{key} takes {}, got {value}", kind.expected()));
+                        }
+                    }
+                    (OpType::Make(t), _) => {
+                        return fail(
+                            "no_nested_objects",
+                            format!("{key} takes a plain value, not a {t:?} object"),
+                        )
+                    }
+                    _ => return fail("no_marks", "marks are not part of the survey model".into()),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A breach of a consistency rule in a merged document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataQualityIssue {
+    /// Where.
+    pub document: DocumentId,
+    /// Which household, for household rules.
+    pub household: Option<String>,
+    /// The fields involved, `part` first.
+    pub fields: Vec<String>,
+    /// The rule, e.g. `adults <= members`.
+    pub rule: String,
+    /// What the values are, for a person.
+    pub detail: String,
+}
+
+/// Every consistency breach in a merged survey.
+pub fn data_quality(survey: &Survey) -> Vec<DataQualityIssue> {
+    let mut out = Vec::new();
+    match survey {
+        Survey::Village(v) => {
+            let doc = &v.document;
+            if v.facts.digital_team == Some(false) && v.facts.digital_team_members.unwrap_or(0) > 0 {
+                out.push(DataQualityIssue {
+                    document: doc.clone(),
+                    household: None,
+                    fields: vec!["digital_team_members".into(), "digital_team".into()],
+                    rule: "digital_team_members > 0 needs digital_team".into(),
+                    detail: format!(
+                        "digital_team is false but digital_team_members is {}",
+                        v.facts.digital_team_members.unwrap_or(0)
+                    ),
+                });
+            }
+            if v.facts.security_cameras < 0 {
+                out.push(negative(doc, None, "security_cameras", v.facts.security_cameras));
+            }
+            for (id, hh) in &v.households {
+                let record = serde_json::to_value(hh).unwrap_or_default();
+                let num = |f: &str| record.get(f).and_then(|v| v.as_i64());
+                for rule in PART_RULES {
+                    if let (Some(part), Some(whole)) = (num(rule.part), num(rule.whole)) {
+                        if part > whole {
+                            out.push(DataQualityIssue {
+                                document: doc.clone(),
+                                household: Some(id.clone()),
+                                fields: vec![rule.part.into(), rule.whole.into()],
+                                rule: rule.name.into(),
+                                detail: format!("{} is {part} but {} is {whole}", rule.part, rule.whole),
+                            });
+                        }
+                    }
+                }
+                if hh.qr_codes_issued < 0 {
+                    out.push(negative(doc, Some(id), "qr_codes_issued", hh.qr_codes_issued));
+                }
+            }
+        }
+        Survey::Commune(_) => {}
+    }
+    out
+}
+
+fn negative(doc: &DocumentId, household: Option<&String>, field: &str, value: i64) -> DataQualityIssue {
+    DataQualityIssue {
+        document: doc.clone(),
+        household: household.cloned(),
+        fields: vec![field.into()],
+        rule: format!("{field} >= 0"),
+        detail: format!("{field} adds up to {value}"),
+    }
+}
+
+/// One field with concurrent values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Where.
+    pub document: DocumentId,
+    /// Which household, if any.
+    pub household: Option<String>,
+    /// The field.
+    pub field: String,
+    /// The value every replica shows.
+    pub shown: Option<FieldValue>,
+    /// Every concurrent value, the shown one first.
+    pub candidates: Vec<Candidate>,
+}
+
+/// One of a conflict's concurrent values and who wrote it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The value (None for a value no rule allows).
+    pub value: Option<FieldValue>,
+    /// The actor (replica) that wrote it, hex.
+    pub actor: String,
+    /// When its change was made, ms since 1970.
+    pub time: i64,
+    /// The change that wrote it, hex.
+    pub change: String,
+}
+
+/// Every field of the document whose concurrent values differ.
+pub fn conflicts(doc: &SurveyDocument) -> Vec<Conflict> {
+    let am = doc.automerge();
+    let mut out = Vec::new();
+    for (target, obj) in doc.records() {
+        for key in am.keys(&obj) {
+            let Ok(all) = am.get_all(&obj, key.as_str()) else { continue };
+            if all.len() < 2 {
+                continue;
+            }
+            let winner = am.get(&obj, key.as_str()).ok().flatten().map(|(_, id)| id);
+            let mut all = all;
+            all.sort_by_key(|(_, id)| Some(id) != winner.as_ref());
+            let candidates: Vec<Candidate> = all
+                .iter()
+                .map(|(value, opid)| {
+                    let value = match value {
+                        automerge::Value::Scalar(s) => FieldValue::from_scalar(s),
+                        automerge::Value::Object(ObjType::Map) | automerge::Value::Object(_) => None,
+                    };
+                    let (actor, time, change) = match am.hash_for_opid(opid) {
+                        Some(h) => {
+                            let meta = am.get_change_by_hash(&h);
+                            (
+                                meta.as_ref().map(|c| c.actor_id().to_hex_string()).unwrap_or_default(),
+                                meta.as_ref().map(|c| c.timestamp()).unwrap_or_default(),
+                                h.to_string(),
+                            )
+                        }
+                        None => (String::new(), 0, String::new()),
+                    };
+                    Candidate { value, actor, time, change }
+                })
+                .collect();
+            let first = &candidates[0].value;
+            if candidates.iter().all(|c| &c.value == first) {
+                continue;
+            }
+            out.push(Conflict {
+                document: doc.id().clone(),
+                household: match &target {
+                    crate::survey::Target::Household(h) => Some(h.to_string()),
+                    crate::survey::Target::Facts => None,
+                },
+                field: key.clone(),
+                shown: first.clone(),
+                candidates,
+            });
+        }
+    }
+    out
+}
