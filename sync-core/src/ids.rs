@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::IdError;
 
+/// The survey round used when none is named.
+pub const DEFAULT_ROUND: &str = "2024-1";
+
 /// Longest id accepted anywhere (place, household, round, device).
 pub const MAX_ID_LEN: usize = 64;
 
