@@ -105,9 +105,64 @@ pub struct Refusal {
 pub struct Received {
     /// Changes now in the document that were not before: store them.
     pub new_changes: Vec<ChangeRecord>,
-    /// Changes received whose dependencies are still missing; they were not
-    /// applied and the peer will be asked for what they need.
+    /// Missing dependencies of changes that were received but could not be
+    /// applied yet; they were dropped and the peer will be asked for them.
     pub pending: usize,
+}
+
+/// Automerge storage chunks start with these bytes.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// Splits a run of concatenated automerge chunks (what a sync message's
+/// `changes` carry and `load_incremental` reads) into whole chunks, refusing
+/// anything that is not exactly a sequence of chunks: `load_incremental`
+/// would silently drop such bytes.
+fn split_chunks(mut bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
+    let mut chunks = Vec::new();
+    while !bytes.is_empty() {
+        let offset_note = || format!("at chunk {}", chunks.len());
+        if bytes.len() < 9 || bytes[..4] != CHUNK_MAGIC {
+            return Err(format!("bytes that are not an automerge chunk {}", offset_note()));
+        }
+        let kind = bytes[8];
+        let (mut len, mut shift, mut pos) = (0u64, 0u32, 9usize);
+        loop {
+            let Some(&b) = bytes.get(pos) else {
+                return Err(format!("truncated chunk header {}", offset_note()));
+            };
+            if shift > 56 {
+                return Err(format!("chunk length too long {}", offset_note()));
+            }
+            len |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            pos += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = usize::try_from(len).ok().and_then(|l| pos.checked_add(l)).filter(|&e| e <= bytes.len());
+        let Some(end) = end else { return Err(format!("truncated chunk {}", offset_note())) };
+        chunks.push((kind, &bytes[..end]));
+        bytes = &bytes[end..];
+    }
+    Ok(chunks)
+}
+
+/// How many changes a sync message's change data carries, checking that
+/// every byte belongs to a chunk that parses whole.
+fn count_changes(data: &[u8]) -> Result<usize, String> {
+    let mut n = 0;
+    for (kind, chunk) in split_chunks(data)? {
+        n += match kind {
+            1 | 2 => Change::try_from(chunk).map(|_| 1).map_err(|e| e.to_string())?,
+            0 => Automerge::load(chunk).map(|d| d.get_changes(&[]).len()).map_err(|e| e.to_string())?,
+            3 => automerge::Bundle::try_from(chunk)
+                .map_err(|e| e.to_string())
+                .and_then(|b| b.to_changes().map(|c| c.len()).map_err(|e| e.to_string()))?,
+            other => return Err(format!("unknown chunk type {other}")),
+        };
+    }
+    Ok(n)
 }
 
 /// One peer's sync session for one document.
@@ -162,20 +217,10 @@ impl DocSession {
                 ),
             ));
         }
-        let mut offered = 0usize;
         for (i, chunk) in message.changes.iter().enumerate() {
-            offered += match Change::try_from(chunk) {
-                Ok(_) => 1,
-                Err(change_err) => match Automerge::load(chunk) {
-                    Ok(d) => d.get_changes(&[]).len(),
-                    Err(_) => {
-                        return Err(refuse(
-                            RefusalCode::BadChange,
-                            format!("change chunk {i} does not parse: {change_err}"),
-                        ))
-                    }
-                },
-            };
+            count_changes(chunk).map_err(|reason| {
+                refuse(RefusalCode::BadChange, format!("change data {i} does not parse: {reason}"))
+            })?;
         }
         let old_heads = doc.heads();
         if trust == Trust::Peer {
@@ -183,7 +228,7 @@ impl DocSession {
             am.receive_sync_message(&mut self.state, message)
                 .map_err(|e| refuse(RefusalCode::BadChange, e.to_string()))?;
             let new: Vec<Change> = am.get_changes(&old_heads);
-            let pending = offered.saturating_sub(new.len());
+            let pending = am.get_missing_deps(&[]).len();
             return Ok(Received {
                 new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect(),
                 pending,
@@ -194,7 +239,8 @@ impl DocSession {
         fork.receive_sync_message(&mut state, message)
             .map_err(|e| refuse(RefusalCode::BadChange, e.to_string()))?;
         let new: Vec<Change> = fork.get_changes(&old_heads);
-        if !fork.get_missing_deps(&[]).is_empty() {
+        let pending = fork.get_missing_deps(&[]).len();
+        if pending > 0 {
             // Keep no queued, unvalidated change in a document we store.
             let mut clean = doc.automerge().fork();
             clean
@@ -216,10 +262,7 @@ impl DocSession {
         candidate.automerge_mut().set_actor(doc.automerge().get_actor().clone());
         *doc = candidate;
         self.state = state;
-        Ok(Received {
-            pending: offered.saturating_sub(new.len()),
-            new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect(),
-        })
+        Ok(Received { pending, new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect() })
     }
 }
 

@@ -190,12 +190,20 @@ fn junk_truncated_and_trailing_bytes_are_refused_never_dropped() {
     let mut trailing = with_changes.clone();
     trailing.extend_from_slice(b"JUNKJUNK");
     let truncated = &with_changes[..with_changes.len() - 5];
+    // The trap from the notes: a valid change followed by junk inside the
+    // change data, which load_incremental would accept and silently drop.
+    let mut smuggled = sync_core::automerge::sync::Message::decode(&with_changes).unwrap();
+    let mut chunk: Vec<u8> = smuggled.changes.iter().next().expect("has changes").to_vec();
+    chunk.extend_from_slice(&[0u8; 16]);
+    smuggled.changes = vec![chunk].into();
+    let smuggled = smuggled.encode();
     let random: Vec<u8> = (0..200u32).map(|i| (i * 7919 % 251) as u8).collect();
     for (name, bytes, codes) in [
         ("trailing", &trailing[..], &[RefusalCode::TrailingBytes][..]),
         ("truncated", truncated, &[RefusalCode::Undecodable, RefusalCode::BadChange][..]),
         ("random", &random[..], &[RefusalCode::Undecodable, RefusalCode::TrailingBytes][..]),
         ("empty", &[][..], &[RefusalCode::Undecodable][..]),
+        ("junk after a valid change", &smuggled[..], &[RefusalCode::BadChange][..]),
     ] {
         let before = hub.heads();
         let mut s = hs.clone();
