@@ -12,7 +12,9 @@
 //! - [`registry`]: places, the bundled Bắc Kạn sample, CSV loading.
 //! - [`report`]: the indicators officers read.
 
+pub mod access;
 pub mod error;
+pub mod history;
 pub mod ids;
 pub mod registry;
 pub mod report;

@@ -1,0 +1,378 @@
+//! The history of a survey document, change by change: who wrote which
+//! field of which record, when, and what the value was before; and the
+//! heads a document had at a point in time, for reading it as it was.
+//!
+//! Old values are read at the change's own dependencies (`get_at` at
+//! `change.deps()`), so an entry says what its author saw when writing,
+//! not what happened to be stored by some other replica at that time.
+
+use std::collections::{BTreeSet, HashMap};
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{Change, ChangeHash, ObjId, Prop, ReadDoc, ROOT};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::DocumentId;
+use crate::survey::{genesis_change, FieldValue, SurveyDocument};
+
+/// Why a list of change hashes does not name heads of a document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// Not a change hash or a prefix of one (hex digits, at least 4).
+    #[error("{0:?} is not a change hash; give the hex hashes `thonsync history` shows (at least 4 digits)")]
+    NotAHash(String),
+    /// No change of the document has this hash or prefix.
+    #[error("{document} has no change {hash:?}; `thonsync history` lists its changes")]
+    Unknown {
+        /// The document searched.
+        document: DocumentId,
+        /// The hash or prefix given.
+        hash: String,
+    },
+    /// More than one change starts with this prefix.
+    #[error("{hash:?} matches {count} changes of {document}; give more digits")]
+    Ambiguous {
+        /// The document searched.
+        document: DocumentId,
+        /// The prefix given.
+        hash: String,
+        /// How many changes it matches.
+        count: usize,
+    },
+}
+
+/// What one change did to one field.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// The field was given a value.
+    Set,
+    /// A counter was added to (the delta may be negative).
+    Increment,
+    /// The value was removed.
+    Unset,
+    /// The record was created by its deterministic genesis.
+    Created,
+}
+
+/// One field touched by one change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// The household, or `None` for the document's facts.
+    pub household: Option<String>,
+    /// The field (`None` for a record's creation).
+    pub field: Option<String>,
+    /// What happened.
+    pub action: Action,
+    /// The value at the change's dependencies.
+    pub old: Option<FieldValue>,
+    /// The value the change wrote (for a counter: the old value plus the delta).
+    pub new: Option<FieldValue>,
+}
+
+/// One change of a document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Change hash, hex.
+    pub change: String,
+    /// The actor (replica) that made it, hex.
+    pub actor: String,
+    /// Its sequence number for that actor.
+    pub seq: u64,
+    /// The time its author stamped on it, ms since 1970 (0 for genesis changes).
+    pub time: i64,
+    /// Whether this is a deterministic genesis change (document or household creation).
+    pub genesis: bool,
+    /// The hashes it depends on, hex.
+    pub deps: Vec<String>,
+    /// The fields it touched, in op order.
+    pub fields: Vec<FieldChange>,
+}
+
+impl HistoryEntry {
+    /// Whether the change touched `household`.
+    pub fn touches_household(&self, household: &str) -> bool {
+        self.fields.iter().any(|f| f.household.as_deref() == Some(household))
+    }
+}
+
+/// Where an object sits in the survey layout.
+#[derive(Clone)]
+enum Record {
+    Facts,
+    Households,
+    Household(String),
+    Other,
+}
+
+fn locate(doc: &automerge::Automerge, obj: &ObjId) -> Record {
+    if *obj == ROOT {
+        return Record::Other;
+    }
+    let Ok(parents) = doc.parents(obj) else { return Record::Other };
+    let path: Vec<_> = parents.collect();
+    let key = |i: usize| match path.get(i).map(|p| &p.prop) {
+        Some(Prop::Map(k)) => Some(k.clone()),
+        _ => None,
+    };
+    match (path.len(), key(0).as_deref(), key(1).as_deref()) {
+        (1, Some("facts"), _) => Record::Facts,
+        (1, Some("households"), _) => Record::Households,
+        (2, Some(hh), Some("households")) => Record::Household(hh.to_owned()),
+        _ => Record::Other,
+    }
+}
+
+fn value_at(doc: &automerge::Automerge, obj: &ObjId, key: &str, heads: &[ChangeHash]) -> Option<FieldValue> {
+    match doc.get_at(obj, key, heads) {
+        Ok(Some((automerge::Value::Scalar(s), _))) => FieldValue::from_scalar(&s),
+        _ => None,
+    }
+}
+
+fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash) -> HistoryEntry {
+    let am = doc.automerge();
+    let deps = change.deps().to_vec();
+    let mut objects: HashMap<String, Option<(ObjId, Record)>> = HashMap::new();
+    let mut fields = Vec::new();
+    for op in change.decode().operations {
+        let Key::Map(key) = &op.key else { continue };
+        let key = key.to_string();
+        let (obj, record) = match &op.obj {
+            ObjectId::Root => continue,
+            ObjectId::Id(_) => {
+                let text = op.obj.to_string();
+                let found = objects.entry(text.clone()).or_insert_with(|| {
+                    let obj = am.import_obj(&text).ok()?;
+                    let record = locate(am, &obj);
+                    Some((obj, record))
+                });
+                match found {
+                    Some((o, r)) => (o.clone(), r.clone()),
+                    None => continue,
+                }
+            }
+        };
+        let household = match &record {
+            Record::Facts => None,
+            Record::Household(h) => Some(h.clone()),
+            Record::Households => {
+                if matches!(op.action, OpType::Make(_)) {
+                    fields.push(FieldChange {
+                        household: Some(key),
+                        field: None,
+                        action: Action::Created,
+                        old: None,
+                        new: None,
+                    });
+                }
+                continue;
+            }
+            Record::Other => continue,
+        };
+        let old = value_at(am, &obj, &key, &deps);
+        let (action, new) = match &op.action {
+            OpType::Put(v) if matches!(v, automerge::ScalarValue::Counter(_)) => {
+                // Counters are created (at 0) by genesis changes only.
+                continue;
+            }
+            OpType::Put(v) => (Action::Set, FieldValue::from_scalar(v)),
+            OpType::Increment(d) => {
+                let before = match &old {
+                    Some(FieldValue::Int(n)) => *n,
+                    _ => 0,
+                };
+                (Action::Increment, Some(FieldValue::Int(before + d)))
+            }
+            OpType::Delete => (Action::Unset, None),
+            _ => continue,
+        };
+        fields.push(FieldChange { household, field: Some(key), action, old, new });
+    }
+    let hash = change.hash();
+    let is_genesis = hash == genesis
+        || (change.seq() == 1
+            && change.timestamp() == 0
+            && fields.iter().all(|f| f.action == Action::Created)
+            && !fields.is_empty());
+    HistoryEntry {
+        change: hash.to_string(),
+        actor: change.actor_id().to_hex_string(),
+        seq: change.seq(),
+        time: change.timestamp(),
+        genesis: is_genesis,
+        deps: deps.iter().map(ToString::to_string).collect(),
+        fields,
+    }
+}
+
+/// Every change of the document in causal order (a change after all it depends on).
+pub fn history(doc: &SurveyDocument) -> Vec<HistoryEntry> {
+    let genesis = genesis_change(doc.id()).hash();
+    doc.automerge().get_changes(&[]).iter().map(|c| entry(doc, c, genesis)).collect()
+}
+
+/// The heads of the document as it was at `time_ms`: the changes stamped at
+/// or before that time, with everything they depend on.
+///
+/// A change stamped later that an included change depends on (a device whose
+/// clock ran slow) is included too, since no replica could have had one
+/// without the other. Genesis changes (stamped at 0) come in with the first
+/// change that needs them.
+pub fn heads_at(doc: &SurveyDocument, time_ms: i64) -> Vec<ChangeHash> {
+    let changes = doc.automerge().get_changes(&[]);
+    let by_hash: HashMap<ChangeHash, &Change> = changes.iter().map(|c| (c.hash(), c)).collect();
+    let mut included: BTreeSet<ChangeHash> = BTreeSet::new();
+    // Genesis changes are stamped at time 0: a household's genesis counts from
+    // the first change that writes into it, the document's from the start.
+    let genesis = genesis_change(doc.id()).hash();
+    let mut stack: Vec<ChangeHash> = changes
+        .iter()
+        .filter(|c| c.hash() == genesis || (c.timestamp() != 0 && c.timestamp() <= time_ms))
+        .map(|c| c.hash())
+        .collect();
+    while let Some(h) = stack.pop() {
+        if included.insert(h) {
+            if let Some(c) = by_hash.get(&h) {
+                stack.extend(c.deps().iter().copied());
+            }
+        }
+    }
+    let covered: BTreeSet<ChangeHash> =
+        included.iter().filter_map(|h| by_hash.get(h)).flat_map(|c| c.deps().iter().copied()).collect();
+    included.difference(&covered).copied().collect()
+}
+
+/// Resolves change hashes, or unique hex prefixes of at least 4 digits, to
+/// changes of the document.
+pub fn resolve_heads(doc: &SurveyDocument, hashes: &[&str]) -> Result<Vec<ChangeHash>, HistoryError> {
+    let all: Vec<ChangeHash> = doc.automerge().get_changes(&[]).iter().map(|c| c.hash()).collect();
+    let mut out = Vec::new();
+    for raw in hashes {
+        let h = raw.trim().to_ascii_lowercase();
+        if h.len() < 4 || h.len() > 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(HistoryError::NotAHash((*raw).to_owned()));
+        }
+        let matches: Vec<&ChangeHash> = all.iter().filter(|c| c.to_string().starts_with(&h)).collect();
+        match matches.as_slice() {
+            [one] => out.push(**one),
+            [] => return Err(HistoryError::Unknown { document: doc.id().clone(), hash: h }),
+            many => {
+                return Err(HistoryError::Ambiguous {
+                    document: doc.id().clone(),
+                    hash: h,
+                    count: many.len(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::ActorId;
+
+    use super::*;
+    use crate::survey::{Edit, FieldValue, Survey, Target};
+
+    fn village() -> DocumentId {
+        "village:nhu-co-03:2024-1".parse().unwrap()
+    }
+
+    fn hh(id: &str) -> Target {
+        Target::Household(id.parse().unwrap())
+    }
+
+    #[test]
+    fn history_names_fields_and_old_and_new_values() {
+        let mut doc = SurveyDocument::create(village(), ActorId::from([1; 16]));
+        doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(5))], 1_000).unwrap();
+        doc.apply(
+            &[
+                Edit::set(hh("hh-1"), "members", FieldValue::Int(6)),
+                Edit::increment(Target::Facts, "security_cameras", 3),
+            ],
+            2_000,
+        )
+        .unwrap();
+        doc.apply(&[Edit::increment(Target::Facts, "security_cameras", 2)], 3_000).unwrap();
+        let h = history(&doc);
+        // Document genesis, household genesis, then the three edits.
+        assert_eq!(h.len(), 5);
+        assert!(h[0].genesis && h[1].genesis);
+        assert_eq!(h[1].fields[0].action, Action::Created);
+        assert_eq!(h[1].fields[0].household.as_deref(), Some("hh-1"));
+        let first = &h[2];
+        assert!(!first.genesis);
+        assert_eq!(first.time, 1_000);
+        assert_eq!(first.actor, ActorId::from([1; 16]).to_hex_string());
+        assert_eq!(first.fields.len(), 1);
+        assert_eq!(first.fields[0].old, None);
+        assert_eq!(first.fields[0].new, Some(FieldValue::Int(5)));
+        let second = &h[3];
+        let members = second.fields.iter().find(|f| f.field.as_deref() == Some("members")).unwrap();
+        assert_eq!(
+            (members.old.clone(), members.new.clone()),
+            (Some(FieldValue::Int(5)), Some(FieldValue::Int(6)))
+        );
+        let cams = second.fields.iter().find(|f| f.field.as_deref() == Some("security_cameras")).unwrap();
+        assert_eq!(cams.household, None);
+        assert_eq!(
+            (cams.old.clone(), cams.new.clone()),
+            (Some(FieldValue::Int(0)), Some(FieldValue::Int(3)))
+        );
+        assert_eq!(h[4].fields[0].new, Some(FieldValue::Int(5)));
+        assert!(h[3].touches_household("hh-1") && !h[4].touches_household("hh-1"));
+    }
+
+    #[test]
+    fn old_values_are_read_at_the_changes_own_dependencies() {
+        let mut a = SurveyDocument::create(village(), ActorId::from([1; 16]));
+        a.apply(&[Edit::set(hh("hh-1"), "adults", FieldValue::Int(2))], 1_000).unwrap();
+        let mut b = a.clone();
+        b.automerge_mut().set_actor(ActorId::from([2; 16]));
+        a.apply(&[Edit::set(hh("hh-1"), "adults", FieldValue::Int(3))], 2_000).unwrap();
+        b.apply(&[Edit::set(hh("hh-1"), "adults", FieldValue::Int(4))], 2_500).unwrap();
+        a.automerge_mut().merge(b.automerge_mut()).unwrap();
+        let h = history(&a);
+        let concurrent: Vec<_> = h.iter().filter(|e| e.time >= 2_000).collect();
+        assert_eq!(concurrent.len(), 2);
+        for e in concurrent {
+            // Both writers saw 2, whatever the other did meanwhile.
+            assert_eq!(e.fields[0].old, Some(FieldValue::Int(2)));
+        }
+    }
+
+    #[test]
+    fn heads_at_a_time_show_the_document_as_it_was() {
+        let mut doc = SurveyDocument::create(village(), ActorId::from([1; 16]));
+        doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(5))], 1_000).unwrap();
+        doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(7))], 2_000).unwrap();
+        doc.apply(&[Edit::set(hh("hh-2"), "members", FieldValue::Int(3))], 3_000).unwrap();
+        let members = |heads: &[ChangeHash]| match doc.snapshot(Some(heads)) {
+            Survey::Village(v) => {
+                v.households.iter().map(|(k, h)| (k.clone(), h.members)).collect::<Vec<_>>()
+            }
+            Survey::Commune(_) => unreachable!(),
+        };
+        assert_eq!(members(&heads_at(&doc, 1_500)), vec![("hh-1".to_owned(), Some(5))]);
+        assert_eq!(members(&heads_at(&doc, 2_000)), vec![("hh-1".to_owned(), Some(7))]);
+        assert_eq!(members(&heads_at(&doc, 9_000)).len(), 2);
+        assert_eq!(heads_at(&doc, 9_000), doc.heads());
+        assert!(members(&heads_at(&doc, 500)).is_empty());
+    }
+
+    #[test]
+    fn heads_resolve_from_full_hashes_and_unique_prefixes() {
+        let mut doc = SurveyDocument::create(village(), ActorId::from([1; 16]));
+        let h = doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(5))], 1_000).unwrap().unwrap();
+        let full = h.to_string();
+        assert_eq!(resolve_heads(&doc, &[&full]).unwrap(), vec![h]);
+        assert_eq!(resolve_heads(&doc, &[&full[..10]]).unwrap(), vec![h]);
+        assert!(matches!(resolve_heads(&doc, &["xyz1"]), Err(HistoryError::NotAHash(_))));
+        assert!(matches!(resolve_heads(&doc, &["ab"]), Err(HistoryError::NotAHash(_))));
+        let missing = if full.starts_with("0000") { "1111" } else { "0000" };
+        assert!(matches!(resolve_heads(&doc, &[missing]), Err(HistoryError::Unknown { .. })));
+    }
+}
