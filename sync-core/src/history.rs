@@ -172,7 +172,7 @@ fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash) -> HistoryE
         };
         let old = value_at(am, &obj, &key, &deps);
         let (action, new) = match &op.action {
-            OpType::Put(v) if matches!(v, automerge::ScalarValue::Counter(_)) => {
+            OpType::Put(automerge::ScalarValue::Counter(_)) => {
                 // Counters are created (at 0) by genesis changes only.
                 continue;
             }
