@@ -84,6 +84,8 @@ pub enum RefusalCode {
     BadChange,
     /// A change breaks a type rule of the survey model.
     RuleBroken,
+    /// The message is for a document this replica does not know (not in its registry).
+    UnknownDocument,
 }
 
 /// Why an incoming message was refused. The caller keeps the bytes aside.

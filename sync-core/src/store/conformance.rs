@@ -5,6 +5,7 @@
 //! test calls [`run_all`] with its own factory.
 
 use super::{NewRefusedUpload, Store, WriteBatch};
+use crate::access::{AuditEvent, CredentialKind, DeviceRecord};
 use crate::ids::{DocumentId, PeerId};
 use crate::registry::Registry;
 use crate::survey::{Edit, FieldValue, SurveyDocument, Target};
@@ -33,6 +34,83 @@ pub fn run_all<S: Store>(mut make: impl FnMut() -> S) {
     sync_states_are_per_peer_and_document(make());
     refused_uploads_keep_every_byte(make());
     places_and_settings_round_trip(make());
+    devices_credentials_and_actors(make());
+    audit_log_and_admin_tokens(make());
+}
+
+fn phone(id: &str, communes: &[&str]) -> DeviceRecord {
+    DeviceRecord {
+        id: id.into(),
+        name: format!("Surveyor {id}"),
+        communes: communes.iter().map(|c| c.to_string()).collect(),
+        created_at: 1,
+        enrolled_at: None,
+        revoked_at: None,
+        last_seen: None,
+        app_version: None,
+    }
+}
+
+/// Devices read back as written; credentials find their device until they
+/// expire or are replaced; an actor stays bound to the first device.
+pub fn devices_credentials_and_actors<S: Store>(mut store: S) {
+    let mut a = phone("phone-a", &["nhu-co"]);
+    store.put_device(&a).expect("put");
+    store.put_device(&phone("phone-b", &["song-cau", "nhu-co"])).expect("put");
+    a.enrolled_at = Some(5);
+    a.app_version = Some("1.2.0".into());
+    store.put_device(&a).expect("update");
+    assert_eq!(store.device("phone-a").expect("get"), Some(a.clone()));
+    assert_eq!(store.devices().expect("list").len(), 2);
+    assert_eq!(store.device("nobody").expect("get"), None);
+
+    store.set_credential("phone-a", CredentialKind::Enrollment, "code-hash", Some(100)).expect("set");
+    let found = store.device_for_credential(CredentialKind::Enrollment, "code-hash", 50).expect("find");
+    assert_eq!(found.map(|d| d.id), Some("phone-a".into()));
+    assert!(
+        store.device_for_credential(CredentialKind::Enrollment, "code-hash", 100).expect("find").is_none(),
+        "expired"
+    );
+    assert!(
+        store.device_for_credential(CredentialKind::DeviceToken, "code-hash", 50).expect("find").is_none(),
+        "kind matters"
+    );
+    store.set_credential("phone-a", CredentialKind::DeviceToken, "token-1", None).expect("set");
+    store.set_credential("phone-a", CredentialKind::DeviceToken, "token-2", None).expect("rotate");
+    assert!(
+        store.device_for_credential(CredentialKind::DeviceToken, "token-1", 50).expect("find").is_none(),
+        "rotated away"
+    );
+    assert!(store.device_for_credential(CredentialKind::DeviceToken, "token-2", 50).expect("find").is_some());
+    store.remove_credential("phone-a", CredentialKind::DeviceToken).expect("remove");
+    assert!(store.device_for_credential(CredentialKind::DeviceToken, "token-2", 50).expect("find").is_none());
+
+    assert_eq!(store.bind_actor("aa11", "phone-a", 1).expect("bind"), None);
+    assert_eq!(store.bind_actor("aa11", "phone-a", 2).expect("bind"), None, "same device again is fine");
+    assert_eq!(store.bind_actor("aa11", "phone-b", 3).expect("bind"), Some("phone-a".into()));
+    assert_eq!(store.actor_devices().expect("list"), vec![("aa11".into(), "phone-a".into())]);
+}
+
+/// The audit log keeps events newest first; admin tokens find their name.
+pub fn audit_log_and_admin_tokens<S: Store>(mut store: S) {
+    for (at, action) in [(1, "device.add"), (2, "device.enroll"), (3, "device.revoke")] {
+        let e = AuditEvent {
+            at,
+            who: "admin:lan".into(),
+            action: action.into(),
+            subject: "phone-a".into(),
+            detail: String::new(),
+        };
+        store.append_audit(&e).expect("append");
+    }
+    let log = store.audit(2).expect("read");
+    assert_eq!(
+        log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        vec!["device.revoke", "device.enroll"]
+    );
+    store.put_admin_token("lan", "hash-1", 1).expect("put");
+    assert_eq!(store.admin_for_token("hash-1").expect("get").as_deref(), Some("lan"));
+    assert_eq!(store.admin_for_token("hash-2").expect("get"), None);
 }
 
 /// A repeated upload is a no-op: the second commit stores nothing new.

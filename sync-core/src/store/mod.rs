@@ -17,6 +17,7 @@ pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{AuditEvent, CredentialKind, DeviceRecord};
 use crate::ids::{DocumentId, PeerId};
 use crate::registry::Place;
 use crate::sync::{ChangeRecord, RefusalCode};
@@ -177,6 +178,44 @@ pub trait Store: Send {
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Bytes used by the store, if known.
     fn size_bytes(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Adds or updates a device record.
+    fn put_device(&mut self, device: &DeviceRecord) -> Result<(), StoreError>;
+    /// One device.
+    fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Every device, by id.
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Sets a device's credential of one kind (replacing the previous one),
+    /// stored as `hash`, valid until `expires_at` if given.
+    fn set_credential(
+        &mut self,
+        device: &str,
+        kind: CredentialKind,
+        hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// Removes a device's credential of one kind.
+    fn remove_credential(&mut self, device: &str, kind: CredentialKind) -> Result<(), StoreError>;
+    /// The device holding a credential with this hash, if it has not expired at `now`.
+    fn device_for_credential(
+        &self,
+        kind: CredentialKind,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceRecord>, StoreError>;
+    /// Binds an actor id to the device that first used it. Returns the other
+    /// device if the actor is already bound elsewhere (and binds nothing).
+    fn bind_actor(&mut self, actor: &str, device: &str, now: i64) -> Result<Option<String>, StoreError>;
+    /// Every (actor, device) binding.
+    fn actor_devices(&self) -> Result<Vec<(String, String)>, StoreError>;
+    /// Appends to the audit log.
+    fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// The newest `limit` audit events, newest first.
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Stores an administrator token's hash under a name.
+    fn put_admin_token(&mut self, name: &str, hash: &str, now: i64) -> Result<(), StoreError>;
+    /// The administrator a token hash belongs to.
+    fn admin_for_token(&self, hash: &str) -> Result<Option<String>, StoreError>;
 }
 
 /// Loads a survey document from a store, writing as `actor`; `None` if

@@ -14,6 +14,7 @@ use super::{
     ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
     StoredDocument, WriteBatch,
 };
+use crate::access::{AuditEvent, CredentialKind, DeviceRecord};
 use crate::ids::{DocumentId, PeerId};
 use crate::registry::{Place, PlaceKind};
 use crate::sync::RefusalCode;
@@ -62,6 +63,42 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE settings (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    );",
+    // 2: devices, their credentials and actors; administrators; the audit log.
+    "CREATE TABLE devices (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        communes    TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        enrolled_at BIGINT,
+        revoked_at  BIGINT,
+        last_seen   BIGINT,
+        app_version TEXT
+    );
+    CREATE TABLE credentials (
+        device      TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        hash        TEXT NOT NULL UNIQUE,
+        expires_at  BIGINT,
+        PRIMARY KEY (device, kind)
+    );
+    CREATE TABLE actors (
+        actor       TEXT PRIMARY KEY,
+        device      TEXT NOT NULL,
+        bound_at    BIGINT NOT NULL
+    );
+    CREATE TABLE admin_tokens (
+        hash        TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        created_at  BIGINT NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id          INTEGER PRIMARY KEY,
+        at          BIGINT NOT NULL,
+        who         TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        detail      TEXT NOT NULL
     );",
 ];
 
@@ -177,6 +214,29 @@ fn to_refused(row: RefusedRow) -> Result<RefusedUpload, StoreError> {
         id,
         upload: NewRefusedUpload { source, document, code: code_from(&code)?, reason, bytes, received_at },
     })
+}
+
+const DEVICE_COLUMNS: &str =
+    "id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version";
+
+type DeviceRow = (String, String, String, i64, Option<i64>, Option<i64>, Option<i64>, Option<String>);
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+}
+
+fn to_device(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
+    let (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version) = row;
+    let communes = serde_json::from_str(&communes)
+        .map_err(|e| StoreError::Corrupt(format!("device {id}: communes {communes:?}: {e}")))?;
+    Ok(DeviceRecord { id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version })
+}
+
+fn credential_kind(kind: CredentialKind) -> &'static str {
+    match kind {
+        CredentialKind::Enrollment => "enrollment",
+        CredentialKind::DeviceToken => "device_token",
+    }
 }
 
 const REFUSED_COLUMNS: &str = "id, source, document, code, reason, bytes, received_at";
@@ -435,6 +495,162 @@ impl Store for SqliteStore {
     fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(backend)
+    }
+
+    fn put_device(&mut self, d: &DeviceRecord) -> Result<(), StoreError> {
+        let communes = serde_json::to_string(&d.communes).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.conn
+            .execute(
+                "INSERT INTO devices (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, communes = excluded.communes,
+                   enrolled_at = excluded.enrolled_at, revoked_at = excluded.revoked_at,
+                   last_seen = excluded.last_seen, app_version = excluded.app_version",
+                params![d.id, d.name, communes, d.created_at, d.enrolled_at, d.revoked_at, d.last_seen, d.app_version],
+            )
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.conn
+            .query_row(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"), [id], device_row)
+            .optional()
+            .map_err(backend)?
+            .map(to_device)
+            .transpose()
+    }
+
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))
+            .map_err(backend)?;
+        let rows = stmt.query_map([], device_row).map_err(backend)?;
+        rows.map(|r| to_device(r.map_err(backend)?)).collect()
+    }
+
+    fn set_credential(
+        &mut self,
+        device: &str,
+        kind: CredentialKind,
+        hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO credentials (device, kind, hash, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (device, kind) DO UPDATE SET hash = excluded.hash, expires_at = excluded.expires_at",
+                params![device, credential_kind(kind), hash, expires_at],
+            )
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn remove_credential(&mut self, device: &str, kind: CredentialKind) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM credentials WHERE device = ?1 AND kind = ?2",
+                params![device, credential_kind(kind)],
+            )
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn device_for_credential(
+        &self,
+        kind: CredentialKind,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let device: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT device FROM credentials WHERE kind = ?1 AND hash = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+                params![credential_kind(kind), hash, now],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        match device {
+            Some(id) => self.device(&id),
+            None => Ok(None),
+        }
+    }
+
+    fn bind_actor(&mut self, actor: &str, device: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let tx = self.conn.transaction().map_err(backend)?;
+        let bound: Option<String> = tx
+            .query_row("SELECT device FROM actors WHERE actor = ?1", [actor], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        let other = match bound {
+            Some(d) if d == device => None,
+            Some(d) => Some(d),
+            None => {
+                tx.execute(
+                    "INSERT INTO actors (actor, device, bound_at) VALUES (?1, ?2, ?3)",
+                    params![actor, device, now],
+                )
+                .map_err(backend)?;
+                None
+            }
+        };
+        tx.commit().map_err(backend)?;
+        Ok(other)
+    }
+
+    fn actor_devices(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT actor, device FROM actors ORDER BY actor").map_err(backend)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn append_audit(&mut self, e: &AuditEvent) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO audit_log (at, who, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.at, e.who, e.action, e.subject, e.detail],
+            )
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT at, who, action, subject, detail FROM audit_log ORDER BY id DESC LIMIT ?1")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(AuditEvent {
+                    at: r.get(0)?,
+                    who: r.get(1)?,
+                    action: r.get(2)?,
+                    subject: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn put_admin_token(&mut self, name: &str, hash: &str, now: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO admin_tokens (hash, name, created_at) VALUES (?1, ?2, ?3)",
+                params![hash, name, now],
+            )
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    fn admin_for_token(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT name FROM admin_tokens WHERE hash = ?1", [hash], |r| r.get(0))
             .optional()
             .map_err(backend)
     }
