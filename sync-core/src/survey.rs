@@ -270,6 +270,24 @@ pub fn household_genesis_change(id: &DocumentId, household: &str) -> Change {
     doc.get_last_local_change().expect("household genesis exists")
 }
 
+/// Whether `change` is the genesis of `id` or of one of its households.
+pub fn is_structural(id: &DocumentId, change: &Change) -> bool {
+    if change.seq() != 1 || change.timestamp() != 0 {
+        return false;
+    }
+    if change.actor_id() == &genesis_actor(id) {
+        return change.hash() == genesis_change(id).hash();
+    }
+    let decoded = change.decode();
+    match decoded.operations.first().map(|op| &op.key) {
+        Some(automerge::legacy::Key::Map(household)) => {
+            change.actor_id() == &household_actor(id, household)
+                && change.hash() == household_genesis_change(id, household).hash()
+        }
+        _ => false,
+    }
+}
+
 impl SurveyDocument {
     /// A new document holding only its genesis change, writing as `actor`.
     pub fn create(id: DocumentId, actor: ActorId) -> Self {

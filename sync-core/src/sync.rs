@@ -56,12 +56,17 @@ pub struct ChangeRecord {
     pub seq: u64,
     /// The time its author stamped on it, ms since 1970.
     pub time: i64,
+    /// A deterministic genesis change (document or household), made by an
+    /// actor derived from ids rather than by a device: many replicas make it,
+    /// so it is never attributed to, or bound to, one surveyor.
+    pub structural: bool,
 }
 
 impl ChangeRecord {
     /// Builds the record of one change.
     pub fn new(document: &DocumentId, mut change: Change) -> Self {
         Self {
+            structural: crate::survey::is_structural(document, &change),
             document: document.clone(),
             hash: change.hash().to_string(),
             actor: change.actor_id().to_hex_string(),

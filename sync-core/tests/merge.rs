@@ -186,3 +186,16 @@ fn time_travel_shows_the_document_as_it_was() {
 fn hex(n: u8) -> String {
     ActorId::from([n; 16]).to_hex_string()
 }
+
+#[test]
+fn genesis_changes_are_recognised_as_structural_and_surveyors_changes_are_not() {
+    let mut a = replica(1);
+    a.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(4))], 10).unwrap();
+    let flags: Vec<bool> = a
+        .automerge()
+        .get_changes(&[])
+        .into_iter()
+        .map(|c| sync_core::sync::ChangeRecord::new(&village(), c).structural)
+        .collect();
+    assert_eq!(flags, vec![true, true, false], "document genesis, household genesis, the surveyor's edit");
+}
