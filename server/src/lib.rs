@@ -1,1 +1,271 @@
-//! Thôn Sync server library.
+//! The Thôn Sync server: the HTTP API field devices sync with, and the
+//! administrator's API. Only this crate knows HTTP.
+//!
+//! # Layout
+//! - [`state`]: limits, the document cache, exchanges, read connections.
+//! - [`writer`]: the single SQLite writer with group commit.
+//! - [`sync_api`]: `POST /v1/sync`, one round of a device's exchange.
+//! - [`registry_api`]: which documents a commune holds.
+//! - [`admin`]: the administrator API under `/v1/admin/`.
+//! - [`wire`]: the JSON bodies, [`error`]: the one error shape.
+//!
+//! Start a server with [`serve`] (the binary) or [`start`] (a server on its
+//! own thread and runtime, for tests and the benchmark), or mount [`app`]
+//! on any listener.
+
+pub mod admin;
+pub mod error;
+pub mod registry_api;
+pub mod state;
+pub mod sync_api;
+pub mod wire;
+pub mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sync_core::automerge::ActorId;
+use sync_core::registry::Registry;
+use sync_core::store::{SqliteStore, Store, StoreError};
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::state::{DocCache, Limits, ReaderPool, Shared};
+use crate::writer::{Writer, WriterThread};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or read.
+    #[error("database {path}: {source}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        source: StoreError,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The runtime or a thread could not be started.
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The SQLite database file (created if missing).
+    pub db: PathBuf,
+    /// The address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Limits enforced on requests and memory.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Defaults for a database file and address.
+    pub fn new(db: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        Self { db: db.into(), listen, limits: Limits::default() }
+    }
+}
+
+/// The state every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Everything behind one `Arc`, cheap to clone into handlers and blocking tasks.
+    pub shared: Arc<Shared>,
+}
+
+/// Opens the store, loads the registry (the bundled Bắc Kạn sample into an
+/// empty store) and the administrator actor, and starts the writer.
+pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartError> {
+    let store_err = |source| StartError::Store { path: config.db.clone(), source };
+    let mut store = SqliteStore::open(&config.db).map_err(store_err)?;
+    let mut places = store.places().map_err(store_err)?;
+    if places.is_empty() {
+        let sample = Registry::sample_bac_kan();
+        places = sample.places().cloned().collect();
+        store.put_places(&places).map_err(store_err)?;
+        tracing::info!(places = places.len(), "empty registry: loaded the Bắc Kạn sample");
+    }
+    let registry =
+        Registry::new(places).map_err(|e| store_err(StoreError::Corrupt(format!("stored registry: {e}"))))?;
+    let admin_actor = match store.setting("admin_actor").map_err(store_err)? {
+        Some(hex) => ActorId::try_from(hex.as_str())
+            .map_err(|e| store_err(StoreError::Corrupt(format!("admin_actor {hex:?}: {e}"))))?,
+        None => {
+            let actor = ActorId::from(rand::random::<[u8; 16]>());
+            store.put_setting("admin_actor", &actor.to_hex_string()).map_err(store_err)?;
+            actor
+        }
+    };
+    let (writer, thread) = Writer::start(store);
+    let shared = Shared {
+        readers: ReaderPool::new(config.db.clone()),
+        writer,
+        docs: DocCache::new(config.limits.max_cached_documents),
+        exchanges: Mutex::new(Default::default()),
+        registry: RwLock::new(registry),
+        admin_actor,
+        limits: config.limits.clone(),
+    };
+    Ok((AppState { shared: Arc::new(shared) }, thread))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The router: device API, registry, admin API; gzip both ways.
+pub fn app(state: AppState) -> Router {
+    let limit = state.shared.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/sync", post(sync_api::sync))
+        .route("/v1/registry/communes", get(registry_api::communes))
+        .route("/v1/registry/communes/{commune}", get(registry_api::commune_documents))
+        .route("/v1/admin/registry", get(admin::get_registry).put(admin::put_registry))
+        .route("/v1/admin/documents", get(admin::list_documents))
+        .route("/v1/admin/documents/{id}", get(admin::get_document))
+        .route("/v1/admin/documents/{id}/edits", post(admin::post_edits))
+        .route("/v1/admin/changes", get(admin::list_changes))
+        .route("/v1/admin/peers", get(admin::list_peers))
+        .route("/v1/admin/refused", get(admin::list_refused))
+        .route("/v1/admin/refused/{id}", get(admin::get_refused))
+        .route("/v1/admin/store", get(admin::store_figures))
+        .fallback(|| async {
+            error::ApiError::not_found("not_found", "no such endpoint; see docs/protocol.md")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new())
+        .with_state(state)
+}
+
+/// Evicts idle documents and forgets idle exchanges until the state is dropped.
+fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(&state.shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let Some(shared) = weak.upgrade() else { break };
+            let docs = shared.docs.evict_idle(shared.limits.document_idle);
+            let exchanges = shared.expire_exchanges();
+            if docs + exchanges > 0 {
+                tracing::debug!(docs, exchanges, "evicted idle state");
+            }
+        }
+    })
+}
+
+/// Binds, logs `listening on http://ADDR`, and serves until `shutdown`
+/// resolves; in-flight requests finish and the writer drains before it returns.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    serve_on(config, listener, shutdown).await
+}
+
+async fn serve_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let addr = listener.local_addr().map_err(StartError::Runtime)?;
+    let (state, writer) = open_state(&config)?;
+    let sweeper = spawn_sweeper(&state);
+    tracing::info!(db = %config.db.display(), "listening on http://{addr}");
+    let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
+    sweeper.abort();
+    drop(state);
+    // Every request is answered; wait for the writer to finish and close the database.
+    writer.join();
+    tracing::info!("stopped");
+    result.map_err(StartError::Runtime)
+}
+
+/// A server running on its own thread and runtime.
+pub struct ServerHandle {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    /// Fires the graceful shutdown.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The thread running the runtime; joined by [`ServerHandle::stop`].
+    thread: Option<std::thread::JoinHandle<Result<(), StartError>>>,
+}
+
+impl ServerHandle {
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts down gracefully and waits until the database is closed.
+    pub fn stop(mut self) -> Result<(), StartError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StartError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(StartError::Runtime(std::io::Error::other("server thread panicked")))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Starts a server on its own thread; returns once it listens (port 0 picks a free port).
+pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("thonsync-server")
+        .build()
+        .map_err(StartError::Runtime)?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(StartError::Runtime)?;
+    // Open the store here so that a bad database fails `start`, not the thread.
+    drop(
+        SqliteStore::open(&config.db)
+            .map_err(|source| StartError::Store { path: config.db.clone(), source })?,
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("thonsync-server".into())
+        .spawn(move || {
+            runtime.block_on(serve_on(config, listener, async move {
+                let _ = rx.await;
+            }))
+        })
+        .map_err(StartError::Runtime)?;
+    Ok(ServerHandle { addr, stop: Some(tx), thread: Some(thread) })
+}

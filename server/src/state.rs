@@ -1,0 +1,263 @@
+//! What the server holds between requests: its configuration and limits,
+//! the registry, a pool of read connections, the writer, the bounded cache
+//! of loaded documents, and the exchanges in progress.
+//!
+//! **Invariant: memory holds only durable document state between requests.**
+//! A document is changed in memory while its slot is locked, and the lock is
+//! kept until the writer committed those changes; when the commit fails the
+//! slot is emptied, so the next request reloads the document from the store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sync_core::automerge::ActorId;
+use sync_core::ids::{DocumentId, DocumentKind, PeerId};
+use sync_core::registry::{PlaceKind, Registry};
+use sync_core::store::{load_survey, SqliteStore, StoreError};
+use sync_core::survey::SurveyDocument;
+use sync_core::sync::DocSession;
+
+use crate::wire::SyncResponse;
+use crate::writer::Writer;
+
+/// Limits the server enforces, each refused with a clear error.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body accepted, after gzip decompression (bytes).
+    pub max_body_bytes: usize,
+    /// Most documents in one request, and in one exchange.
+    pub max_documents: usize,
+    /// Most rounds in one exchange.
+    pub max_rounds: u32,
+    /// Documents kept loaded at most; the least recently used idle ones are evicted.
+    pub max_cached_documents: usize,
+    /// A loaded document unused this long is evicted.
+    pub document_idle: Duration,
+    /// An exchange unused this long is forgotten (its sessions are persisted anyway).
+    pub exchange_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_documents: 64,
+            max_rounds: 2 * sync_core::sync::MAX_ROUNDS,
+            max_cached_documents: 512,
+            document_idle: Duration::from_secs(120),
+            exchange_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Milliseconds since 1970, the stamp on stored rows.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Read connections to the database; SQLite's WAL lets them read while the writer writes.
+pub struct ReaderPool {
+    /// The database file, to open more connections when all are busy.
+    path: PathBuf,
+    /// Idle connections, reused to avoid reopening per request.
+    idle: Mutex<Vec<SqliteStore>>,
+}
+
+/// Most idle read connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+impl ReaderPool {
+    /// A pool over the database at `path` (already migrated by the writer).
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Runs `f` with a read connection.
+    pub fn with<T>(&self, f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.idle.lock().expect("reader pool").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => SqliteStore::open(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut idle = self.idle.lock().expect("reader pool");
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
+}
+
+/// One cached document: empty until loaded, emptied on eviction or failed commit.
+pub struct DocSlot {
+    /// The document, if loaded; the lock serialises every change to it.
+    pub doc: Mutex<Option<SurveyDocument>>,
+    /// When the slot was last handed out, for idle eviction.
+    last_used: Mutex<Instant>,
+}
+
+/// The bounded cache of loaded documents.
+pub struct DocCache {
+    /// Slots by document; a slot in use is shared by `Arc` and never evicted.
+    slots: Mutex<HashMap<DocumentId, Arc<DocSlot>>>,
+    /// Most slots kept.
+    capacity: usize,
+}
+
+impl DocCache {
+    /// An empty cache holding at most `capacity` documents when idle.
+    pub fn new(capacity: usize) -> Self {
+        Self { slots: Mutex::new(HashMap::new()), capacity }
+    }
+
+    /// The slot of a document, created empty if needed.
+    pub fn slot(&self, id: &DocumentId) -> Arc<DocSlot> {
+        let mut slots = self.slots.lock().expect("doc cache");
+        let slot = slots
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(DocSlot { doc: Mutex::new(None), last_used: Mutex::new(Instant::now()) })
+            })
+            .clone();
+        *slot.last_used.lock().expect("slot") = Instant::now();
+        if slots.len() > self.capacity {
+            let mut idle: Vec<(Instant, DocumentId)> = slots
+                .iter()
+                .filter(|(_, s)| Arc::strong_count(s) == 1)
+                .map(|(k, s)| (*s.last_used.lock().expect("slot"), k.clone()))
+                .collect();
+            idle.sort();
+            let excess = slots.len() - self.capacity;
+            for (_, k) in idle.into_iter().take(excess) {
+                slots.remove(&k);
+            }
+        }
+        slot
+    }
+
+    /// The loaded document, if it is in the cache now (no loading).
+    pub fn peek(&self, id: &DocumentId) -> Option<Arc<DocSlot>> {
+        self.slots.lock().expect("doc cache").get(id).cloned()
+    }
+
+    /// Drops documents not used for `idle`; returns how many.
+    pub fn evict_idle(&self, idle: Duration) -> usize {
+        let mut slots = self.slots.lock().expect("doc cache");
+        let before = slots.len();
+        slots.retain(|_, s| Arc::strong_count(s) > 1 || s.last_used.lock().expect("slot").elapsed() < idle);
+        before - slots.len()
+    }
+
+    /// Documents in the cache now.
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("doc cache").len()
+    }
+
+    /// Whether no document is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One exchange in progress: the in-memory sessions of one sync attempt by one device.
+#[derive(Default)]
+pub struct ExchangeState {
+    /// The last round answered (0 before the first).
+    pub round: u32,
+    /// The answer to that round, replayed if the same request arrives again.
+    pub last_response: Option<(u16, SyncResponse)>,
+    /// A session per document of the exchange, fresh from the persisted heads at first use.
+    pub sessions: BTreeMap<DocumentId, DocSession>,
+    /// The session bytes last persisted, so unchanged sessions are not rewritten.
+    pub persisted: BTreeMap<DocumentId, Vec<u8>>,
+    /// Documents refused in this exchange: no more messages for them until a new exchange.
+    pub refused: BTreeSet<DocumentId>,
+    /// When the exchange was last used, for expiry.
+    pub last_used: Option<Instant>,
+}
+
+/// Key of an exchange: the device and its exchange id.
+pub type ExchangeKey = (PeerId, String);
+
+/// Everything a request handler needs, shared by all of them.
+pub struct Shared {
+    /// Limits enforced on every request.
+    pub limits: Limits,
+    /// Read connections.
+    pub readers: ReaderPool,
+    /// The one writer.
+    pub writer: Writer,
+    /// Loaded documents.
+    pub docs: DocCache,
+    /// Exchanges in progress.
+    pub exchanges: Mutex<HashMap<ExchangeKey, Arc<Mutex<ExchangeState>>>>,
+    /// Places, replaced as a whole by the admin API.
+    pub registry: RwLock<Registry>,
+    /// The actor of the server's own (administrator) changes, persisted as setting `admin_actor`.
+    pub admin_actor: ActorId,
+}
+
+impl Shared {
+    /// Whether a document may be created on this server: its place is in the
+    /// registry with the matching kind.
+    pub fn in_registry(&self, id: &DocumentId) -> bool {
+        let registry = self.registry.read().expect("registry");
+        let want = match id.kind {
+            DocumentKind::Village => PlaceKind::Village,
+            DocumentKind::Commune => PlaceKind::Commune,
+        };
+        registry.get(id.place.as_str()).map(|p| p.kind) == Some(want)
+    }
+
+    /// Loads the document into a locked slot if needed. Returns whether it
+    /// was created fresh (its genesis is not stored yet), or `None` when the
+    /// document is neither stored nor in the registry.
+    pub fn ensure_loaded(
+        &self,
+        id: &DocumentId,
+        slot: &mut MutexGuard<'_, Option<SurveyDocument>>,
+    ) -> Result<Option<bool>, StoreError> {
+        if slot.is_some() {
+            return Ok(Some(false));
+        }
+        let loaded = self.readers.with(|s| load_survey(s, id, self.admin_actor.clone()))?;
+        match loaded {
+            Some(doc) => {
+                **slot = Some(doc);
+                Ok(Some(false))
+            }
+            None if self.in_registry(id) => {
+                **slot = Some(SurveyDocument::create(id.clone(), self.admin_actor.clone()));
+                Ok(Some(true))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The exchange for a key, created if new; forgets idle ones when there are many.
+    pub fn exchange(&self, key: ExchangeKey) -> Arc<Mutex<ExchangeState>> {
+        let mut all = self.exchanges.lock().expect("exchanges");
+        if all.len() > 4096 {
+            let idle = self.limits.exchange_idle / 10;
+            all.retain(|_, e| match e.try_lock() {
+                Ok(e) => e.last_used.map(|t| t.elapsed() < idle).unwrap_or(false),
+                Err(_) => true,
+            });
+        }
+        all.entry(key).or_default().clone()
+    }
+
+    /// Forgets exchanges unused for the idle limit; returns how many.
+    pub fn expire_exchanges(&self) -> usize {
+        let mut all = self.exchanges.lock().expect("exchanges");
+        let before = all.len();
+        let idle = self.limits.exchange_idle;
+        all.retain(|_, e| match e.try_lock() {
+            Ok(e) => e.last_used.map(|t| t.elapsed() < idle).unwrap_or(true),
+            Err(_) => true,
+        });
+        before - all.len()
+    }
+}

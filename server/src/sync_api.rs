@@ -1,0 +1,341 @@
+//! `POST /v1/sync`: one round of a device's exchange, for many documents.
+//!
+//! Each round: decode the device's messages, receive each into its
+//! document with validation (a refused message is kept aside, the other
+//! documents go on), generate the server's replies, then commit the new
+//! changes, the refused bytes and the sessions' shared heads in one batch,
+//! and only then answer. All of it runs on a blocking thread.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use sync_core::ids::{check_id, DocumentId, PeerId};
+use sync_core::store::{NewRefusedUpload, Store, WriteBatch};
+use sync_core::sync::{ChangeRecord, DocSession, RefusalCode, Trust};
+
+use crate::error::{refusal_code_name, ApiError, ErrorBody};
+use crate::state::{now_ms, Shared};
+use crate::wire::{DocumentReply, SyncRequest, SyncResponse};
+use crate::AppState;
+
+/// Maps a body extraction failure to the error shape (413 for a body over the limit).
+pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over {limit} bytes; split the documents across rounds or requests"),
+        )
+    } else {
+        ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+    }
+}
+
+/// The sync endpoint.
+pub async fn sync(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let shared = state.shared.clone();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_error(e, shared.limits.max_body_bytes).into_response(),
+    };
+    let outcome = tokio::task::spawn_blocking(move || handle(&shared, &body)).await;
+    match outcome {
+        Ok(Ok((status, response))) => {
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(response)).into_response()
+        }
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError::internal(format!("the sync worker failed: {e}")).into_response(),
+    }
+}
+
+/// Keeps a body that is not a sync request aside, and says why.
+fn refuse_body(shared: &Shared, body: &[u8], source: Option<String>, why: String) -> ApiError {
+    let mut batch = WriteBatch::default();
+    batch.refused.push(NewRefusedUpload {
+        source,
+        document: None,
+        code: RefusalCode::Undecodable,
+        reason: why.clone(),
+        bytes: body.to_vec(),
+        received_at: now_ms(),
+    });
+    let mut err = ApiError::bad_request("bad_request", why);
+    match shared.writer.commit(batch, now_ms()) {
+        Ok(summary) => err.body.refused_upload = summary.first_refused_id,
+        Err(e) => return ApiError::store(e),
+    }
+    err
+}
+
+fn handle(shared: &Shared, body: &[u8]) -> Result<(u16, SyncResponse), ApiError> {
+    let request: SyncRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let device = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("device").and_then(|d| d.as_str()).map(str::to_owned))
+                .filter(|d| check_id("device id", d).is_ok());
+            return Err(refuse_body(shared, body, device, format!("the body is not a sync request: {e}")));
+        }
+    };
+    let device = PeerId::new(request.device.as_str()).map_err(|e| {
+        let mut err = ApiError::bad_request("bad_request", e.to_string());
+        err.body.field = Some("device".into());
+        err
+    })?;
+    check_id("exchange id", &request.exchange).map_err(|e| {
+        let mut err = ApiError::bad_request("bad_request", e.to_string());
+        err.body.field = Some("exchange".into());
+        err
+    })?;
+    if request.documents.len() > shared.limits.max_documents {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_documents",
+            format!(
+                "{} documents in one request; at most {} are accepted, split them across exchanges",
+                request.documents.len(),
+                shared.limits.max_documents
+            ),
+        ));
+    }
+    let key = (device.clone(), request.exchange.clone());
+    let exchange = shared.exchange(key.clone());
+    let mut ex = exchange.lock().expect("exchange");
+    ex.last_used = Some(std::time::Instant::now());
+    if let Some((status, response)) = &ex.last_response {
+        if response.round == request.round {
+            tracing::debug!(%device, exchange = %request.exchange, round = request.round, "duplicate round answered again");
+            return Ok((*status, response.clone()));
+        }
+    }
+    if request.round != ex.round + 1 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exchange_out_of_step",
+            format!(
+                "round {} of exchange {} was not expected (last answered: {}); start a new exchange",
+                request.round, request.exchange, ex.round
+            ),
+        ));
+    }
+    if request.round > shared.limits.max_rounds {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_rounds",
+            format!(
+                "an exchange may take at most {} rounds; start a new exchange to continue",
+                shared.limits.max_rounds
+            ),
+        ));
+    }
+
+    let now = now_ms();
+    let mut batch = WriteBatch::default();
+    let mut replies: BTreeMap<DocumentId, DocumentReply> = BTreeMap::new();
+    let mut incoming: BTreeMap<DocumentId, Vec<u8>> = BTreeMap::new();
+    // (document, position in batch.refused) for refused ids after the commit.
+    let mut refused_at: Vec<(DocumentId, usize)> = Vec::new();
+    let mut messages = 0usize;
+    let mut refusals = 0usize;
+    let mut first_refusal: Option<DocumentId> = None;
+
+    let mut refuse = |batch: &mut WriteBatch,
+                      replies: &mut BTreeMap<DocumentId, DocumentReply>,
+                      doc: &DocumentId,
+                      code: RefusalCode,
+                      body: ErrorBody,
+                      bytes: Vec<u8>| {
+        refused_at.push((doc.clone(), batch.refused.len()));
+        batch.refused.push(NewRefusedUpload {
+            source: Some(device.to_string()),
+            document: Some(doc.to_string()),
+            code,
+            reason: body.message.clone(),
+            bytes,
+            received_at: now,
+        });
+        replies.insert(
+            doc.clone(),
+            DocumentReply { document: doc.to_string(), message: None, stored: 0, error: Some(body) },
+        );
+        first_refusal.get_or_insert(doc.clone());
+    };
+
+    for entry in &request.documents {
+        let id: DocumentId = entry.document.parse().map_err(|e: sync_core::error::IdError| {
+            let mut err = ApiError::bad_request("bad_request", e.to_string());
+            err.body.field = Some("documents[].document".into());
+            err
+        })?;
+        let Some(text) = &entry.message else {
+            ex.sessions.entry(id.clone()).or_default();
+            continue;
+        };
+        messages += 1;
+        let bytes = match B64.decode(text) {
+            Ok(b) => b,
+            Err(e) => {
+                refusals += 1;
+                let body = ErrorBody::new(
+                    &refusal_code_name(RefusalCode::Undecodable),
+                    format!("the message is not base64: {e}"),
+                )
+                .with_document(&id);
+                refuse(
+                    &mut batch,
+                    &mut replies,
+                    &id,
+                    RefusalCode::Undecodable,
+                    body,
+                    text.as_bytes().to_vec(),
+                );
+                continue;
+            }
+        };
+        let known = ex.sessions.contains_key(&id)
+            || shared.in_registry(&id)
+            || shared.docs.peek(&id).is_some()
+            || shared
+                .readers
+                .with(|s| s.has_change(&id, &sync_core::survey::genesis_change(&id).hash().to_string()))?;
+        if !known {
+            refusals += 1;
+            let body = ErrorBody::new(
+                &refusal_code_name(RefusalCode::UnknownDocument),
+                format!("{id} is not in this server's registry; ask GET /v1/registry/communes/<commune> for the documents to sync"),
+            )
+            .with_document(&id);
+            refuse(&mut batch, &mut replies, &id, RefusalCode::UnknownDocument, body, bytes);
+            continue;
+        }
+        ex.sessions.entry(id.clone()).or_default();
+        incoming.insert(id, bytes);
+    }
+    if ex.sessions.len() > shared.limits.max_documents {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_documents",
+            format!(
+                "an exchange may hold at most {} documents; split them across exchanges",
+                shared.limits.max_documents
+            ),
+        ));
+    }
+
+    // Lock every document of the exchange in id order (no deadlock between exchanges).
+    let ids: Vec<DocumentId> = ex.sessions.keys().cloned().collect();
+    let slots: Vec<_> = ids.iter().map(|id| shared.docs.slot(id)).collect();
+    let mut guards: Vec<_> = slots.iter().map(|s| s.doc.lock().expect("document slot")).collect();
+    let evict_all = |guards: &mut Vec<std::sync::MutexGuard<'_, Option<_>>>| {
+        for g in guards.iter_mut() {
+            **g = None;
+        }
+    };
+    let mut fresh_sessions = Vec::new();
+    for (id, guard) in ids.iter().zip(guards.iter_mut()) {
+        match shared.ensure_loaded(id, guard) {
+            Ok(Some(true)) => {
+                let doc = guard.as_ref().expect("loaded");
+                for change in doc.automerge().get_changes(&[]) {
+                    batch.changes.push(ChangeRecord::new(id, change));
+                }
+            }
+            Ok(Some(false)) => {}
+            Ok(None) => {
+                // Known when the exchange started, gone now (registry replaced): drop it.
+                ex.sessions.remove(id);
+                continue;
+            }
+            Err(e) => {
+                evict_all(&mut guards);
+                return Err(ApiError::store(e).with_document(id));
+            }
+        }
+        if !ex.persisted.contains_key(id) {
+            fresh_sessions.push(id.clone());
+        }
+    }
+    for id in fresh_sessions {
+        let saved = shared.readers.with(|s| s.sync_state(&device, &id))?;
+        ex.sessions.insert(id.clone(), DocSession::resume(saved.as_deref()));
+        ex.persisted.insert(id, saved.unwrap_or_default());
+    }
+
+    let ex = &mut *ex;
+    for (id, guard) in ids.iter().zip(guards.iter_mut()) {
+        let Some(session) = ex.sessions.get_mut(id) else { continue };
+        let doc = guard.as_mut().expect("loaded");
+        let mut reply = DocumentReply { document: id.to_string(), message: None, stored: 0, error: None };
+        if let Some(bytes) = incoming.remove(id) {
+            match session.receive(doc, &bytes, Trust::Validate) {
+                Ok(received) => {
+                    reply.stored = received.new_changes.len();
+                    batch.changes.extend(received.new_changes);
+                }
+                Err(refusal) => {
+                    refusals += 1;
+                    tracing::info!(%device, document = %id, code = ?refusal.code, "message refused");
+                    ex.refused.insert(id.clone());
+                    let body = ErrorBody::from_refusal(&refusal);
+                    refuse(&mut batch, &mut replies, id, refusal.code, body, bytes);
+                    continue;
+                }
+            }
+        }
+        if ex.refused.contains(id) {
+            continue;
+        }
+        reply.message = session.generate(doc).map(|m| B64.encode(m));
+        let state = session.persisted();
+        if ex.persisted.get(id) != Some(&state) {
+            batch.sync_states.push((device.clone(), id.clone(), state.clone()));
+            ex.persisted.insert(id.clone(), state);
+        }
+        replies.insert(id.clone(), reply);
+    }
+
+    if !batch.is_empty() {
+        match shared.writer.commit(std::mem::take(&mut batch), now) {
+            Ok(summary) => {
+                if let Some(first) = summary.first_refused_id {
+                    for (doc, pos) in &refused_at {
+                        if let Some(r) = replies.get_mut(doc).and_then(|r| r.error.as_mut()) {
+                            r.refused_upload = Some(first + *pos as i64);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                evict_all(&mut guards);
+                drop(guards);
+                shared.exchanges.lock().expect("exchanges").remove(&key);
+                return Err(ApiError::store(e));
+            }
+        }
+    }
+    drop(guards);
+
+    let error = if messages > 0 && refusals == messages {
+        first_refusal.and_then(|d| replies.get(&d)).and_then(|r| r.error.clone())
+    } else {
+        None
+    };
+    let status = if error.is_some() { 422 } else { 200 };
+    let response = SyncResponse {
+        exchange: request.exchange.clone(),
+        round: request.round,
+        documents: replies.into_values().collect(),
+        error,
+    };
+    ex.round = request.round;
+    ex.last_response = Some((status, response.clone()));
+    Ok((status, response))
+}
