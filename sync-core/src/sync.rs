@@ -91,6 +91,9 @@ pub enum RefusalCode {
     RuleBroken,
     /// The message is for a document this replica does not know (not in its registry).
     UnknownDocument,
+    /// The caller's admission check turned a change away (for example an
+    /// actor id already bound to another device).
+    NotAdmitted,
 }
 
 /// Why an incoming message was refused. The caller keeps the bytes aside.
@@ -209,6 +212,19 @@ impl DocSession {
         bytes: &[u8],
         trust: Trust,
     ) -> Result<Received, Refusal> {
+        self.receive_admitting(doc, bytes, trust, |_| Ok(()))
+    }
+
+    /// Receives one message for `doc`, asking `admit` about every new change
+    /// before anything is applied (with [`Trust::Validate`]); an `Err(reason)`
+    /// refuses the whole message with [`RefusalCode::NotAdmitted`].
+    pub fn receive_admitting(
+        &mut self,
+        doc: &mut SurveyDocument,
+        bytes: &[u8],
+        trust: Trust,
+        mut admit: impl FnMut(&ChangeRecord) -> Result<(), String>,
+    ) -> Result<Received, Refusal> {
         let id = doc.id().clone();
         let refuse = |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
         let message = Message::decode(bytes)
@@ -266,10 +282,16 @@ impl DocSession {
                 });
             }
         }
+        let new_changes: Vec<ChangeRecord> = new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect();
+        for record in &new_changes {
+            if let Err(reason) = admit(record) {
+                return Err(refuse(RefusalCode::NotAdmitted, reason));
+            }
+        }
         candidate.automerge_mut().set_actor(doc.automerge().get_actor().clone());
         *doc = candidate;
         self.state = state;
-        Ok(Received { pending, new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect() })
+        Ok(Received { pending, new_changes })
     }
 }
 

@@ -215,3 +215,37 @@ fn junk_truncated_and_trailing_bytes_are_refused_never_dropped() {
     let got = hs.receive(&mut hub, &with_changes, Trust::Validate).unwrap();
     assert!(!got.new_changes.is_empty());
 }
+
+#[test]
+fn an_admission_check_can_turn_a_message_away_before_anything_applies() {
+    let mut device = SurveyDocument::create(village(), ActorId::from([1; 16]));
+    device.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(4))], 1).unwrap();
+    let mut hub = SurveyDocument::create(village(), ActorId::from([9; 16]));
+    let (mut dev, mut hs) = (DocSession::resume(None), DocSession::resume(None));
+    let banned = ActorId::from([1; 16]).to_hex_string();
+    let before = hub.heads();
+    let mut refused = None;
+    for _ in 0..MAX_ROUNDS {
+        let Some(m) = dev.generate(&device) else { break };
+        match hs.receive_admitting(&mut hub, &m, Trust::Validate, |c| {
+            if !c.structural && c.actor == banned {
+                Err(format!("actor {} belongs to another device", c.actor))
+            } else {
+                Ok(())
+            }
+        }) {
+            Ok(_) => {}
+            Err(r) => {
+                refused = Some(r);
+                break;
+            }
+        }
+        if let Some(reply) = hs.generate(&hub) {
+            dev.receive(&mut device, &reply, Trust::Peer).unwrap();
+        }
+    }
+    let r = refused.expect("turned away");
+    assert_eq!(r.code, RefusalCode::NotAdmitted);
+    assert!(r.message.contains("another device"), "{}", r.message);
+    assert_eq!(hub.heads(), before);
+}
