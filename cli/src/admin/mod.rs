@@ -1,19 +1,235 @@
 //! The administrator's commands over a server database or a running server.
+//!
+//! Every command reads its raw materials (registry, stored documents, change
+//! metadata, peers, refused uploads) from a [`source::Source`], either the
+//! server's SQLite file opened read-only (`--db`) or a running server's admin
+//! API (`--server`), and builds what it shows here, so both sources share one
+//! code path and print the same thing.
 
+mod export;
+mod history;
+mod out;
+mod quality;
+mod refused;
+mod registry;
+mod report;
+mod source;
+mod status;
+mod survey;
+pub mod text;
+pub mod time;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
+
+use self::text::Lang;
+
+/// Exit codes, shown under every command's `--help`.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes: 0 ok, 1 error, 2 wrong usage, 3 not found (place, document, refused upload), \
+         4 database or server unreachable."
+    };
+}
+
+/// `after_help` text: an example, then the exit codes.
+macro_rules! help {
+    ($($line:literal),+ $(,)?) => {
+        concat!("Examples:\n", $("  ", $line, "\n",)+ "\n", exit_codes!())
+    };
+}
+
+/// The command succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Something failed; the message says what.
+pub const EXIT_ERROR: u8 = 1;
+/// The command line is wrong (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// A place, document or refused upload does not exist.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// The database or the server cannot be reached.
+pub const EXIT_UNREACHABLE: u8 = 4;
+
+/// An error that carries its exit code; the message says what to do next.
+#[derive(Debug)]
+pub struct Failure {
+    /// The process exit code.
+    pub exit: u8,
+    /// For a person.
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A "not found" failure (exit 3).
+pub fn not_found(message: impl Into<String>) -> anyhow::Error {
+    Failure { exit: EXIT_NOT_FOUND, message: message.into() }.into()
+}
+
+/// A wrong-usage failure (exit 2).
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Failure { exit: EXIT_USAGE, message: message.into() }.into()
+}
+
+/// An unreachable database or server (exit 4).
+pub fn cannot_reach(message: impl Into<String>) -> anyhow::Error {
+    Failure { exit: EXIT_UNREACHABLE, message: message.into() }.into()
+}
+
+/// Where the data comes from, and how to show it; shared by every admin command.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The server's SQLite database, read without disturbing a running server.
+    #[arg(long, env = "THONSYNC_DB", default_value = "thonsync.sqlite", global = true)]
+    pub db: PathBuf,
+    /// A running server (e.g. http://127.0.0.1:7300): read and write through its admin API instead of --db.
+    #[arg(long, env = "THONSYNC_SERVER", global = true)]
+    pub server: Option<String>,
+    /// Language of labels and messages (default: from LANG / LC_ALL).
+    #[arg(long, value_enum, global = true)]
+    pub lang: Option<Lang>,
+    /// Show times in UTC instead of Vietnam time (UTC+7).
+    #[arg(long, global = true)]
+    pub utc: bool,
+}
+
+/// Output of a listing: a table for people, JSON for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ListFormat {
+    /// A table.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// Output of a report or the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// A table.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+    /// CSV, one row per value.
+    Csv,
+}
 
 /// Administrator commands.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Overview of the merged state.
-    Status {},
+    /// Overview: documents, villages, households, devices and their last sync, refused uploads,
+    /// open conflicts, data-quality issues, store size.
+    #[command(after_help = help!(
+        "thonsync status --db /var/lib/thonsync/thonsync.sqlite",
+        "thonsync status --server http://127.0.0.1:7300 --format json",
+    ))]
+    Status(status::StatusArgs),
+    /// The villages of a commune (or of every commune) with how far their survey is.
+    #[command(after_help = help!("thonsync villages --commune nhu-co", "thonsync villages --format json --lang vi"))]
+    Villages(survey::VillagesArgs),
+    /// The merged survey of one village (or commune), households in a table, now or at an earlier time.
+    #[command(after_help = help!(
+        "thonsync show nhu-co-03",
+        "thonsync show nhu-co-03 --at 2024-03-05          (as it was at the end of that day, Vietnam time)",
+        "thonsync show nhu-co-03 --at '2024-03-05 14:30'",
+        "thonsync show nhu-co-03 --at 3f2a9c1e            (at a change `thonsync history` shows)",
+        "thonsync show nhu-co --format json               (the commune's own facts)",
+    ))]
+    Show(survey::ShowArgs),
+    /// Who changed what and when, change by change, with old → new values.
+    #[command(after_help = help!("thonsync history nhu-co-03", "thonsync history nhu-co-03 --household hh-004 --utc"))]
+    History(history::HistoryArgs),
+    /// Every field with concurrent values: the candidates, who wrote each and when.
+    #[command(after_help = help!("thonsync conflicts", "thonsync conflicts --commune nhu-co --format json"))]
+    Conflicts(quality::ConflictsArgs),
+    /// Write the chosen value of a field as an administrator's change; it syncs back to the devices.
+    #[command(after_help = help!(
+        "thonsync resolve nhu-co-03 members 5 --household hh-004",
+        "thonsync resolve village:song-cau-07:2024-1 cultural_house_internet yes",
+        "thonsync resolve nhu-co cooperatives_production_diary 2 --server http://127.0.0.1:7300",
+    ))]
+    Resolve(quality::ResolveArgs),
+    /// Breaches of consistency rules (e.g. adults > members), with where to look.
+    #[command(after_help = help!("thonsync issues --commune song-cau", "thonsync issues --format json"))]
+    Issues(quality::IssuesArgs),
+    /// Uploads the server refused and kept aside, with reason and source.
+    #[command(after_help = help!("thonsync refused", "thonsync refused show 12", "thonsync refused show 12 --out upload-12.bin"))]
+    Refused(refused::RefusedArgs),
+    /// The indicators with numerators, denominators and percentages, plus completeness.
+    #[command(after_help = help!(
+        "thonsync report                                  (the whole province)",
+        "thonsync report --commune nhu-co --format json",
+        "thonsync report --district cho-moi --round 2024-1 --format csv > cho-moi.csv",
+    ))]
+    Report(report::ReportArgs),
+    /// Households and village facts in a flat form a spreadsheet opens (streamed, no row cap).
+    #[command(after_help = help!(
+        "thonsync export --format csv --out bac-kan.csv",
+        "thonsync export --format json --commune song-cau > song-cau.json",
+        "thonsync export --format csv --include-personal --out with-names.csv",
+    ))]
+    Export(export::ExportArgs),
+    /// The places: provinces, districts, communes, villages.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
 }
 
-/// Runs an administrator command.
+/// Runs an administrator command; failures are printed here with their exit code.
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        AdminCommand::Status {} => anyhow::bail!("status is not built yet"),
+    let lang = match &cmd {
+        AdminCommand::Status(a) => a.common.lang,
+        AdminCommand::Villages(a) => a.common.lang,
+        AdminCommand::Show(a) => a.common.lang,
+        AdminCommand::History(a) => a.common.lang,
+        AdminCommand::Conflicts(a) => a.common.lang,
+        AdminCommand::Resolve(a) => a.common.lang,
+        AdminCommand::Issues(a) => a.common.lang,
+        AdminCommand::Refused(a) => a.common.lang,
+        AdminCommand::Report(a) => a.common.lang,
+        AdminCommand::Export(a) => a.common.lang,
+        AdminCommand::Registry(r) => r.common().lang,
     }
+    .unwrap_or_else(Lang::from_env);
+    let result = match cmd {
+        AdminCommand::Status(a) => status::run(a, lang),
+        AdminCommand::Villages(a) => survey::villages(a, lang),
+        AdminCommand::Show(a) => survey::show(a, lang),
+        AdminCommand::History(a) => history::run(a, lang),
+        AdminCommand::Conflicts(a) => quality::conflicts(a, lang),
+        AdminCommand::Resolve(a) => quality::resolve(a, lang),
+        AdminCommand::Issues(a) => quality::issues(a, lang),
+        AdminCommand::Refused(a) => refused::run(a, lang),
+        AdminCommand::Report(a) => report::run(a, lang),
+        AdminCommand::Export(a) => export::run(a, lang),
+        AdminCommand::Registry(r) => registry::run(r, lang),
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::from(EXIT_OK)),
+        Err(e) => {
+            let exit = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Failure>().map(|f| f.exit))
+                .or_else(|| e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()).and_then(io_exit))
+                .unwrap_or(EXIT_ERROR);
+            if exit == 0 {
+                return Ok(ExitCode::from(EXIT_OK));
+            }
+            eprintln!("{}: {e:#}", lang.t("error", "lỗi"));
+            Ok(ExitCode::from(exit))
+        }
+    }
+}
+
+/// A closed stdout (`thonsync export | head`) is not an error.
+fn io_exit(e: &std::io::Error) -> Option<u8> {
+    (e.kind() == std::io::ErrorKind::BrokenPipe).then_some(EXIT_OK)
 }

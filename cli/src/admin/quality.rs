@@ -1,0 +1,275 @@
+//! `thonsync conflicts`, `thonsync resolve` and `thonsync issues`: where
+//! surveyors disagree, how an administrator settles it, and which merged
+//! records break a consistency rule.
+
+use clap::Args;
+use serde::Serialize;
+use sync_core::ids::{DocumentKind, HouseholdId, DEFAULT_ROUND};
+use sync_core::schema::{FieldKind, Scope};
+use sync_core::survey::{Edit, FieldValue, Target};
+use sync_core::validate::{conflicts as find_conflicts, data_quality, Conflict, DataQualityIssue};
+
+use super::out::{self, print_json, print_table, table};
+use super::source::{Access, Source};
+use super::survey::load;
+use super::text::Lang;
+use super::time;
+use super::{not_found, usage, Common, ListFormat};
+
+/// `thonsync conflicts`.
+#[derive(Debug, Args)]
+pub struct ConflictsArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Only this commune's documents (e.g. nhu-co).
+    #[arg(long)]
+    pub commune: Option<String>,
+    /// Survey round.
+    #[arg(long, default_value = DEFAULT_ROUND)]
+    pub round: String,
+    /// Table for people, JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+}
+
+pub fn conflicts(args: ConflictsArgs, lang: Lang) -> anyhow::Result<()> {
+    let source = Source::open(&args.common, Access::Read)?;
+    let registry = source.registry()?;
+    let round = out::round(&args.round)?;
+    let docs = out::documents(&source, &registry, args.commune.as_deref(), &round)?;
+    let found: Vec<Conflict> = docs.iter().flat_map(find_conflicts).collect();
+    if args.format == ListFormat::Json {
+        return print_json(&found);
+    }
+    if found.is_empty() {
+        return out::line(lang.t("No open conflicts.", "Không có xung đột nào."));
+    }
+    let utc = args.common.utc;
+    let mut t = table([
+        lang.t("Place", "Địa bàn").to_owned(),
+        lang.t("Household", "Hộ").to_owned(),
+        lang.t("Field", "Trường").to_owned(),
+        lang.t("Shown", "Đang hiển thị").to_owned(),
+        format!(
+            "{} ({})",
+            lang.t("Candidates: value — actor, time", "Các giá trị: giá trị — tác nhân, lúc"),
+            time::zone(utc)
+        ),
+    ]);
+    for c in &found {
+        let candidates = c
+            .candidates
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} — {}, {}",
+                    out::value(k.value.as_ref(), lang),
+                    out::short(&k.actor),
+                    time::format(k.time, utc)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        t.add_row(vec![
+            format!("{}\n{}", out::place_name(&registry, c.document.place.as_str()), c.document),
+            c.household.clone().unwrap_or_else(|| "—".to_owned()),
+            c.field.clone(),
+            out::value(c.shown.as_ref(), lang),
+            candidates,
+        ]);
+    }
+    print_table(&t)?;
+    out::line(format!("{} {}", found.len(), lang.t("field(s) in conflict.", "trường đang xung đột.")))?;
+    out::line(lang.t(
+        "Settle one with: thonsync resolve DOCUMENT FIELD VALUE [--household ID]",
+        "Giải quyết bằng: thonsync resolve TÀI_LIỆU TRƯỜNG GIÁ_TRỊ [--household MÃ_HỘ]",
+    ))
+}
+
+/// `thonsync resolve`.
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The document: a village id (nhu-co-03), a commune id or a document id.
+    pub document: String,
+    /// The field, e.g. members or cultural_house_internet.
+    pub field: String,
+    /// The chosen value (numbers; yes/no/true/false/có/không; text).
+    pub value: String,
+    /// The household, for household fields.
+    #[arg(long)]
+    pub household: Option<String>,
+    /// Survey round, when DOCUMENT is a place id.
+    #[arg(long, default_value = DEFAULT_ROUND)]
+    pub round: String,
+    /// Table for people, JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+}
+
+#[derive(Serialize)]
+struct Resolved {
+    document: String,
+    household: Option<String>,
+    field: String,
+    value: FieldValue,
+    change: String,
+    was_in_conflict: bool,
+}
+
+/// Milliseconds since 1970, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
+    let mut source = Source::open(&args.common, Access::Write)?;
+    let registry = source.registry()?;
+    let round = out::round(&args.round)?;
+    let doc = load(&source, &registry, &args.document, &round)?;
+    let id = doc.id().clone();
+    let (scope, target) = match (&args.household, id.kind) {
+        (Some(h), DocumentKind::Village) => {
+            let hh = HouseholdId::new(h.as_str()).map_err(|e| usage(format!("--household: {e}")))?;
+            if !doc.household_ids(None).contains(h) {
+                return Err(not_found(format!(
+                    "household {h:?} is not in {id}; `thonsync show {}` lists its households",
+                    args.document
+                )));
+            }
+            (Scope::Household, Target::Household(hh))
+        }
+        (Some(_), DocumentKind::Commune) => {
+            return Err(usage(format!("{id} is a commune document and has no households; drop --household")))
+        }
+        (None, DocumentKind::Village) => (Scope::Village, Target::Facts),
+        (None, DocumentKind::Commune) => (Scope::Commune, Target::Facts),
+    };
+    let field = scope.field(&args.field).ok_or_else(|| {
+        let hint = if scope == Scope::Village && Scope::Household.field(&args.field).is_some() {
+            " (it is a household field: add --household ID)".to_owned()
+        } else {
+            String::new()
+        };
+        usage(format!(
+            "{:?} is not a field of {}{hint}; known fields: {}",
+            args.field,
+            scope.name(),
+            scope.known()
+        ))
+    })?;
+    if field.kind == FieldKind::Counter {
+        return Err(usage(format!(
+            "{} is a counter: concurrent additions add up and never conflict, so there is nothing to choose",
+            field.name
+        )));
+    }
+    let value = FieldValue::parse(field.name, field.kind, &args.value).map_err(|e| usage(e.to_string()))?;
+    let household = args.household.clone();
+    let was_in_conflict = find_conflicts(&doc)
+        .iter()
+        .any(|c| c.field == field.name && c.household.as_deref() == household.as_deref());
+    let edit = Edit::set(target, field.name, value.clone());
+    let change = source.apply_edits(&id, &[edit], now_ms())?;
+    tracing::info!(document = %id, field = field.name, %change, "resolved");
+    if args.format == ListFormat::Json {
+        return print_json(&Resolved {
+            document: id.to_string(),
+            household,
+            field: field.name.to_owned(),
+            value,
+            change,
+            was_in_conflict,
+        });
+    }
+    let place = out::place_name(&registry, id.place.as_str());
+    let record = household.map(|h| format!(" {} {h}", lang.t("household", "hộ"))).unwrap_or_default();
+    out::line(format!(
+        "{place}{record}: {} = {} ({} {})",
+        field.name,
+        out::value(Some(&value), lang),
+        lang.t("change", "thay đổi"),
+        out::short(&change)
+    ))?;
+    if !was_in_conflict {
+        out::line(lang.t(
+            "Note: this field was not in conflict; the value was written anyway.",
+            "Lưu ý: trường này không có xung đột; giá trị vẫn được ghi.",
+        ))?;
+    }
+    out::line(lang.t(
+        "Devices receive the administrator's value at their next sync.",
+        "Các thiết bị sẽ nhận giá trị của quản trị viên ở lần đồng bộ tới.",
+    ))
+}
+
+/// `thonsync issues`.
+#[derive(Debug, Args)]
+pub struct IssuesArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Only this commune's documents (e.g. song-cau).
+    #[arg(long)]
+    pub commune: Option<String>,
+    /// Survey round.
+    #[arg(long, default_value = DEFAULT_ROUND)]
+    pub round: String,
+    /// Table for people, JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+}
+
+#[derive(Serialize)]
+struct Issue {
+    #[serde(flatten)]
+    issue: DataQualityIssue,
+    place_name: String,
+    look: String,
+}
+
+pub fn issues(args: IssuesArgs, lang: Lang) -> anyhow::Result<()> {
+    let source = Source::open(&args.common, Access::Read)?;
+    let registry = source.registry()?;
+    let round = out::round(&args.round)?;
+    let docs = out::documents(&source, &registry, args.commune.as_deref(), &round)?;
+    let found: Vec<Issue> = docs
+        .iter()
+        .flat_map(|d| data_quality(&d.snapshot(None)))
+        .map(|issue| {
+            let place = issue.document.place.to_string();
+            let look = match &issue.household {
+                Some(h) => format!("thonsync history {place} --household {h}"),
+                None => format!("thonsync show {place}"),
+            };
+            Issue { place_name: out::place_name(&registry, &place), look, issue }
+        })
+        .collect();
+    if args.format == ListFormat::Json {
+        return print_json(&found);
+    }
+    if found.is_empty() {
+        return out::line(lang.t("No data-quality issues.", "Không có vấn đề chất lượng dữ liệu."));
+    }
+    let mut t = table([
+        lang.t("Place", "Địa bàn"),
+        lang.t("Household", "Hộ"),
+        lang.t("Rule", "Quy tắc"),
+        lang.t("Detail", "Chi tiết"),
+        lang.t("Where to look", "Xem tại"),
+    ]);
+    for i in &found {
+        t.add_row(vec![
+            format!("{}\n{}", i.place_name, i.issue.document),
+            i.issue.household.clone().unwrap_or_else(|| "—".to_owned()),
+            i.issue.rule.clone(),
+            i.issue.detail.clone(),
+            i.look.clone(),
+        ]);
+    }
+    print_table(&t)?;
+    out::line(format!("{} {}", found.len(), lang.t("issue(s).", "vấn đề.")))
+}

@@ -1,0 +1,171 @@
+//! `thonsync registry load FILE.csv` and `thonsync registry show`: the places
+//! (province → district → commune → village) the survey is organised by.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use sync_core::registry::{Place, PlaceKind, Registry};
+
+use super::out::{self, print_json, print_table, table};
+use super::source::{Access, Source};
+use super::text::Lang;
+use super::{not_found, Common, Format};
+
+/// `thonsync registry ...`.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Replace the registry with the places in a CSV file (id,kind,name,parent,expected_households).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  thonsync registry load places.csv --db thonsync.sqlite\n",
+        "  thonsync registry load places.csv --server http://127.0.0.1:7300\n\n",
+        "The file starts with the header id,kind,name,parent,expected_households; kind is province,\n",
+        "district, commune or village; `thonsync registry show --format csv` writes one to start from.\n\n",
+        "Exit codes: 0 ok, 1 error, 2 wrong usage, 3 not found, 4 database or server unreachable."
+    ))]
+    Load(LoadArgs),
+    /// The places, the stored registry or else the bundled Bắc Kạn sample.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  thonsync registry show\n",
+        "  thonsync registry show --format csv > places.csv\n\n",
+        "Exit codes: 0 ok, 1 error, 2 wrong usage, 3 not found, 4 database or server unreachable."
+    ))]
+    Show(ShowArgs),
+}
+
+impl RegistryCommand {
+    /// The shared options.
+    pub fn common(&self) -> &Common {
+        match self {
+            RegistryCommand::Load(a) => &a.common,
+            RegistryCommand::Show(a) => &a.common,
+        }
+    }
+}
+
+/// `thonsync registry load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The CSV file.
+    pub file: PathBuf,
+}
+
+/// `thonsync registry show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Table, JSON, or CSV (the format `registry load` reads).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub fn run(cmd: RegistryCommand, lang: Lang) -> anyhow::Result<()> {
+    match cmd {
+        RegistryCommand::Load(a) => load(a, lang),
+        RegistryCommand::Show(a) => show(a, lang),
+    }
+}
+
+fn load(args: LoadArgs, lang: Lang) -> anyhow::Result<()> {
+    let csv = match std::fs::read_to_string(&args.file) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_found(format!("no file {}", args.file.display())))
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", args.file.display())),
+    };
+    let registry = Registry::from_csv(csv.as_bytes()).with_context(|| {
+        format!(
+            "{} is not a valid registry; fix it and load it again (`thonsync registry show --format csv` shows the format)",
+            args.file.display()
+        )
+    })?;
+    let mut source = Source::open(&args.common, Access::Write)?;
+    let n = source.put_registry(&csv, &registry)?;
+    let count = |k| registry.of_kind(k).count();
+    out::line(format!(
+        "{n} {} ({} {}, {} {}, {} {}, {} {}) → {}",
+        lang.t("places loaded", "địa bàn đã nạp"),
+        count(PlaceKind::Province),
+        lang.t("provinces", "tỉnh"),
+        count(PlaceKind::District),
+        lang.t("districts", "huyện"),
+        count(PlaceKind::Commune),
+        lang.t("communes", "xã"),
+        count(PlaceKind::Village),
+        lang.t("villages", "thôn"),
+        source.describe()
+    ))
+}
+
+/// Places in tree order: each place followed by the places under it.
+fn tree(registry: &Registry) -> Vec<&Place> {
+    fn walk<'a>(registry: &'a Registry, place: &'a Place, out: &mut Vec<&'a Place>) {
+        out.push(place);
+        for child in registry.children(&place.id) {
+            walk(registry, child, out);
+        }
+    }
+    let mut out = Vec::new();
+    for p in registry.of_kind(PlaceKind::Province) {
+        walk(registry, p, &mut out);
+    }
+    out
+}
+
+fn show(args: ShowArgs, lang: Lang) -> anyhow::Result<()> {
+    let source = Source::open(&args.common, Access::Read)?;
+    let stored = !source.places()?.is_empty();
+    let registry = source.registry()?;
+    match args.format {
+        Format::Json => print_json(&tree(&registry)),
+        Format::Csv => {
+            let mut stdout = std::io::stdout().lock();
+            registry.to_csv(&mut stdout)?;
+            Ok(())
+        }
+        Format::Table => {
+            let mut t = table([
+                lang.t("Id", "Mã"),
+                lang.t("Kind", "Cấp"),
+                lang.t("Name", "Tên"),
+                lang.t("Parent", "Trực thuộc"),
+                lang.t("Expected households", "Số hộ dự kiến"),
+            ]);
+            for p in tree(&registry) {
+                let indent = match p.kind {
+                    PlaceKind::Province => "",
+                    PlaceKind::District => "  ",
+                    PlaceKind::Commune => "    ",
+                    PlaceKind::Village => "      ",
+                };
+                let kind = match p.kind {
+                    PlaceKind::Province => lang.t("province", "tỉnh"),
+                    PlaceKind::District => lang.t("district", "huyện"),
+                    PlaceKind::Commune => lang.t("commune", "xã"),
+                    PlaceKind::Village => lang.t("village", "thôn"),
+                };
+                t.add_row(vec![
+                    format!("{indent}{}", p.id),
+                    kind.to_owned(),
+                    p.name.clone(),
+                    p.parent.clone().unwrap_or_default(),
+                    p.expected_households.map(|e| e.to_string()).unwrap_or_default(),
+                ]);
+            }
+            print_table(&t)?;
+            if !stored {
+                out::line(lang.t(
+                    "No registry loaded: this is the bundled Bắc Kạn sample. Load a real one with `thonsync registry load FILE.csv`.",
+                    "Chưa nạp danh mục địa bàn: đây là mẫu Bắc Kạn đi kèm. Nạp danh mục thật bằng `thonsync registry load FILE.csv`.",
+                ))?;
+            }
+            Ok(())
+        }
+    }
+}

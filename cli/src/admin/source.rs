@@ -1,0 +1,414 @@
+//! Where the administrator's commands read and write: the server's SQLite
+//! file (`--db`, opened read-only for reads) or a running server's admin API
+//! (`--server`). Both hand out the same raw materials (registry, stored
+//! documents, change metadata, peers, refused uploads), so every command
+//! builds its output from them in one code path.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sync_core::automerge::ActorId;
+use sync_core::ids::DocumentId;
+use sync_core::registry::{Place, Registry};
+use sync_core::store::{load_survey, ChangeMeta, PeerSummary, SqliteStore, Store, StoreError, WriteBatch};
+use sync_core::survey::{Edit, SurveyDocument};
+use sync_core::sync::ChangeRecord;
+
+use super::{cannot_reach, not_found, Common, Failure, EXIT_ERROR};
+
+/// The store setting that keeps the administrator's actor id (hex) for
+/// changes written directly into a database file.
+pub const ADMIN_ACTOR_SETTING: &str = "admin_actor";
+
+/// A refused upload, without its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedSummary {
+    /// Its id in the store.
+    pub id: i64,
+    /// The device or peer that sent it, when known.
+    pub source: Option<String>,
+    /// The document it was for, when known.
+    pub document: Option<String>,
+    /// Machine-readable reason (`rule_broken`, `undecodable`, ...).
+    pub code: String,
+    /// For a person.
+    pub reason: String,
+    /// When it arrived, ms since 1970.
+    pub received_at: i64,
+    /// How many bytes were kept.
+    pub bytes_len: u64,
+}
+
+/// Size of the store as the source reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    /// Bytes on disk.
+    pub size_bytes: Option<u64>,
+    /// Documents with stored changes.
+    pub documents: u64,
+}
+
+/// Whether a command only reads, or also writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: a database is opened read-only.
+    Read,
+    /// Writes too: a database is opened read-write.
+    Write,
+}
+
+/// The server's database or a running server.
+pub enum Source {
+    /// A database file.
+    Db {
+        /// Where it is.
+        path: PathBuf,
+        /// Open read-only or read-write.
+        store: SqliteStore,
+    },
+    /// A running server's admin API.
+    Server {
+        /// Base URL without a trailing slash.
+        base: String,
+        /// Blocking HTTP client.
+        agent: ureq::Agent,
+    },
+}
+
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    error: ApiError,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+fn store_error(path: &Path, e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::NotFound(_) => cannot_reach(format!(
+            "no database at {}: give the server's database with --db PATH (or THONSYNC_DB), \
+             or a running server with --server URL",
+            path.display()
+        )),
+        other => anyhow::Error::new(other).context(format!("database {}", path.display())),
+    }
+}
+
+impl Source {
+    /// Opens the source the options name: `--server` if given, else `--db`.
+    pub fn open(common: &Common, access: Access) -> anyhow::Result<Self> {
+        if let Some(url) = &common.server {
+            let base = url.trim_end_matches('/').to_owned();
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(super::usage(format!(
+                    "--server {url:?} is not an address; give one like http://127.0.0.1:7300"
+                )));
+            }
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(120)))
+                .build()
+                .into();
+            return Ok(Source::Server { base, agent });
+        }
+        let path = common.db.clone();
+        let store = match access {
+            Access::Read => SqliteStore::open_read_only(&path).map_err(|e| store_error(&path, e))?,
+            Access::Write => {
+                if !path.exists() {
+                    return Err(store_error(&path, StoreError::NotFound(String::new())));
+                }
+                SqliteStore::open(&path).map_err(|e| store_error(&path, e))?
+            }
+        };
+        tracing::debug!(path = %path.display(), ?access, "database opened");
+        Ok(Source::Db { path, store })
+    }
+
+    /// Where the data comes from, for a person.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Db { path, .. } => path.display().to_string(),
+            Source::Server { base, .. } => base.clone(),
+        }
+    }
+
+    fn url(base: &str, path: &str) -> String {
+        format!("{base}{path}")
+    }
+
+    fn check(base: &str, what: &str, resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<ureq::Body> {
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let text = body.read_to_string().unwrap_or_default();
+        let (code, message) = match serde_json::from_str::<ApiErrorBody>(&text) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => (String::new(), text.chars().take(300).collect()),
+        };
+        let message = format!("{what}: the server at {base} answered {status}: {message}");
+        Err(match status {
+            404 => not_found(message),
+            401 | 403 => Failure {
+                exit: EXIT_ERROR,
+                message: format!("{message} ({code}); the admin API refused this request"),
+            }
+            .into(),
+            _ => Failure { exit: EXIT_ERROR, message: format!("{message} ({code})") }.into(),
+        })
+    }
+
+    fn transport(base: &str, what: &str, e: ureq::Error) -> anyhow::Error {
+        cannot_reach(format!(
+            "{what}: cannot reach the server at {base} ({e}); is it running? \
+             Start it with `cargo run --release -p server`, or read its database with --db PATH"
+        ))
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> anyhow::Result<T> {
+        let Source::Server { base, agent } = self else { unreachable!("server only") };
+        let resp = agent.get(Self::url(base, path)).call().map_err(|e| Self::transport(base, what, e))?;
+        let mut body = Self::check(base, what, resp)?;
+        body.with_config()
+            .limit(u64::MAX)
+            .read_json()
+            .with_context(|| format!("{what}: the server at {base} sent an unexpected answer"))
+    }
+
+    /// The registry; the bundled Bắc Kạn sample when none was loaded.
+    pub fn registry(&self) -> anyhow::Result<Registry> {
+        let places = self.places()?;
+        if places.is_empty() {
+            return Ok(Registry::sample_bac_kan());
+        }
+        Registry::new(places).context("the stored registry is inconsistent; load a corrected one")
+    }
+
+    /// The stored places (empty when no registry was loaded).
+    pub fn places(&self) -> anyhow::Result<Vec<Place>> {
+        match self {
+            Source::Db { path, store } => store.places().map_err(|e| store_error(path, e)),
+            Source::Server { .. } => self.get_json("/v1/admin/registry", "reading the registry"),
+        }
+    }
+
+    /// Every document with stored changes.
+    pub fn document_ids(&self) -> anyhow::Result<Vec<DocumentId>> {
+        match self {
+            Source::Db { path, store } => store.document_ids().map_err(|e| store_error(path, e)),
+            Source::Server { .. } => self.get_json("/v1/admin/documents", "listing documents"),
+        }
+    }
+
+    /// One document as merged, or `None` if nothing is stored for it.
+    pub fn document(&self, id: &DocumentId) -> anyhow::Result<Option<SurveyDocument>> {
+        let reader = ActorId::from([0u8; 16]);
+        match self {
+            Source::Db { path, store } => load_survey(store, id, reader).map_err(|e| store_error(path, e)),
+            Source::Server { base, agent } => {
+                let what = format!("reading {id}");
+                let resp = agent
+                    .get(Self::url(base, &format!("/v1/admin/documents/{id}")))
+                    .call()
+                    .map_err(|e| Self::transport(base, &what, e))?;
+                if resp.status().as_u16() == 404 {
+                    return Ok(None);
+                }
+                let mut body = Self::check(base, &what, resp)?;
+                let bytes = body.with_config().limit(u64::MAX).read_to_vec().context(what.clone())?;
+                let doc = SurveyDocument::load(id.clone(), reader, Some(&bytes), std::iter::empty())
+                    .with_context(|| format!("{what}: the server sent a document that does not load"))?;
+                Ok(Some(doc))
+            }
+        }
+    }
+
+    /// Metadata of the changes of one document, or of all.
+    pub fn changes(&self, id: Option<&DocumentId>) -> anyhow::Result<Vec<ChangeMeta>> {
+        match self {
+            Source::Db { path, store } => store.change_meta(id).map_err(|e| store_error(path, e)),
+            Source::Server { .. } => {
+                let path = match id {
+                    Some(d) => format!("/v1/admin/changes?document={d}"),
+                    None => "/v1/admin/changes".to_owned(),
+                };
+                self.get_json(&path, "reading change metadata")
+            }
+        }
+    }
+
+    /// Devices (peers) with persisted sync sessions.
+    pub fn peers(&self) -> anyhow::Result<Vec<PeerSummary>> {
+        match self {
+            Source::Db { path, store } => store.peers().map_err(|e| store_error(path, e)),
+            Source::Server { .. } => self.get_json("/v1/admin/peers", "listing devices"),
+        }
+    }
+
+    /// Refused uploads, newest first.
+    pub fn refused(&self) -> anyhow::Result<Vec<RefusedSummary>> {
+        match self {
+            Source::Db { path, store } => Ok(store
+                .refused()
+                .map_err(|e| store_error(path, e))?
+                .into_iter()
+                .map(|r| summary(&r))
+                .collect()),
+            Source::Server { .. } => self.get_json("/v1/admin/refused", "listing refused uploads"),
+        }
+    }
+
+    /// One refused upload with its bytes.
+    pub fn refused_one(&self, id: i64) -> anyhow::Result<Option<(RefusedSummary, Vec<u8>)>> {
+        match self {
+            Source::Db { path, store } => Ok(store
+                .refused_by_id(id)
+                .map_err(|e| store_error(path, e))?
+                .map(|r| (summary(&r), r.upload.bytes))),
+            Source::Server { .. } => {
+                #[derive(Deserialize)]
+                struct WithBytes {
+                    #[serde(flatten)]
+                    summary: RefusedSummary,
+                    bytes_base64: String,
+                }
+                let got: WithBytes = match self
+                    .get_json(&format!("/v1/admin/refused/{id}"), "reading a refused upload")
+                {
+                    Ok(g) => g,
+                    Err(e) if e.downcast_ref::<Failure>().map(|f| f.exit) == Some(super::EXIT_NOT_FOUND) => {
+                        return Ok(None)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(got.bytes_base64.as_bytes())
+                    .context("the server sent refused bytes that are not base64")?;
+                Ok(Some((got.summary, bytes)))
+            }
+        }
+    }
+
+    /// Size and document count of the store.
+    pub fn store_info(&self) -> anyhow::Result<StoreInfo> {
+        match self {
+            Source::Db { path, store } => Ok(StoreInfo {
+                size_bytes: store.size_bytes().map_err(|e| store_error(path, e))?,
+                documents: store.document_ids().map_err(|e| store_error(path, e))?.len() as u64,
+            }),
+            Source::Server { .. } => self.get_json("/v1/admin/store", "reading the store size"),
+        }
+    }
+
+    /// The administrator's actor id in a database file, created once.
+    fn admin_actor(store: &mut SqliteStore) -> anyhow::Result<ActorId> {
+        if let Some(hex) = store.setting(ADMIN_ACTOR_SETTING)? {
+            if let Ok(actor) = ActorId::try_from(hex.as_str()) {
+                return Ok(actor);
+            }
+            tracing::warn!(%hex, "stored administrator actor is not hex; making a new one");
+        }
+        let actor = ActorId::from(rand::random::<[u8; 16]>());
+        store.put_setting(ADMIN_ACTOR_SETTING, &actor.to_hex_string())?;
+        Ok(actor)
+    }
+
+    /// The administrator's actor id, when the source keeps one this program can read.
+    pub fn known_admin_actor(&self) -> Option<String> {
+        match self {
+            Source::Db { store, .. } => store.setting(ADMIN_ACTOR_SETTING).ok().flatten(),
+            Source::Server { .. } => None,
+        }
+    }
+
+    /// Writes `edits` to a document as one administrator's change; returns its hash.
+    pub fn apply_edits(&mut self, id: &DocumentId, edits: &[Edit], now_ms: i64) -> anyhow::Result<String> {
+        match self {
+            Source::Db { path, store } => {
+                let actor = Self::admin_actor(store)?;
+                let mut doc =
+                    load_survey(store, id, actor).map_err(|e| store_error(path, e))?.ok_or_else(|| {
+                        not_found(format!("{id} has no stored changes; see `thonsync villages`"))
+                    })?;
+                let before = doc.heads();
+                let hash = doc.apply(edits, now_ms)?.context("nothing to write")?;
+                let changes: Vec<ChangeRecord> = doc
+                    .automerge()
+                    .get_changes(&before)
+                    .into_iter()
+                    .map(|c| ChangeRecord::new(id, c))
+                    .collect();
+                let batch = WriteBatch { changes, ..WriteBatch::default() };
+                store.commit(&batch, now_ms).map_err(|e| store_error(path, e))?;
+                Ok(hash.to_string())
+            }
+            Source::Server { base, agent } => {
+                #[derive(Deserialize)]
+                struct Written {
+                    change: String,
+                }
+                let what = format!("writing to {id}");
+                let resp = agent
+                    .post(Self::url(base, &format!("/v1/admin/documents/{id}/edits")))
+                    .send_json(serde_json::json!({ "edits": edits }))
+                    .map_err(|e| Self::transport(base, &what, e))?;
+                let mut body = Self::check(base, &what, resp)?;
+                let written: Written =
+                    body.read_json().with_context(|| format!("{what}: unexpected answer"))?;
+                Ok(written.change)
+            }
+        }
+    }
+
+    /// Replaces the registry; `csv` is the file as given, `registry` its parsed form.
+    pub fn put_registry(&mut self, csv: &str, registry: &Registry) -> anyhow::Result<usize> {
+        match self {
+            Source::Db { path, store } => {
+                let places: Vec<Place> = registry.places().cloned().collect();
+                store.put_places(&places).map_err(|e| store_error(path, e))?;
+                Ok(places.len())
+            }
+            Source::Server { base, agent } => {
+                #[derive(Deserialize)]
+                struct Loaded {
+                    places: usize,
+                }
+                let what = "loading the registry";
+                let resp = agent
+                    .put(Self::url(base, "/v1/admin/registry"))
+                    .header("content-type", "text/csv; charset=utf-8")
+                    .send(csv.as_bytes())
+                    .map_err(|e| Self::transport(base, what, e))?;
+                let mut body = Self::check(base, what, resp)?;
+                let loaded: Loaded =
+                    body.read_json().with_context(|| format!("{what}: unexpected answer"))?;
+                Ok(loaded.places)
+            }
+        }
+    }
+}
+
+fn summary(r: &sync_core::store::RefusedUpload) -> RefusedSummary {
+    RefusedSummary {
+        id: r.id,
+        source: r.upload.source.clone(),
+        document: r.upload.document.clone(),
+        code: serde_json::to_value(r.upload.code)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        reason: r.upload.reason.clone(),
+        received_at: r.upload.received_at,
+        bytes_len: r.upload.bytes.len() as u64,
+    }
+}

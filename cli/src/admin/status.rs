@@ -1,0 +1,134 @@
+//! `thonsync status`: an overview of the merged state in one screen.
+
+use clap::Args;
+use serde::Serialize;
+use sync_core::ids::DocumentKind;
+use sync_core::store::PeerSummary;
+use sync_core::survey::Survey;
+use sync_core::validate::{conflicts, data_quality};
+
+use super::out::{self, print_json, print_table, table};
+use super::source::{Access, Source};
+use super::text::Lang;
+use super::time;
+use super::{Common, ListFormat};
+
+/// `thonsync status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Table for people, JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+}
+
+#[derive(Serialize)]
+struct Status {
+    source: String,
+    documents: usize,
+    village_documents: usize,
+    commune_documents: usize,
+    villages_surveyed: usize,
+    households: usize,
+    devices: usize,
+    refused_uploads: usize,
+    conflicts_open: usize,
+    data_quality_issues: usize,
+    store_size_bytes: Option<u64>,
+    peers: Vec<PeerSummary>,
+}
+
+pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
+    let source = Source::open(&args.common, Access::Read)?;
+    let ids = source.document_ids()?;
+    let mut s = Status {
+        source: source.describe(),
+        documents: ids.len(),
+        village_documents: 0,
+        commune_documents: 0,
+        villages_surveyed: 0,
+        households: 0,
+        devices: 0,
+        refused_uploads: source.refused()?.len(),
+        conflicts_open: 0,
+        data_quality_issues: 0,
+        store_size_bytes: source.store_info()?.size_bytes,
+        peers: source.peers()?,
+    };
+    s.devices = s.peers.len();
+    for id in &ids {
+        let Some(doc) = source.document(id)? else { continue };
+        match id.kind {
+            DocumentKind::Village => s.village_documents += 1,
+            DocumentKind::Commune => s.commune_documents += 1,
+        }
+        s.conflicts_open += conflicts(&doc).len();
+        let survey = doc.snapshot(None);
+        s.data_quality_issues += data_quality(&survey).len();
+        if let Survey::Village(v) = survey {
+            if !v.households.is_empty() || v.facts != Default::default() {
+                s.villages_surveyed += 1;
+            }
+            s.households += v.households.len();
+        }
+    }
+    if args.format == ListFormat::Json {
+        return print_json(&s);
+    }
+    let utc = args.common.utc;
+    let mut t = out::plain();
+    let size = s
+        .store_size_bytes
+        .map(|b| format!("{:.1} MB ({b} bytes)", b as f64 / 1_048_576.0))
+        .unwrap_or_else(|| "—".to_owned());
+    let rows: Vec<(&str, String)> = vec![
+        (lang.t("Source", "Nguồn dữ liệu"), s.source.clone()),
+        (
+            lang.t("Documents", "Tài liệu"),
+            format!(
+                "{} ({} {}, {} {})",
+                s.documents,
+                s.village_documents,
+                lang.t("village", "thôn"),
+                s.commune_documents,
+                lang.t("commune", "xã")
+            ),
+        ),
+        (lang.t("Villages surveyed", "Thôn đã điều tra"), s.villages_surveyed.to_string()),
+        (lang.t("Households", "Hộ gia đình"), s.households.to_string()),
+        (lang.t("Devices seen", "Thiết bị đã đồng bộ"), s.devices.to_string()),
+        (lang.t("Refused uploads kept", "Dữ liệu bị từ chối đang lưu"), s.refused_uploads.to_string()),
+        (lang.t("Open conflicts", "Xung đột chưa giải quyết"), s.conflicts_open.to_string()),
+        (lang.t("Data-quality issues", "Vấn đề chất lượng dữ liệu"), s.data_quality_issues.to_string()),
+        (lang.t("Store size", "Dung lượng kho"), size),
+    ];
+    for (k, v) in rows {
+        t.add_row(vec![k.to_owned(), v]);
+    }
+    print_table(&t)?;
+    if !s.peers.is_empty() {
+        let mut p = table([
+            lang.t("Device", "Thiết bị").to_owned(),
+            lang.t("Documents", "Tài liệu").to_owned(),
+            format!("{} ({})", lang.t("Last sync", "Đồng bộ lần cuối"), time::zone(utc)),
+        ]);
+        for peer in &s.peers {
+            p.add_row(vec![peer.peer.clone(), peer.documents.to_string(), time::format(peer.last_sync, utc)]);
+        }
+        print_table(&p)?;
+    }
+    if s.refused_uploads > 0 {
+        out::line(lang.t(
+            "Refused uploads are kept aside: see `thonsync refused`.",
+            "Dữ liệu bị từ chối được giữ lại: xem `thonsync refused`.",
+        ))?;
+    }
+    if s.conflicts_open > 0 {
+        out::line(lang.t(
+            "Fields with concurrent values: see `thonsync conflicts`.",
+            "Trường có giá trị xung đột: xem `thonsync conflicts`.",
+        ))?;
+    }
+    Ok(())
+}
