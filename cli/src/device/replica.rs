@@ -1,0 +1,688 @@
+//! The field-device replica as a library: a local SQLite store of the
+//! commune's documents, offline edits, and the sync loop with the server.
+//!
+//! A sync is one or more *exchanges*; each starts fresh sessions from the
+//! shared heads persisted after the last round that both sides committed,
+//! so a cut sync resumes where it was cut. Every round's received changes
+//! and session heads are committed locally before the next request.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sync_core::automerge::sync::State;
+use sync_core::automerge::{ActorId, ChangeHash};
+use sync_core::error::EditError;
+use sync_core::ids::{DocumentId, PeerId, PlaceId, Round, DEFAULT_ROUND};
+use sync_core::store::{load_survey, SqliteStore, Store, StoreError, WriteBatch};
+use sync_core::survey::{is_structural, Edit, SurveyDocument};
+use sync_core::sync::{ChangeRecord, DocSession, Trust};
+
+use super::wire::{CallError, Client, CommuneDocuments, DocumentMessage, ErrorBody, RoundTrip, SyncRequest};
+
+/// The peer id a device keeps its sync sessions under.
+pub const SERVER_PEER: &str = "server";
+/// The database file inside a device directory.
+pub const DB_FILE: &str = "device.sqlite";
+/// Most documents in one exchange (the server's default limit).
+pub const MAX_DOCUMENTS_PER_EXCHANGE: usize = 64;
+/// Most rounds of one exchange (the server's default limit).
+pub const MAX_ROUNDS: u32 = 2 * sync_core::sync::MAX_ROUNDS;
+/// Budget for the messages of one request; the rest wait for the next round.
+pub const ROUND_BUDGET_BYTES: usize = 4 * 1024 * 1024;
+
+/// What went wrong on a device.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The directory holds no device yet.
+    #[error("{0} is not a device directory; run `thonsync device init --server URL --commune ID` first")]
+    NotInitialised(PathBuf),
+    /// `init` on a directory that already holds a device.
+    #[error("{0} already holds a device; use another --dir")]
+    AlreadyInitialised(PathBuf),
+    /// The local store failed.
+    #[error("local store: {0}")]
+    Store(#[from] StoreError),
+    /// An id or setting that does not parse.
+    #[error("{0}")]
+    Invalid(String),
+    /// The edit breaks a rule of the survey model.
+    #[error("{0}")]
+    Edit(#[from] EditError),
+    /// The place is not a document of this device's commune.
+    #[error("{place:?} is not a village of commune {commune} (known: {known}); run `thonsync device pull` if the registry changed")]
+    UnknownPlace {
+        /// What was asked for.
+        place: String,
+        /// The device's commune.
+        commune: String,
+        /// The places it has.
+        known: String,
+    },
+    /// The device has never fetched its commune's documents.
+    #[error("this device has no documents yet; run `thonsync device pull` while online")]
+    NotPulled,
+    /// The server refused the request as a whole (not worth retrying).
+    #[error("the server refused the sync: {0}")]
+    Refused(ErrorBody),
+    /// The server could not be reached after every retry.
+    #[error("gave up after {attempts} attempts over {seconds:.1} s: {last}; your edits are kept on this device, sync again when online")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent.
+        seconds: f64,
+        /// The last error.
+        last: String,
+    },
+    /// An exchange did not go quiet within the round limit.
+    #[error("the sync did not finish in {0} rounds")]
+    TooManyRounds(u32),
+}
+
+/// The device's settings, kept in its store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// Server base URL.
+    pub server: String,
+    /// This device's id on the server (its sync sessions are kept under it).
+    pub device: PeerId,
+    /// Actor of this device's changes; minted per install, renewed after a refusal.
+    pub actor: ActorId,
+    /// The commune this device surveys.
+    pub commune: PlaceId,
+    /// The survey round.
+    pub round: Round,
+    /// A name for people (surveyor or tablet).
+    pub name: Option<String>,
+}
+
+/// How a sync behaves when the network is bad.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// Exchanges tried before giving up.
+    pub attempts: u32,
+    /// Wait after the first failure; doubled after each.
+    pub first_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// Print a progress line on stderr for syncs that take a while.
+    pub progress: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+            progress: false,
+        }
+    }
+}
+
+/// A document whose upload the server refused, set aside on this device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefusedVersion {
+    /// The document.
+    pub document: String,
+    /// The server's reason.
+    pub error: ErrorBody,
+    /// When it was set aside, ms since 1970.
+    pub at: i64,
+    /// The local version as it was (`Automerge::save()`, base64), still readable.
+    pub local_version: String,
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Exchanges started (1 when nothing failed).
+    pub exchanges: u32,
+    /// Rounds (HTTP requests) that were answered.
+    pub rounds: u32,
+    /// Documents synced.
+    pub documents: usize,
+    /// Changes this device received and stored.
+    pub received_changes: usize,
+    /// Changes the server said it stored from this device.
+    pub accepted_by_server: usize,
+    /// Request body bytes sent.
+    pub bytes_sent: usize,
+    /// Response body bytes received.
+    pub bytes_received: usize,
+    /// Sync message bytes sent (before JSON and gzip).
+    pub message_bytes_sent: usize,
+    /// Sync message bytes received.
+    pub message_bytes_received: usize,
+    /// Documents refused in this sync (set aside, see [`Device::refused_versions`]).
+    pub refused: Vec<String>,
+}
+
+/// Pending work of one document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DocumentStatus {
+    /// The document.
+    pub document: String,
+    /// Changes the server has not confirmed yet.
+    pub pending_changes: usize,
+    /// Whether a refused local version is set aside.
+    pub refused_version: bool,
+}
+
+/// What `status` shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// Device id.
+    pub device: String,
+    /// Server URL.
+    pub server: String,
+    /// Commune.
+    pub commune: String,
+    /// Round.
+    pub round: String,
+    /// Last finished sync, ms since 1970.
+    pub last_sync: Option<i64>,
+    /// Per document.
+    pub documents: Vec<DocumentStatus>,
+}
+
+impl Status {
+    /// Changes waiting for upload, all documents.
+    pub fn pending(&self) -> usize {
+        self.documents.iter().map(|d| d.pending_changes).sum()
+    }
+}
+
+/// A field device: its store, settings and loaded documents.
+pub struct Device {
+    /// The device directory.
+    dir: PathBuf,
+    /// The local replica.
+    store: SqliteStore,
+    /// Settings read at open.
+    config: DeviceConfig,
+    /// Documents loaded so far (a commune is small).
+    docs: BTreeMap<DocumentId, SurveyDocument>,
+    /// HTTP client to the server.
+    client: Client,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+}
+
+const K_SERVER: &str = "device.server";
+const K_ID: &str = "device.id";
+const K_ACTOR: &str = "device.actor";
+const K_COMMUNE: &str = "device.commune";
+const K_ROUND: &str = "device.round";
+const K_NAME: &str = "device.name";
+const K_DOCUMENTS: &str = "device.documents";
+const K_LAST_SYNC: &str = "device.last_sync";
+const K_REFUSED: &str = "device.refused.";
+const K_RESET: &str = "device.reset.";
+
+impl Device {
+    /// Sets up a new device in `dir`: its id and actor, the server and commune. Needs no network.
+    pub fn init(
+        dir: &Path,
+        server: &str,
+        commune: &str,
+        name: Option<&str>,
+        round: Option<&str>,
+    ) -> Result<Self, DeviceError> {
+        std::fs::create_dir_all(dir).map_err(|e| DeviceError::Invalid(format!("{}: {e}", dir.display())))?;
+        let mut store = SqliteStore::open(dir.join(DB_FILE))?;
+        if store.setting(K_ID)?.is_some() {
+            return Err(DeviceError::AlreadyInitialised(dir.to_owned()));
+        }
+        let commune = PlaceId::new(commune).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        let round =
+            Round::new(round.unwrap_or(DEFAULT_ROUND)).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            return Err(DeviceError::Invalid(format!(
+                "server {server:?} must start with http:// or https://"
+            )));
+        }
+        store.put_setting(K_SERVER, server.trim_end_matches('/'))?;
+        store.put_setting(K_COMMUNE, commune.as_str())?;
+        store.put_setting(K_ROUND, round.as_str())?;
+        if let Some(n) = name {
+            store.put_setting(K_NAME, n)?;
+        }
+        store.put_setting(K_ACTOR, &random_hex(16))?;
+        store.put_setting(K_ID, &format!("dev-{}", random_hex(8)))?;
+        drop(store);
+        Self::open(dir)
+    }
+
+    /// Opens an existing device.
+    pub fn open(dir: &Path) -> Result<Self, DeviceError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(DeviceError::NotInitialised(dir.to_owned()));
+        }
+        let store = SqliteStore::open(&path)?;
+        let get = |k: &str| -> Result<String, DeviceError> {
+            store.setting(k)?.ok_or_else(|| DeviceError::NotInitialised(dir.to_owned()))
+        };
+        let bad = |e: &dyn std::fmt::Display| DeviceError::Invalid(format!("device settings: {e}"));
+        let config = DeviceConfig {
+            server: get(K_SERVER)?,
+            device: PeerId::new(get(K_ID)?).map_err(|e| bad(&e))?,
+            actor: ActorId::try_from(get(K_ACTOR)?.as_str()).map_err(|e| bad(&e))?,
+            commune: PlaceId::new(get(K_COMMUNE)?).map_err(|e| bad(&e))?,
+            round: Round::new(get(K_ROUND)?).map_err(|e| bad(&e))?,
+            name: store.setting(K_NAME)?,
+        };
+        let client = Client::new(&config.server, Duration::from_secs(60));
+        Ok(Self { dir: dir.to_owned(), store, config, docs: BTreeMap::new(), client })
+    }
+
+    /// The device directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// The HTTP client (tests wrap it to cut or repeat requests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The documents of this device's commune, as last fetched.
+    pub fn document_ids(&self) -> Result<Vec<DocumentId>, DeviceError> {
+        let Some(json) = self.store.setting(K_DOCUMENTS)? else { return Ok(Vec::new()) };
+        let ids: Vec<DocumentId> = serde_json::from_str(&json)
+            .map_err(|e| DeviceError::Invalid(format!("stored document list: {e}")))?;
+        Ok(ids)
+    }
+
+    /// Fetches the commune's document list from the server.
+    pub fn fetch_documents(&mut self) -> Result<Vec<DocumentId>, CallError> {
+        let list: CommuneDocuments = self.client.get_json(&format!(
+            "/v1/registry/communes/{}?round={}",
+            self.config.commune, self.config.round
+        ))?;
+        let ids: Vec<DocumentId> = list.documents.iter().filter_map(|d| d.document.parse().ok()).collect();
+        let json = serde_json::to_string(&ids).expect("ids serialise");
+        self.store.put_setting(K_DOCUMENTS, &json).map_err(|e| CallError::Garbled(e.to_string()))?;
+        Ok(ids)
+    }
+
+    /// The document of a place id: the commune's own, or a village's.
+    pub fn document_for(&self, place: &str) -> Result<DocumentId, DeviceError> {
+        let known = self.document_ids()?;
+        if known.is_empty() {
+            return Err(DeviceError::NotPulled);
+        }
+        known.iter().find(|d| d.place.as_str() == place).cloned().ok_or_else(|| DeviceError::UnknownPlace {
+            place: place.to_owned(),
+            commune: self.config.commune.to_string(),
+            known: known.iter().map(|d| d.place.to_string()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    fn load(&mut self, id: &DocumentId) -> Result<&mut SurveyDocument, DeviceError> {
+        if !self.docs.contains_key(id) {
+            let doc = match load_survey(&self.store, id, self.config.actor.clone())? {
+                Some(d) => d,
+                None => SurveyDocument::empty(id.clone(), self.config.actor.clone()),
+            };
+            self.docs.insert(id.clone(), doc);
+        }
+        Ok(self.docs.get_mut(id).expect("inserted"))
+    }
+
+    /// The local version of a document.
+    pub fn document(&mut self, id: &DocumentId) -> Result<&SurveyDocument, DeviceError> {
+        Ok(&*self.load(id)?)
+    }
+
+    /// Records edits offline as one change; returns its hash.
+    pub fn record(&mut self, id: &DocumentId, edits: &[Edit]) -> Result<ChangeHash, DeviceError> {
+        let doc = self.load(id)?;
+        let before = doc.heads();
+        let mut candidate = doc.clone();
+        let hash =
+            candidate.apply(edits, now_ms())?.ok_or_else(|| DeviceError::Invalid("no edits given".into()))?;
+        let changes: Vec<ChangeRecord> = candidate
+            .automerge()
+            .get_changes(&before)
+            .into_iter()
+            .map(|c| ChangeRecord::new(id, c))
+            .collect();
+        self.store.commit(&WriteBatch { changes, ..Default::default() }, now_ms())?;
+        self.docs.insert(id.clone(), candidate);
+        self.compact_if_reset(id)?;
+        Ok(hash)
+    }
+
+    /// Documents whose refused local version is set aside.
+    pub fn refused_versions(&self) -> Result<Vec<RefusedVersion>, DeviceError> {
+        let mut out = Vec::new();
+        for id in self.document_ids()? {
+            if let Some(json) = self.store.setting(&format!("{K_REFUSED}{id}"))? {
+                out.push(serde_json::from_str(&json).map_err(|e| DeviceError::Invalid(e.to_string()))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The refused local version of a document, readable, if one is set aside.
+    pub fn refused_version(
+        &self,
+        id: &DocumentId,
+    ) -> Result<Option<(RefusedVersion, SurveyDocument)>, DeviceError> {
+        let Some(json) = self.store.setting(&format!("{K_REFUSED}{id}"))? else { return Ok(None) };
+        let r: RefusedVersion =
+            serde_json::from_str(&json).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        let bytes = B64.decode(&r.local_version).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        let doc =
+            SurveyDocument::load(id.clone(), self.config.actor.clone(), Some(&bytes), std::iter::empty())
+                .map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        Ok(Some((r, doc)))
+    }
+
+    /// What waits for upload.
+    pub fn status(&mut self) -> Result<Status, DeviceError> {
+        let server = PeerId::new(SERVER_PEER).expect("valid");
+        let mut documents = Vec::new();
+        for id in self.document_ids()? {
+            let shared = self
+                .store
+                .sync_state(&server, &id)?
+                .and_then(|b| State::decode(&b).ok())
+                .map(|s| s.shared_heads)
+                .unwrap_or_default();
+            let refused_version = self.store.setting(&format!("{K_REFUSED}{id}"))?.is_some();
+            let doc = self.load(&id)?;
+            let pending =
+                doc.automerge().get_changes(&shared).into_iter().filter(|c| !is_structural(&id, c)).count();
+            documents.push(DocumentStatus {
+                document: id.to_string(),
+                pending_changes: pending,
+                refused_version,
+            });
+        }
+        Ok(Status {
+            device: self.config.device.to_string(),
+            server: self.config.server.clone(),
+            commune: self.config.commune.to_string(),
+            round: self.config.round.to_string(),
+            last_sync: self.store.setting(K_LAST_SYNC)?.and_then(|s| s.parse().ok()),
+            documents,
+        })
+    }
+
+    /// Fetches the commune's document list, then syncs: what to do before going into the field.
+    pub fn pull(&mut self, options: &SyncOptions) -> Result<SyncReport, DeviceError> {
+        self.sync(options)
+    }
+
+    /// Syncs every document of the commune with the server, retrying with
+    /// backoff (a new exchange each time) while the server cannot be reached.
+    pub fn sync(&mut self, options: &SyncOptions) -> Result<SyncReport, DeviceError> {
+        let client = self.client.clone();
+        self.sync_via(options, &mut |req| client.sync_round(req))
+    }
+
+    /// [`Device::sync`] with the transport handed in, so tests can drop or
+    /// repeat requests on their way to a real server.
+    pub fn sync_via(
+        &mut self,
+        options: &SyncOptions,
+        send: &mut dyn FnMut(&SyncRequest) -> Result<RoundTrip, CallError>,
+    ) -> Result<SyncReport, DeviceError> {
+        let started = Instant::now();
+        let mut report = SyncReport::default();
+        let mut backoff = options.first_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            report.exchanges += 1;
+            let outcome = match self.fetch_documents() {
+                Ok(_) => self.exchange_all(options, send, &mut report, started),
+                Err(e) => Err(Failure::Call(e)),
+            };
+            let error = match outcome {
+                Ok(()) => {
+                    self.store.put_setting(K_LAST_SYNC, &now_ms().to_string())?;
+                    if options.progress && started.elapsed() > Duration::from_secs(1) {
+                        eprintln!();
+                    }
+                    return Ok(report);
+                }
+                Err(Failure::Device(e)) => return Err(e),
+                Err(Failure::Call(e)) => e,
+            };
+            if !error.is_transient() {
+                return match error {
+                    CallError::Server { body, .. } => Err(DeviceError::Refused(body)),
+                    other => Err(DeviceError::Invalid(other.to_string())),
+                };
+            }
+            if attempt >= options.attempts {
+                return Err(DeviceError::GaveUp {
+                    attempts: attempt,
+                    seconds: started.elapsed().as_secs_f64(),
+                    last: error.to_string(),
+                });
+            }
+            tracing::info!(attempt, error = %error, "sync failed; retrying with a new exchange");
+            if options.progress {
+                eprintln!("sync: {error}; retrying in {:.1} s", backoff.as_secs_f64());
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(options.max_backoff);
+        }
+    }
+
+    fn exchange_all(
+        &mut self,
+        options: &SyncOptions,
+        send: &mut dyn FnMut(&SyncRequest) -> Result<RoundTrip, CallError>,
+        report: &mut SyncReport,
+        started: Instant,
+    ) -> Result<(), Failure> {
+        let ids = self.document_ids()?;
+        report.documents = ids.len();
+        for chunk in ids.chunks(MAX_DOCUMENTS_PER_EXCHANGE) {
+            self.exchange(chunk, options, send, report, started)?;
+        }
+        Ok(())
+    }
+
+    /// One exchange: rounds until neither side has anything to say.
+    fn exchange(
+        &mut self,
+        ids: &[DocumentId],
+        options: &SyncOptions,
+        send: &mut dyn FnMut(&SyncRequest) -> Result<RoundTrip, CallError>,
+        report: &mut SyncReport,
+        started: Instant,
+    ) -> Result<(), Failure> {
+        let server = PeerId::new(SERVER_PEER).expect("valid");
+        let exchange = format!("x-{}", random_hex(8));
+        let mut sessions = BTreeMap::new();
+        for id in ids {
+            self.load(id)?;
+            let saved = self.store.sync_state(&server, id).map_err(DeviceError::from)?;
+            sessions.insert(id.clone(), DocSession::resume(saved.as_deref()));
+        }
+        let mut refused: BTreeSet<DocumentId> = BTreeSet::new();
+        let mut server_spoke = true;
+        let mut round = 0;
+        loop {
+            round += 1;
+            if round > MAX_ROUNDS {
+                return Err(DeviceError::TooManyRounds(MAX_ROUNDS).into());
+            }
+            let mut documents = Vec::new();
+            let mut budget = ROUND_BUDGET_BYTES;
+            let mut deferred = false;
+            for (id, session) in sessions.iter_mut() {
+                if refused.contains(id) {
+                    continue;
+                }
+                if budget == 0 {
+                    deferred = true;
+                    continue;
+                }
+                let doc = self.docs.get(id).expect("loaded above");
+                let message = session.generate(doc);
+                if let Some(m) = &message {
+                    report.message_bytes_sent += m.len();
+                    budget = budget.saturating_sub(m.len());
+                }
+                if message.is_some() || round == 1 {
+                    documents.push(DocumentMessage {
+                        document: id.to_string(),
+                        message: message.map(|m| B64.encode(m)),
+                    });
+                }
+            }
+            let said_something = documents.iter().any(|d| d.message.is_some());
+            if round > 1 && !said_something && !server_spoke && !deferred {
+                return Ok(());
+            }
+            let request = SyncRequest {
+                device: self.config.device.to_string(),
+                exchange: exchange.clone(),
+                round,
+                documents,
+            };
+            let trip = send(&request)?;
+            report.rounds += 1;
+            report.bytes_sent += trip.sent;
+            report.bytes_received += trip.received;
+            if options.progress && started.elapsed() > Duration::from_secs(1) {
+                eprint!(
+                    "\rsync: round {round}, {} documents, {} KB sent, {} KB received   ",
+                    ids.len(),
+                    report.bytes_sent / 1024,
+                    report.bytes_received / 1024
+                );
+            }
+            server_spoke = false;
+            let mut batch = WriteBatch::default();
+            let mut touched = Vec::new();
+            for reply in trip.response.documents {
+                let Ok(id) = reply.document.parse::<DocumentId>() else { continue };
+                let Some(session) = sessions.get_mut(&id) else { continue };
+                report.accepted_by_server += reply.stored;
+                if let Some(error) = reply.error {
+                    refused.insert(id.clone());
+                    report.refused.push(id.to_string());
+                    self.set_aside(&id, error)?;
+                    continue;
+                }
+                let Some(text) = reply.message else { continue };
+                server_spoke = true;
+                let bytes =
+                    B64.decode(&text).map_err(|e| Failure::Call(CallError::Garbled(e.to_string())))?;
+                report.message_bytes_received += bytes.len();
+                let doc = self.docs.get_mut(&id).expect("loaded above");
+                let received = session
+                    .receive(doc, &bytes, Trust::Peer)
+                    .map_err(|r| Failure::Call(CallError::Garbled(r.to_string())))?;
+                report.received_changes += received.new_changes.len();
+                if !received.new_changes.is_empty() {
+                    touched.push(id.clone());
+                }
+                batch.changes.extend(received.new_changes);
+            }
+            for (id, session) in &sessions {
+                if !refused.contains(id) {
+                    batch.sync_states.push((server.clone(), id.clone(), session.persisted()));
+                }
+            }
+            self.store.commit(&batch, now_ms()).map_err(DeviceError::from)?;
+            for id in touched {
+                self.compact_if_reset(&id)?;
+            }
+        }
+    }
+
+    /// Keeps a refused document's local version aside, readable, and starts
+    /// the document over from the server's version with a new actor.
+    fn set_aside(&mut self, id: &DocumentId, error: ErrorBody) -> Result<(), DeviceError> {
+        let doc = self.load(id)?;
+        let local = doc.automerge().save();
+        let covered: Vec<String> =
+            doc.automerge().get_changes(&[]).iter().map(|c| c.hash().to_string()).collect();
+        let aside = RefusedVersion {
+            document: id.to_string(),
+            error,
+            at: now_ms(),
+            local_version: B64.encode(&local),
+        };
+        self.store
+            .put_setting(&format!("{K_REFUSED}{id}"), &serde_json::to_string(&aside).expect("serialises"))?;
+        // A new actor: the refused change's sequence number is never reused.
+        let actor = ActorId::from(rand::random::<[u8; 16]>());
+        self.store.put_setting(K_ACTOR, &actor.to_hex_string())?;
+        self.config.actor = actor.clone();
+        for d in self.docs.values_mut() {
+            d.automerge_mut().set_actor(actor.clone());
+        }
+        let fresh = SurveyDocument::create(id.clone(), actor);
+        self.store.compact(id, &fresh.automerge().save(), &covered)?;
+        let server = PeerId::new(SERVER_PEER).expect("valid");
+        let batch = WriteBatch {
+            sync_states: vec![(server, id.clone(), State::new().encode())],
+            ..Default::default()
+        };
+        self.store.commit(&batch, now_ms())?;
+        self.store.put_setting(&format!("{K_RESET}{id}"), "1")?;
+        self.docs.insert(id.clone(), fresh);
+        tracing::warn!(document = %id, "upload refused; local version set aside");
+        Ok(())
+    }
+
+    /// After a reset, keeps the stored snapshot whole (rows of changes known
+    /// before the reset have no bytes, so a re-received one is not stored twice).
+    fn compact_if_reset(&mut self, id: &DocumentId) -> Result<(), DeviceError> {
+        if self.store.setting(&format!("{K_RESET}{id}"))?.is_none() {
+            return Ok(());
+        }
+        let doc = self.load(id)?;
+        let bytes = doc.automerge().save();
+        let covered: Vec<String> =
+            doc.automerge().get_changes(&[]).iter().map(|c| c.hash().to_string()).collect();
+        self.store.compact(id, &bytes, &covered)?;
+        Ok(())
+    }
+}
+
+/// Why an exchange stopped.
+enum Failure {
+    /// The server could not be reached or answered with an error.
+    Call(CallError),
+    /// Something local failed; retrying does not help.
+    Device(DeviceError),
+}
+
+impl From<CallError> for Failure {
+    fn from(e: CallError) -> Self {
+        Failure::Call(e)
+    }
+}
+
+impl From<DeviceError> for Failure {
+    fn from(e: DeviceError) -> Self {
+        Failure::Device(e)
+    }
+}
