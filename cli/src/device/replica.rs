@@ -287,6 +287,14 @@ impl Device {
         Ok(Self { dir: dir.to_owned(), store, config, docs: BTreeMap::new(), client })
     }
 
+    /// Points the device at another server URL (the server moved).
+    pub fn set_server(&mut self, server: &str) -> Result<(), DeviceError> {
+        self.store.put_setting(K_SERVER, server.trim_end_matches('/'))?;
+        self.config.server = server.trim_end_matches('/').to_owned();
+        self.client = Client::new(&self.config.server, Duration::from_secs(60));
+        Ok(())
+    }
+
     /// The device directory.
     pub fn dir(&self) -> &Path {
         &self.dir
