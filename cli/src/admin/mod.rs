@@ -6,19 +6,6 @@
 //! API (`--server`), and builds what it shows here, so both sources share one
 //! code path and print the same thing.
 
-mod export;
-mod history;
-mod out;
-mod quality;
-mod refused;
-mod registry;
-mod report;
-mod source;
-mod status;
-mod survey;
-pub mod text;
-pub mod time;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +27,19 @@ macro_rules! help {
         concat!("Examples:\n", $("  ", $line, "\n",)+ "\n", exit_codes!())
     };
 }
+
+mod export;
+mod history;
+mod out;
+mod quality;
+mod refused;
+mod registry;
+mod report;
+mod source;
+mod status;
+mod survey;
+pub mod text;
+pub mod time;
 
 /// The command succeeded.
 pub const EXIT_OK: u8 = 0;

@@ -31,7 +31,7 @@ pub struct RefusedArgs {
 pub enum RefusedAction {
     /// One refused upload: its reason, source and bytes.
     #[command(
-        after_help = "Examples:\n  thonsync refused show 12\n  thonsync refused show 12 --out upload-12.bin\n"
+        after_help = help!("thonsync refused show 12", "thonsync refused show 12 --out upload-12.bin --format json")
     )]
     Show {
         /// Its id, from `thonsync refused`.
