@@ -49,6 +49,8 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
     let doc = load(&source, &registry, &args.village, &round)?;
     let mut changes: Vec<HistoryEntry> =
         history(&doc).into_iter().filter(|e| args.genesis || !e.genesis).collect();
+    // People read history by time; among equal times the causal order is kept.
+    changes.sort_by_key(|e| e.time);
     if let Some(hh) = &args.household {
         if !doc.household_ids(None).contains(hh) {
             return Err(not_found(format!(

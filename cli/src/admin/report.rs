@@ -183,7 +183,7 @@ fn print(report: &Report, lang: Lang) -> anyhow::Result<()> {
                 r.get("numerator").map(ToString::to_string).unwrap_or_default(),
                 r.get("denominator").map(ToString::to_string).unwrap_or_default(),
             ),
-            other => (other.to_string(), String::new()),
+            _ => (String::new(), String::new()),
         };
         let value = match v {
             Value::Object(_) => percent(Some(v)),
