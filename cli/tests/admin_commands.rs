@@ -318,6 +318,15 @@ fn a_missing_database_says_what_to_do() {
     assert_eq!(c, 4);
     assert!(!dir.path().join("none.sqlite").exists(), "a write never creates a database by mistake");
     assert_eq!(code(&["status", "--server", "not-a-url"]).0, 2);
+    // The database can also come from the environment.
+    let from_env = Command::new(env!("CARGO_BIN_EXE_thonsync"))
+        .args(["status", "--format", "json"])
+        .env("THONSYNC_DB", db())
+        .env_remove("THONSYNC_SERVER")
+        .output()
+        .unwrap();
+    assert!(from_env.status.success());
+    assert_eq!(serde_json::from_slice::<Value>(&from_env.stdout).unwrap()["documents"], 34);
     assert_eq!(code(&["status", "--server", "http://127.0.0.1:9"]).0, 4);
 }
 

@@ -300,15 +300,33 @@ pub fn shared_db() -> &'static Path {
     static FIXTURE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &FIXTURE
         .get_or_init(|| {
+            let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            remove_abandoned(tmp);
             let dir = tempfile::Builder::new()
-                .prefix("admin-fixture")
-                .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+                .prefix(&format!("admin-fixture-{}-", std::process::id()))
+                .tempdir_in(tmp)
                 .unwrap();
             let db = dir.path().join("thonsync.sqlite");
             seed_database(&db);
             (dir, db)
         })
         .1
+}
+
+/// Removes shared fixtures left by test processes that have ended (a static
+/// is never dropped, so each process's fixture outlives it).
+fn remove_abandoned(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("admin-fixture-").and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists() || !Path::new("/proc/self").exists();
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A fresh fixture database of its own, for tests that write.
