@@ -254,6 +254,21 @@ fn export_streams_rows_leaves_out_personal_fields_and_writes_files() {
     assert!(personal.contains("Hoàng Văn 7"));
     assert!(personal.contains("2024-03-04T01:00:00Z"));
     assert_eq!(code(&["export", "--db", db()]).0, 2, "--format is required");
+    // A reader that stops early (`| head`) is not an error.
+    for format in ["csv", "json"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_thonsync"))
+            .args(["export", "--format", format, "--include-personal", "--db", db()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 64];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]

@@ -218,7 +218,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             let exit = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<Failure>().map(|f| f.exit))
-                .or_else(|| e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()).and_then(io_exit))
+                .or_else(|| e.chain().find_map(broken_pipe))
                 .unwrap_or(EXIT_ERROR);
             if exit == 0 {
                 return Ok(ExitCode::from(EXIT_OK));
@@ -229,7 +229,16 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A closed stdout (`thonsync export | head`) is not an error.
-fn io_exit(e: &std::io::Error) -> Option<u8> {
-    (e.kind() == std::io::ErrorKind::BrokenPipe).then_some(EXIT_OK)
+/// A closed stdout (`thonsync export | head`) is not an error: exit quietly.
+fn broken_pipe(e: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    let kind = if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        io.kind()
+    } else if let Some(json) = e.downcast_ref::<serde_json::Error>() {
+        json.io_error_kind()?
+    } else if let csv::ErrorKind::Io(io) = e.downcast_ref::<csv::Error>()?.kind() {
+        io.kind()
+    } else {
+        return None;
+    };
+    (kind == std::io::ErrorKind::BrokenPipe).then_some(EXIT_OK)
 }
