@@ -317,18 +317,33 @@ impl SurveyDocument {
             document: id.clone(),
             reason: e.to_string(),
         };
-        let mut doc = match snapshot {
-            Some(bytes) => Automerge::load(bytes).map_err(decode)?,
-            None => Automerge::new(),
+        // Damaged bytes have been seen to panic inside automerge (a fuzzing
+        // find, kept as a regression test): contain that as an error.
+        let built =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<Automerge, DocumentError> {
+                let mut doc = match snapshot {
+                    Some(bytes) => Automerge::load(bytes).map_err(decode)?,
+                    None => Automerge::new(),
+                };
+                let mut parsed = Vec::new();
+                for bytes in changes {
+                    parsed.push(Change::try_from(bytes).map_err(|e| DocumentError::Decode {
+                        document: id.clone(),
+                        reason: e.to_string(),
+                    })?);
+                }
+                doc.apply_changes(parsed).map_err(decode)?;
+                Ok(doc)
+            }));
+        let mut doc = match built {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(DocumentError::Decode {
+                    document: id,
+                    reason: "automerge failed on these bytes (they are damaged)".into(),
+                })
+            }
         };
-        let mut parsed = Vec::new();
-        for bytes in changes {
-            parsed.push(
-                Change::try_from(bytes)
-                    .map_err(|e| DocumentError::Decode { document: id.clone(), reason: e.to_string() })?,
-            );
-        }
-        doc.apply_changes(parsed).map_err(decode)?;
         doc.set_actor(actor);
         let me = Self { id, doc };
         if !me.doc.is_empty() && !me.has_genesis() {

@@ -158,21 +158,31 @@ fn split_chunks(mut bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
     Ok(chunks)
 }
 
-/// How many changes a sync message's change data carries, checking that
-/// every byte belongs to a chunk that parses whole.
-fn count_changes(data: &[u8]) -> Result<usize, String> {
-    let mut n = 0;
+/// The changes a sync message's change data carries, checking that every
+/// byte belongs to a chunk that parses whole.
+fn offered_changes(data: &[u8]) -> Result<Vec<Change>, String> {
+    let mut out = Vec::new();
     for (kind, chunk) in split_chunks(data)? {
-        n += match kind {
-            1 | 2 => Change::try_from(chunk).map(|_| 1).map_err(|e| e.to_string())?,
-            0 => Automerge::load(chunk).map(|d| d.get_changes(&[]).len()).map_err(|e| e.to_string())?,
-            3 => automerge::Bundle::try_from(chunk)
-                .map_err(|e| e.to_string())
-                .and_then(|b| b.to_changes().map(|c| c.len()).map_err(|e| e.to_string()))?,
+        match kind {
+            1 | 2 => out.push(Change::try_from(chunk).map_err(|e| e.to_string())?),
+            0 => out.extend(Automerge::load(chunk).map_err(|e| e.to_string())?.get_changes(&[])),
+            3 => out.extend(
+                automerge::Bundle::try_from(chunk)
+                    .map_err(|e| e.to_string())?
+                    .to_changes()
+                    .map_err(|e| e.to_string())?,
+            ),
             other => return Err(format!("unknown chunk type {other}")),
-        };
+        }
     }
-    Ok(n)
+    Ok(out)
+}
+
+/// Runs automerge on untrusted input, turning a panic inside it (seen with
+/// damaged bytes while fuzzing) into an error.
+fn contained<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err("automerge failed on these bytes (they are damaged)".into()))
 }
 
 /// One peer's sync session for one document.
@@ -240,10 +250,11 @@ impl DocSession {
                 ),
             ));
         }
+        let mut offered = Vec::new();
         for (i, chunk) in message.changes.iter().enumerate() {
-            count_changes(chunk).map_err(|reason| {
+            offered.extend(contained(|| offered_changes(chunk)).map_err(|reason| {
                 refuse(RefusalCode::BadChange, format!("change data {i} does not parse: {reason}"))
-            })?;
+            })?);
         }
         let old_heads = doc.heads();
         if trust == Trust::Peer {
@@ -259,8 +270,20 @@ impl DocSession {
         }
         let mut state = self.state.clone();
         let mut fork = doc.automerge().fork();
-        fork.receive_sync_message(&mut state, message)
-            .map_err(|e| refuse(RefusalCode::BadChange, e.to_string()))?;
+        contained(|| fork.receive_sync_message(&mut state, message).map_err(|e| e.to_string()))
+            .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
+        // A change that parsed, is not waiting for a dependency, and still is
+        // not in the document was dropped by automerge: refuse, never lose it.
+        let known = |h: &automerge::ChangeHash| fork.get_change_by_hash(h).is_some();
+        if let Some(dropped) = offered.iter().find(|c| !known(&c.hash()) && c.deps().iter().all(known)) {
+            return Err(refuse(
+                RefusalCode::BadChange,
+                format!(
+                    "change {} parses but cannot be applied (its operations are damaged)",
+                    dropped.hash()
+                ),
+            ));
+        }
         let new: Vec<Change> = fork.get_changes(&old_heads);
         let pending = fork.get_missing_deps(&[]).len();
         if pending > 0 {
