@@ -28,6 +28,7 @@ macro_rules! help {
     };
 }
 
+mod demo;
 mod export;
 mod history;
 mod out;
@@ -181,6 +182,15 @@ pub enum AdminCommand {
     /// The places: provinces, districts, communes, villages.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// The whole product in one command: a server on a temporary database, simulated surveyors
+    /// for the 8 pilot communes recording offline and syncing, then the report and the conflicts.
+    #[command(after_help = help!(
+        "thonsync demo",
+        "thonsync demo --seed 7 --households 6 --lang vi",
+        "thonsync demo --keep ./demo && thonsync status --db ./demo/thonsync.sqlite",
+        "thonsync demo --format json > demo.json",
+    ))]
+    Demo(demo::DemoArgs),
 }
 
 /// Runs an administrator command; failures are printed here with their exit code.
@@ -197,6 +207,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Report(a) => a.common.lang,
         AdminCommand::Export(a) => a.common.lang,
         AdminCommand::Registry(r) => r.common().lang,
+        AdminCommand::Demo(a) => a.lang,
     }
     .unwrap_or_else(Lang::from_env);
     let result = match cmd {
@@ -211,6 +222,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Report(a) => report::run(a, lang),
         AdminCommand::Export(a) => export::run(a, lang),
         AdminCommand::Registry(r) => registry::run(r, lang),
+        AdminCommand::Demo(a) => demo::run(a, lang),
     };
     match result {
         Ok(()) => Ok(ExitCode::from(EXIT_OK)),
