@@ -115,8 +115,9 @@ pub struct Refusal {
 pub struct Received {
     /// Changes now in the document that were not before: store them.
     pub new_changes: Vec<ChangeRecord>,
-    /// Missing dependencies of changes that were received but could not be
-    /// applied yet; they were dropped and the peer will be asked for them.
+    /// Missing dependencies of changes that were received but cannot apply
+    /// yet; those changes wait in the document's queue (unvalidated, never
+    /// stored) and the peer is asked for what they need.
     pub pending: usize,
 }
 
@@ -158,9 +159,9 @@ fn split_chunks(mut bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
     Ok(chunks)
 }
 
-/// The changes a sync message's change data carries, checking that every
-/// byte belongs to a chunk that parses whole.
-fn offered_changes(data: &[u8]) -> Result<Vec<Change>, String> {
+/// The changes one element of a sync message's change data carries,
+/// checking that every byte belongs to a chunk that parses whole.
+pub fn offered_changes(data: &[u8]) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     for (kind, chunk) in split_chunks(data)? {
         match kind {
@@ -285,15 +286,12 @@ impl DocSession {
             ));
         }
         let new: Vec<Change> = fork.get_changes(&old_heads);
+        // Changes whose dependencies have not arrived stay queued inside the
+        // document (not applied, not visible, not stored): the next message
+        // then asks the peer for exactly what is missing. Dropping them would
+        // make the peer's head look missing instead, and the peer would send
+        // the same change again, forever. They are validated when they apply.
         let pending = fork.get_missing_deps(&[]).len();
-        if pending > 0 {
-            // Keep no queued, unvalidated change in a document we store.
-            let mut clean = doc.automerge().fork();
-            clean
-                .apply_changes(new.iter().cloned())
-                .map_err(|e| refuse(RefusalCode::BadChange, e.to_string()))?;
-            fork = clean;
-        }
         let mut candidate = SurveyDocument::from_automerge(id.clone(), fork);
         for change in &new {
             if let Err(breach) = check_change(&candidate, change) {

@@ -249,3 +249,37 @@ fn an_admission_check_can_turn_a_message_away_before_anything_applies() {
     assert!(r.message.contains("another device"), "{}", r.message);
     assert_eq!(hub.heads(), before);
 }
+
+/// A Bloom-filter false positive makes a peer hold back a change the other
+/// side lacks while sending one that depends on it. The receiver must keep
+/// the early change waiting and ask for the missing dependency; asking for
+/// the change it already got would make the sender loop on it.
+#[test]
+fn a_change_sent_without_its_dependency_waits_and_the_dependency_is_asked_for() {
+    use sync_core::automerge::sync::Message;
+    let mut device = SurveyDocument::create(village(), ActorId::from([1; 16]));
+    let mut hub = SurveyDocument::create(village(), ActorId::from([9; 16]));
+    device.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(4))], 1).unwrap();
+    let before_last = device.heads();
+    device.apply(&[Edit::set(hh("hh-001"), "adults", FieldValue::Int(2))], 2).unwrap();
+    let last = device.automerge().get_changes(&before_last).pop().unwrap();
+
+    // The hub gets only the last change: its dependencies were held back.
+    let (mut dev, mut hs) = (DocSession::resume(None), DocSession::resume(None));
+    let hello = dev.generate(&device).unwrap();
+    hs.receive(&mut hub, &hello, Trust::Validate).unwrap();
+    let mut early = Message::decode(&hello).unwrap();
+    early.changes = vec![last.raw_bytes().to_vec()].into();
+    let got = hs.receive(&mut hub, &early.encode(), Trust::Validate).unwrap();
+    assert!(got.new_changes.is_empty() && got.pending > 0, "{got:?}");
+    let reply = Message::decode(&hs.generate(&hub).unwrap()).unwrap();
+    assert!(!reply.need.is_empty(), "the hub asks for what it lacks");
+    assert!(!reply.need.contains(&last.hash()), "it does not ask again for the change it holds");
+    assert!(reply.need.iter().all(|h| device.automerge().get_change_by_hash(h).is_some()));
+
+    // A sync that delivers the rest completes the document.
+    let mut dev = DocSession::resume(None);
+    sync(&mut device, &mut dev, &mut hub, &mut hs);
+    assert_eq!(hub.heads(), device.heads());
+    assert_eq!(hub.snapshot(None), device.snapshot(None));
+}
