@@ -241,13 +241,37 @@ fn genesis_doc(id: &DocumentId) -> Automerge {
     doc
 }
 
+/// Genesis changes already built, by (document, household): building one
+/// takes a whole small document, and validation asks for them per change.
+/// A pure function's results, so sharing them breaks no invariant.
+fn memo_genesis(document: &DocumentId, household: &str, make: impl FnOnce() -> Change) -> Change {
+    type Memo = std::sync::Mutex<std::collections::HashMap<(String, String), Change>>;
+    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    let key = (document.to_string(), household.to_owned());
+    if let Some(c) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return c.clone();
+    }
+    let change = make();
+    let mut map = memo.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= 16_384 {
+        map.clear();
+    }
+    map.insert(key, change.clone());
+    change
+}
+
 /// The genesis change of a document: identical on every replica.
 pub fn genesis_change(id: &DocumentId) -> Change {
-    genesis_doc(id).get_last_local_change().expect("genesis exists")
+    memo_genesis(id, "", || genesis_doc(id).get_last_local_change().expect("genesis exists"))
 }
 
 /// The genesis change of one household: identical on every replica.
 pub fn household_genesis_change(id: &DocumentId, household: &str) -> Change {
+    memo_genesis(id, &format!("/{household}"), || build_household_genesis(id, household))
+}
+
+fn build_household_genesis(id: &DocumentId, household: &str) -> Change {
     let mut doc = genesis_doc(id);
     doc.set_actor(household_actor(id, household));
     let households = match doc.get(ROOT, "households") {
