@@ -26,7 +26,7 @@ use super::report::{self, ReportArgs};
 use super::source::{Access, Source};
 use super::text::Lang;
 use super::{usage, Common, Format, ListFormat};
-use crate::device::{Device, DeviceError, SyncOptions};
+use crate::device::{Device, SyncOptions};
 
 /// The seed used when none is given, so two plain runs print the same figures.
 pub const DEFAULT_SEED: u64 = 2024;
@@ -443,16 +443,7 @@ fn sync_all(
     let total = order.len();
     for (step, i) in order.into_iter().enumerate() {
         let s = &mut surveyors[i];
-        let mut tries = 0;
-        let r = loop {
-            tries += 1;
-            match s.device.sync(&sync_options()) {
-                Err(e @ DeviceError::TooManyRounds(_)) if tries < 3 => {
-                    tracing::warn!(surveyor = %s.name, error = %e, "sync did not settle; starting a new exchange");
-                }
-                other => break other.with_context(|| format!("{} syncs", s.name))?,
-            }
-        };
+        let r = s.device.sync(&sync_options()).with_context(|| format!("{} syncs", s.name))?;
         progress(format!(
             "  {pass} [{:>2}/{total}] {} · {}: {} {}, {} {}",
             step + 1,
