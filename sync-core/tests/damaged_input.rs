@@ -7,6 +7,26 @@ use sync_core::sync::{DocSession, Trust};
 
 const STORED_CHANGES_PANIC: &[u8] = include_bytes!("regressions/stored_changes_panic.bin");
 
+/// Every input the `stored_changes` fuzz target found, replayed as it does.
+#[test]
+fn every_fuzzing_find_loads_to_an_error_or_a_document() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let id: sync_core::ids::DocumentId = "commune:song-cau:2024-1".parse().unwrap();
+        let split = data.first().map(|b| *b as usize % data.len().max(1)).unwrap_or(0);
+        let (snapshot, change) = data.split_at(split);
+        if let Ok(doc) = SurveyDocument::load(id.clone(), ActorId::from([1u8; 16]), Some(snapshot), [change])
+        {
+            let _ = doc.snapshot(None);
+        }
+        let _ = SurveyDocument::load(id, ActorId::from([1u8; 16]), None, [&data[..]]);
+        seen += 1;
+    }
+    assert!(seen >= 2, "the regression inputs are there");
+}
+
 #[test]
 fn a_damaged_change_row_is_an_error_not_a_panic() {
     let id: sync_core::ids::DocumentId = "commune:song-cau:2024-1".parse().unwrap();
