@@ -398,7 +398,7 @@ impl SurveyDocument {
 
     /// Whether the document's genesis change has been applied.
     pub fn has_genesis(&self) -> bool {
-        self.doc.get_change_by_hash(&genesis_change(&self.id).hash()).is_some()
+        self.doc.get_change_meta_by_hash(&genesis_change(&self.id).hash()).is_some()
     }
 
     fn ensure_genesis(&mut self) -> Result<(), EditError> {

@@ -32,6 +32,7 @@ pub struct RuleBreach {
 }
 
 /// Where an op lands in the document layout.
+#[derive(Clone)]
 enum Place {
     Root,
     Households,
@@ -77,6 +78,8 @@ pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBre
         return Ok(());
     }
     let expanded = change.decode();
+    // Most ops of a change write to one or two records: look each up once.
+    let mut places: Vec<(&ObjectId, Place)> = Vec::new();
     for op in &expanded.operations {
         let key = match &op.key {
             Key::Map(k) => k.to_string(),
@@ -84,7 +87,15 @@ pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBre
                 return Err(breach(None, None, "no_lists", "the survey model has no lists".into()))
             }
         };
-        match locate(doc, &op.obj) {
+        let place = match places.iter().find(|(obj, _)| *obj == &op.obj) {
+            Some((_, place)) => place.clone(),
+            None => {
+                let place = locate(doc, &op.obj);
+                places.push((&op.obj, place.clone()));
+                place
+            }
+        };
+        match place {
             Place::Root => {
                 return Err(breach(
                     None,
@@ -291,10 +302,10 @@ pub fn conflicts(doc: &SurveyDocument) -> Vec<Conflict> {
                     };
                     let (actor, time, change) = match am.hash_for_opid(opid) {
                         Some(h) => {
-                            let meta = am.get_change_by_hash(&h);
+                            let meta = am.get_change_meta_by_hash(&h);
                             (
-                                meta.as_ref().map(|c| c.actor_id().to_hex_string()).unwrap_or_default(),
-                                meta.as_ref().map(|c| c.timestamp()).unwrap_or_default(),
+                                meta.as_ref().map(|c| c.actor.to_hex_string()).unwrap_or_default(),
+                                meta.as_ref().map(|c| c.timestamp).unwrap_or_default(),
                                 h.to_string(),
                             )
                         }
