@@ -4,10 +4,12 @@
 
 mod admin_fixture;
 
-use admin_fixture::{json, ok, own_db, thonsync};
+use admin_fixture::{admin_token, json, ok, own_db, thonsync, use_admin_token};
 use serde_json::Value;
 
+/// Starts a server on the database; this test's commands send an administrator token.
 fn start(db: &std::path::Path) -> server::ServerHandle {
+    use_admin_token(&admin_token(db));
     server::start(server::Config::new(db, "127.0.0.1:0".parse().unwrap())).expect("server starts")
 }
 

@@ -28,14 +28,37 @@ fn ok(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn two_surveyors_record_offline_and_sync_with_the_binary() {
     let db = tempfile::tempdir().unwrap();
+    let db_path = db.path().join("s.sqlite");
     let server =
-        server::start(server::Config::new(db.path().join("s.sqlite"), "127.0.0.1:0".parse().unwrap()))
-            .expect("server starts");
+        server::start(server::Config::new(&db_path, "127.0.0.1:0".parse().unwrap())).expect("server starts");
     let url = server.url();
     let root = tempfile::tempdir().unwrap();
     let (a, b) = (root.path().join("a"), root.path().join("b"));
-    for dir in [&a, &b] {
-        ok(dir, &["init", "--server", &url, "--commune", "nhu-co"]);
+    for (dir, name) in [(&a, "Chị Lan"), (&b, "Anh Tùng")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_thonsync"))
+            .args([
+                "devices",
+                "add",
+                "--name",
+                name,
+                "--commune",
+                "nhu-co",
+                "--db",
+                db_path.to_str().unwrap(),
+            ])
+            .args(["--format", "json"])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run thonsync");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let code = added["code"].as_str().unwrap();
+        let text = ok(dir, &["init", "--server", &url, "--code", code]);
+        assert!(text.contains(name), "{text}");
+        // The code works once.
+        let again = thonsync(&root.path().join("c"), &["init", "--server", &url, "--code", code]);
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("invalid_enrollment_code"));
         ok(dir, &["pull"]);
     }
     ok(&a, &["set", "nhu-co-01", "--household", "hh-001", "members=5", "fibre_broadband=yes"]);

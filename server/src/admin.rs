@@ -7,7 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,9 @@ use sync_core::store::{ChangeMeta, PeerSummary, RefusedUpload, Store, WriteBatch
 use sync_core::survey::Edit;
 use sync_core::sync::ChangeRecord;
 
+use sync_core::access::AuditEvent;
+
+use crate::auth::AdminName;
 use crate::error::{refusal_code_name, ApiError};
 use crate::state::now_ms;
 use crate::sync_api::body_error;
@@ -83,7 +86,7 @@ pub async fn get_document(
     let shared = state.shared.clone();
     let bytes = blocking(move || {
         if let Some(slot) = shared.docs.peek(&id) {
-            if let Some(doc) = slot.doc.lock().expect("slot").as_ref() {
+            if let Some(doc) = slot.lock().as_ref() {
                 return Ok(doc.automerge().save());
             }
         }
@@ -210,6 +213,7 @@ fn edit_error(id: &DocumentId, e: EditError) -> ApiError {
 /// `POST /v1/admin/documents/{id}/edits`: one change by the server's administrator actor.
 pub async fn post_edits(
     State(state): State<AppState>,
+    Extension(admin): Extension<AdminName>,
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
@@ -218,10 +222,11 @@ pub async fn post_edits(
     let edits: EditsBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("bad_request", format!("the body is not {{\"edits\": [...]}}: {e}"))
     })?;
+    let edit_summary: Vec<String> = edits.edits.iter().map(|e| format!("{e:?}")).take(20).collect();
     let shared = state.shared.clone();
     let hash = blocking(move || {
         let slot = shared.docs.slot(&id);
-        let mut guard = slot.doc.lock().expect("slot");
+        let mut guard = slot.lock();
         let created = match shared.ensure_loaded(&id, &mut guard) {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -264,6 +269,17 @@ pub async fn post_edits(
         Ok(hash)
     })
     .await?;
+    let fields: Vec<String> = edit_summary;
+    state
+        .shared
+        .audit_async(AuditEvent {
+            at: now_ms(),
+            who: admin.who(),
+            action: "conflict.resolve".into(),
+            subject: raw,
+            detail: format!("change {hash}: {}", fields.join(", ")),
+        })
+        .await;
     Ok((StatusCode::OK, Json(json!({ "change": hash.to_string() }))))
 }
 

@@ -7,6 +7,8 @@
 //! - [`sync_api`]: `POST /v1/sync`, one round of a device's exchange.
 //! - [`registry_api`]: which documents a commune holds.
 //! - [`admin`]: the administrator API under `/v1/admin/`.
+//! - [`auth`]: device and administrator tokens, enrollment, device management.
+//! - [`devices_api`]: the administrator's device endpoints and the audit log.
 //! - [`wire`]: the JSON bodies, [`error`]: the one error shape.
 //!
 //! Start a server with [`serve`] (the binary) or [`start`] (a server on its
@@ -14,6 +16,8 @@
 //! on any listener.
 
 pub mod admin;
+pub mod auth;
+pub mod devices_api;
 pub mod error;
 pub mod registry_api;
 pub mod state;
@@ -27,12 +31,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sync_core::automerge::ActorId;
 use sync_core::registry::Registry;
 use sync_core::store::{SqliteStore, Store, StoreError};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -72,12 +81,16 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Limits enforced on requests and memory.
     pub limits: Limits,
+    /// A document id whose handling panics on purpose, so tests can prove a
+    /// panic is contained; `None` (always, in the binary) disables it.
+    #[doc(hidden)]
+    pub fault_document: Option<String>,
 }
 
 impl Config {
     /// Defaults for a database file and address.
     pub fn new(db: impl Into<PathBuf>, listen: SocketAddr) -> Self {
-        Self { db: db.into(), listen, limits: Limits::default() }
+        Self { db: db.into(), listen, limits: Limits::default(), fault_document: None }
     }
 }
 
@@ -111,6 +124,9 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
             actor
         }
     };
+    // The administrator's actor belongs to no device: a device uploading
+    // changes under it is refused like any actor of another device.
+    store.bind_actor(&admin_actor.to_hex_string(), ADMIN_ACTOR_OWNER, state::now_ms()).map_err(store_err)?;
     let (writer, thread) = Writer::start(store);
     let shared = Shared {
         readers: ReaderPool::new(config.db.clone()),
@@ -120,6 +136,9 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         registry: RwLock::new(registry),
         admin_actor,
         limits: config.limits.clone(),
+        seen: Mutex::new(Default::default()),
+        actor_owners: Mutex::new(Default::default()),
+        fault_document: config.fault_document.clone(),
     };
     Ok((AppState { shared: Arc::new(shared) }, thread))
 }
@@ -128,14 +147,76 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// The router: device API, registry, admin API; gzip both ways.
+/// The owner the administrator's actor is bound to (not a device id: those start with `dev-`).
+pub const ADMIN_ACTOR_OWNER: &str = "admin";
+
+/// Reads the whole request body before the handler runs, within the size
+/// limit (after gzip) and the read deadline: 413 or 408 in the error shape.
+async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limits = &state.shared.limits;
+    let (parts, body) = req.into_parts();
+    let read =
+        tokio::time::timeout(limits.body_read_timeout, axum::body::to_bytes(body, limits.max_body_bytes));
+    match read.await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                error::ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!(
+                        "the request body is over {} bytes; split the documents across rounds or requests",
+                        limits.max_body_bytes
+                    ),
+                )
+                .into_response()
+            } else {
+                error::ApiError::bad_request("bad_body", format!("the request body could not be read: {e}"))
+                    .into_response()
+            }
+        }
+        Err(_) => error::ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s; send it again",
+                limits.body_read_timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// A panic outside the blocking workers: 500 in the error shape; the server goes on.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "a request handler panicked");
+    error::ApiError::internal("the server failed on this request; nothing of it was kept").into_response()
+}
+
+/// The router: device API (device token), enrollment, admin API
+/// (administrator token); bodies read within limits; gzip both ways.
 pub fn app(state: AppState) -> Router {
     let limit = state.shared.limits.max_body_bytes;
-    Router::new()
-        .route("/v1/health", get(health))
+    let device = Router::new()
         .route("/v1/sync", post(sync_api::sync))
         .route("/v1/registry/communes", get(registry_api::communes))
         .route("/v1/registry/communes/{commune}", get(registry_api::commune_documents))
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_device));
+    let admin = Router::new()
+        .route("/v1/admin/devices", get(devices_api::list).post(devices_api::add))
+        .route("/v1/admin/devices/{id}/revoke", post(devices_api::revoke))
+        .route("/v1/admin/devices/{id}/rotate", post(devices_api::rotate))
+        .route("/v1/admin/audit", get(devices_api::audit))
+        .route("/v1/admin/actors", get(devices_api::actors))
         .route("/v1/admin/registry", get(admin::get_registry).put(admin::put_registry))
         .route("/v1/admin/documents", get(admin::list_documents))
         .route("/v1/admin/documents/{id}", get(admin::get_document))
@@ -145,12 +226,21 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/refused", get(admin::list_refused))
         .route("/v1/admin/refused/{id}", get(admin::get_refused))
         .route("/v1/admin/store", get(admin::store_figures))
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    let open = Router::new()
+        .route("/v1/enroll", post(auth::enroll_endpoint))
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
+        .route("/v1/health", get(health));
+    open.merge(device)
+        .merge(admin)
         .fallback(|| async {
             error::ApiError::not_found("not_found", "no such endpoint; see docs/protocol.md")
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestDecompressionLayer::new())
         .layer(CompressionLayer::new())
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
 

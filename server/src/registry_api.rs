@@ -2,11 +2,13 @@
 //! how a device learns which documents its commune holds.
 
 use axum::extract::{Path, Query, State};
-use axum::Json;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use sync_core::ids::{DocumentKind, Round, DEFAULT_ROUND};
 use sync_core::registry::{Place, PlaceKind};
 
+use crate::auth::AuthedDevice;
 use crate::error::ApiError;
 use crate::wire::{CommuneDocuments, RegistryDocument};
 use crate::AppState;
@@ -27,9 +29,17 @@ pub async fn communes(State(state): State<AppState>) -> Json<Vec<Place>> {
 /// The documents of one commune in one round.
 pub async fn commune_documents(
     State(state): State<AppState>,
+    Extension(AuthedDevice(device)): Extension<AuthedDevice>,
     Path(commune): Path<String>,
     Query(q): Query<RoundQuery>,
 ) -> Result<Json<CommuneDocuments>, ApiError> {
+    if !device.communes.contains(&commune) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{commune:?} is not one of this device's communes ({})", device.communes.join(", ")),
+        ));
+    }
     let round = Round::new(q.round.unwrap_or_else(|| DEFAULT_ROUND.to_owned())).map_err(|e| {
         let mut err = ApiError::bad_request("bad_request", e.to_string());
         err.body.field = Some("round".into());

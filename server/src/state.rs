@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::automerge::ActorId;
 use sync_core::ids::{DocumentId, DocumentKind, PeerId};
 use sync_core::registry::{PlaceKind, Registry};
-use sync_core::store::{load_survey, SqliteStore, StoreError};
+use sync_core::store::{load_survey, SqliteStore, Store, StoreError};
 use sync_core::survey::SurveyDocument;
 use sync_core::sync::DocSession;
 
@@ -37,6 +38,9 @@ pub struct Limits {
     pub document_idle: Duration,
     /// An exchange unused this long is forgotten (its sessions are persisted anyway).
     pub exchange_idle: Duration,
+    /// A request body not fully received within this time is refused with
+    /// 408, so a client dripping bytes cannot hold a connection and memory.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +52,7 @@ impl Default for Limits {
             max_cached_documents: 512,
             document_idle: Duration::from_secs(120),
             exchange_idle: Duration::from_secs(300),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +103,23 @@ pub struct DocSlot {
     last_used: Mutex<Instant>,
 }
 
+impl DocSlot {
+    /// Locks the document. A lock poisoned by a panic while the document was
+    /// being changed is taken over with the document emptied, so it is
+    /// reloaded from the store: memory holds only durable state.
+    pub fn lock(&self) -> MutexGuard<'_, Option<SurveyDocument>> {
+        match self.doc.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                *g = None;
+                self.doc.clear_poison();
+                g
+            }
+        }
+    }
+}
+
 /// The bounded cache of loaded documents.
 pub struct DocCache {
     /// Slots by document; a slot in use is shared by `Arc` and never evicted.
@@ -140,6 +162,11 @@ impl DocCache {
     /// The loaded document, if it is in the cache now (no loading).
     pub fn peek(&self, id: &DocumentId) -> Option<Arc<DocSlot>> {
         self.slots.lock().expect("doc cache").get(id).cloned()
+    }
+
+    /// Forgets a document's slot, in use or not (after a panic while it was held).
+    pub fn evict(&self, id: &DocumentId) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     /// Drops documents not used for `idle`; returns how many.
@@ -197,9 +224,85 @@ pub struct Shared {
     pub registry: RwLock<Registry>,
     /// The actor of the server's own (administrator) changes, persisted as setting `admin_actor`.
     pub admin_actor: ActorId,
+    /// When each device's `last_seen` (and app version) was last written,
+    /// so it is written at most once a minute per device.
+    pub seen: Mutex<HashMap<String, (i64, Option<String>)>>,
+    /// Actor bindings known to be stored (actor → device), so a device's
+    /// usual actor costs no write per message.
+    pub actor_owners: Mutex<HashMap<String, String>>,
+    /// A document whose handling panics on purpose: how tests prove that a
+    /// panic is contained. Never set by the server binary.
+    pub fault_document: Option<String>,
 }
 
 impl Shared {
+    /// Records that a device made a request: `last_seen` and the app version,
+    /// written at most once a minute per device (or when the version changes).
+    pub fn note_seen(&self, device: &DeviceRecord, version: Option<String>, now: i64) {
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let (last_at, last_version) = match seen.get(&device.id) {
+                Some((at, v)) => (Some(*at), v.clone()),
+                None => (device.last_seen, device.app_version.clone()),
+            };
+            let stale = last_at.map(|at| now - at >= crate::auth::SEEN_EVERY_MS).unwrap_or(true);
+            let new_version = version.is_some() && version != last_version;
+            if !stale && !new_version {
+                return;
+            }
+            seen.insert(device.id.clone(), (now, version.clone().or(last_version)));
+        }
+        let id = device.id.clone();
+        let written = self.writer.run(move |s| {
+            if let Some(mut d) = s.device(&id)? {
+                d.last_seen = Some(now);
+                if version.is_some() {
+                    d.app_version = version;
+                }
+                s.put_device(&d)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::warn!(device = %device.id, error = %e, "could not record last_seen");
+        }
+    }
+
+    /// Appends audit events; a failure is logged, the request goes on.
+    pub fn audit(&self, events: Vec<AuditEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let written = self.writer.run(move |s| {
+            for e in &events {
+                s.append_audit(e)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::error!(error = %e, "could not write the audit log");
+        }
+    }
+
+    /// [`Shared::audit`] of one event from async code.
+    pub async fn audit_async(self: &Arc<Self>, event: AuditEvent) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.audit(vec![event])).await;
+    }
+
+    /// Binds a non-structural actor to `device` on first use; returns the
+    /// other device when the actor is already bound elsewhere (binding nothing).
+    pub fn bind_actor(&self, actor: &str, device: &str, now: i64) -> Result<Option<String>, StoreError> {
+        if let Some(owner) = self.actor_owners.lock().unwrap_or_else(|p| p.into_inner()).get(actor) {
+            return Ok((owner != device).then(|| owner.clone()));
+        }
+        let (a, d) = (actor.to_owned(), device.to_owned());
+        let other = self.writer.run(move |s| s.bind_actor(&a, &d, now))?;
+        let owner = other.clone().unwrap_or_else(|| device.to_owned());
+        self.actor_owners.lock().unwrap_or_else(|p| p.into_inner()).insert(actor.to_owned(), owner);
+        Ok(other)
+    }
+
     /// Whether a document may be created on this server: its place is in the
     /// registry with the matching kind.
     pub fn in_registry(&self, id: &DocumentId) -> bool {

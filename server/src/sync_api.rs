@@ -10,10 +10,12 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use sync_core::ids::{check_id, DocumentId, PeerId};
@@ -21,7 +23,10 @@ use sync_core::store::{NewRefusedUpload, Store, WriteBatch};
 use sync_core::sync::{ChangeRecord, DocSession, RefusalCode, Trust};
 
 use crate::error::{refusal_code_name, ApiError, ErrorBody};
-use crate::state::{now_ms, Shared};
+use sync_core::access::{AuditEvent, DeviceRecord};
+
+use crate::auth::AuthedDevice;
+use crate::state::{now_ms, ExchangeKey, ExchangeState, Shared};
 use crate::wire::{DocumentReply, SyncRequest, SyncResponse};
 use crate::AppState;
 
@@ -38,20 +43,68 @@ pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     }
 }
 
+/// What a request got hold of, so that a panic while handling it can be
+/// cleaned up: its exchange and the documents it locked.
+#[derive(Default)]
+pub struct Touched {
+    /// The exchange, once known.
+    exchange: Option<ExchangeKey>,
+    /// The documents locked.
+    documents: Vec<DocumentId>,
+}
+
 /// The sync endpoint.
-pub async fn sync(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn sync(
+    State(state): State<AppState>,
+    Extension(AuthedDevice(device)): Extension<AuthedDevice>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let shared = state.shared.clone();
     let body = match body {
         Ok(b) => b,
         Err(e) => return body_error(e, shared.limits.max_body_bytes).into_response(),
     };
-    let outcome = tokio::task::spawn_blocking(move || handle(&shared, &body)).await;
+    let touched = Arc::new(Mutex::new(Touched::default()));
+    let mine = touched.clone();
+    let outcome = tokio::task::spawn_blocking(move || handle(&shared, &device, &body, &mine)).await;
     match outcome {
         Ok(Ok((status, response))) => {
             (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(response)).into_response()
         }
         Ok(Err(e)) => e.into_response(),
-        Err(e) => ApiError::internal(format!("the sync worker failed: {e}")).into_response(),
+        Err(e) => {
+            // A panic while documents were locked: forget them and the
+            // exchange, so the next request reloads them as stored.
+            let touched = std::mem::take(&mut *touched.lock().unwrap_or_else(|p| p.into_inner()));
+            for id in &touched.documents {
+                state.shared.docs.evict(id);
+            }
+            if let Some(key) = &touched.exchange {
+                state.shared.exchanges.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            }
+            tracing::error!(error = %e, documents = touched.documents.len(), "the sync worker failed; its documents were evicted");
+            let mut err = ApiError::internal(
+                "the server failed while handling this request; nothing of it was kept, the documents are as they were stored",
+            );
+            if let [only] = touched.documents.as_slice() {
+                err = err.with_document(only);
+            }
+            err.into_response()
+        }
+    }
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+fn audit_event(who: &str, action: &str, subject: &str, detail: String) -> AuditEvent {
+    AuditEvent {
+        at: now_ms(),
+        who: who.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail,
     }
 }
 
@@ -74,22 +127,34 @@ fn refuse_body(shared: &Shared, body: &[u8], source: Option<String>, why: String
     err
 }
 
-fn handle(shared: &Shared, body: &[u8]) -> Result<(u16, SyncResponse), ApiError> {
+fn handle(
+    shared: &Shared,
+    record: &DeviceRecord,
+    body: &[u8],
+    touched: &Mutex<Touched>,
+) -> Result<(u16, SyncResponse), ApiError> {
+    let who = format!("device:{}", record.id);
     let request: SyncRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
-            let device = serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v.get("device").and_then(|d| d.as_str()).map(str::to_owned))
-                .filter(|d| check_id("device id", d).is_ok());
-            return Err(refuse_body(shared, body, device, format!("the body is not a sync request: {e}")));
+            return Err(refuse_body(
+                shared,
+                body,
+                Some(record.id.clone()),
+                format!("the body is not a sync request: {e}"),
+            ));
         }
     };
-    let device = PeerId::new(request.device.as_str()).map_err(|e| {
-        let mut err = ApiError::bad_request("bad_request", e.to_string());
+    if let Some(named) = request.device.as_deref().filter(|d| *d != record.id) {
+        let mut err = forbidden(format!(
+            "the request names device {named:?} but its token is device {:?}'s",
+            record.id
+        ));
         err.body.field = Some("device".into());
-        err
-    })?;
+        return Err(err);
+    }
+    let device =
+        PeerId::new(record.id.as_str()).map_err(|e| ApiError::internal(format!("device id: {e}")))?;
     check_id("exchange id", &request.exchange).map_err(|e| {
         let mut err = ApiError::bad_request("bad_request", e.to_string());
         err.body.field = Some("exchange".into());
@@ -106,9 +171,46 @@ fn handle(shared: &Shared, body: &[u8]) -> Result<(u16, SyncResponse), ApiError>
             ),
         ));
     }
+    let mut named: Vec<DocumentId> = Vec::with_capacity(request.documents.len());
+    for entry in &request.documents {
+        named.push(entry.document.parse().map_err(|e: sync_core::error::IdError| {
+            let mut err = ApiError::bad_request("bad_request", e.to_string());
+            err.body.field = Some("documents[].document".into());
+            err
+        })?);
+    }
+    // Scope: every document must be of the device's communes, or nothing of the request applies.
+    let outside = {
+        let registry = shared.registry.read().unwrap_or_else(|p| p.into_inner());
+        named.iter().find(|id| !record.may_access(id, &registry)).cloned()
+    };
+    if let Some(id) = outside {
+        tracing::warn!(device = %record.id, document = %id, "document outside the device's communes");
+        shared.audit(vec![audit_event(
+            &who,
+            "access.denied",
+            &id.to_string(),
+            format!("sync of a document outside {}", record.communes.join(", ")),
+        )]);
+        return Err(forbidden(format!(
+            "{id} is not in this device's communes ({}); nothing of this request was applied",
+            record.communes.join(", ")
+        ))
+        .with_document(&id));
+    }
     let key = (device.clone(), request.exchange.clone());
+    touched.lock().unwrap_or_else(|p| p.into_inner()).exchange = Some(key.clone());
     let exchange = shared.exchange(key.clone());
-    let mut ex = exchange.lock().expect("exchange");
+    let mut ex = match exchange.lock() {
+        Ok(g) => g,
+        Err(poisoned) => {
+            // A panic in an earlier round of this exchange: start it over.
+            let mut g = poisoned.into_inner();
+            *g = ExchangeState::default();
+            exchange.clear_poison();
+            g
+        }
+    };
     ex.last_used = Some(std::time::Instant::now());
     if let Some((status, response)) = &ex.last_response {
         if response.round == request.round {
@@ -169,12 +271,7 @@ fn handle(shared: &Shared, body: &[u8]) -> Result<(u16, SyncResponse), ApiError>
         first_refusal.get_or_insert(doc.clone());
     };
 
-    for entry in &request.documents {
-        let id: DocumentId = entry.document.parse().map_err(|e: sync_core::error::IdError| {
-            let mut err = ApiError::bad_request("bad_request", e.to_string());
-            err.body.field = Some("documents[].document".into());
-            err
-        })?;
+    for (entry, id) in request.documents.iter().zip(named) {
         let Some(text) = &entry.message else {
             ex.sessions.entry(id.clone()).or_default();
             continue;
@@ -232,8 +329,9 @@ fn handle(shared: &Shared, body: &[u8]) -> Result<(u16, SyncResponse), ApiError>
 
     // Lock every document of the exchange in id order (no deadlock between exchanges).
     let ids: Vec<DocumentId> = ex.sessions.keys().cloned().collect();
+    touched.lock().unwrap_or_else(|p| p.into_inner()).documents = ids.clone();
     let slots: Vec<_> = ids.iter().map(|id| shared.docs.slot(id)).collect();
-    let mut guards: Vec<_> = slots.iter().map(|s| s.doc.lock().expect("document slot")).collect();
+    let mut guards: Vec<_> = slots.iter().map(|s| s.lock()).collect();
     let evict_all = |guards: &mut Vec<std::sync::MutexGuard<'_, Option<_>>>| {
         for g in guards.iter_mut() {
             **g = None;
@@ -270,12 +368,33 @@ fn handle(shared: &Shared, body: &[u8]) -> Result<(u16, SyncResponse), ApiError>
     }
 
     let ex = &mut *ex;
+    let mut audits: Vec<AuditEvent> = Vec::new();
     for (id, guard) in ids.iter().zip(guards.iter_mut()) {
         let Some(session) = ex.sessions.get_mut(id) else { continue };
         let doc = guard.as_mut().expect("loaded");
         let mut reply = DocumentReply { document: id.to_string(), message: None, stored: 0, error: None };
         if let Some(bytes) = incoming.remove(id) {
-            match session.receive(doc, &bytes, Trust::Validate) {
+            if shared.fault_document.as_deref() == Some(id.to_string().as_str()) {
+                panic!("fault injected while handling {id}");
+            }
+            let mut conflict: Option<(String, String)> = None;
+            let mut admit = |change: &ChangeRecord| -> Result<(), String> {
+                if change.structural {
+                    return Ok(());
+                }
+                match shared.bind_actor(&change.actor, &record.id, now) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(other)) => {
+                        conflict = Some((change.actor.clone(), other));
+                        Err(format!(
+                            "actor {} is already bound to another device; this device must write with its own actor id",
+                            change.actor
+                        ))
+                    }
+                    Err(e) => Err(format!("the actor binding could not be stored: {e}")),
+                }
+            };
+            match session.receive_admitting(doc, &bytes, Trust::Validate, &mut admit) {
                 Ok(received) => {
                     reply.stored = received.new_changes.len();
                     batch.changes.extend(received.new_changes);
@@ -284,7 +403,22 @@ fn handle(shared: &Shared, body: &[u8]) -> Result<(u16, SyncResponse), ApiError>
                     refusals += 1;
                     tracing::info!(%device, document = %id, code = ?refusal.code, "message refused");
                     ex.refused.insert(id.clone());
-                    let body = ErrorBody::from_refusal(&refusal);
+                    let mut body = ErrorBody::from_refusal(&refusal);
+                    if let Some((actor, other)) = &conflict {
+                        body.code = "actor_conflict".into();
+                        audits.push(audit_event(
+                            &who,
+                            "actor.conflict",
+                            &id.to_string(),
+                            format!("actor {actor} is bound to device {other}"),
+                        ));
+                    }
+                    audits.push(audit_event(
+                        &who,
+                        "upload.refused",
+                        &id.to_string(),
+                        format!("{}: {}", body.code, body.message),
+                    ));
                     refuse(&mut batch, &mut replies, id, refusal.code, body, bytes);
                     continue;
                 }
@@ -322,6 +456,7 @@ fn handle(shared: &Shared, body: &[u8]) -> Result<(u16, SyncResponse), ApiError>
         }
     }
     drop(guards);
+    shared.audit(audits);
 
     let error = if messages > 0 && refusals == messages {
         first_refusal.and_then(|d| replies.get(&d)).and_then(|r| r.error.clone())

@@ -8,8 +8,10 @@ use crate::error::ErrorBody;
 /// One round of an exchange, sent by a device.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SyncRequest {
-    /// The device's peer id; the server keeps one sync session per (device, document).
-    pub device: String,
+    /// The device's id; optional, since the token names the device. When
+    /// given it must be the token's device (else 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Chosen by the device for one sync attempt; a retry uses a new one.
     pub exchange: String,
     /// 1 for the first request of an exchange, then 2, 3, ...; lets the

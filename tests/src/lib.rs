@@ -9,6 +9,8 @@ use std::time::Duration;
 use cli::device::{Device, SyncOptions};
 use sync_core::automerge::{ActorId, Automerge};
 use sync_core::ids::DocumentId;
+use sync_core::registry::{PlaceKind, Registry};
+use sync_core::store::SqliteStore;
 use sync_core::survey::SurveyDocument;
 
 pub use server::ServerHandle;
@@ -23,6 +25,14 @@ pub struct TestServer {
     pub addr: Option<SocketAddr>,
     /// Limits for every start.
     pub limits: server::state::Limits,
+    /// An administrator token, written into the database before the first start.
+    pub admin_token: String,
+    /// A device enrolled for every commune of the sample registry, for raw requests.
+    pub raw_device: String,
+    /// Its device token.
+    pub raw_token: String,
+    /// A document whose handling panics on purpose (see `server::Config`).
+    pub fault_document: Option<String>,
 }
 
 impl TestServer {
@@ -33,7 +43,32 @@ impl TestServer {
 
     /// Starts a server with the given limits on a free port.
     pub fn start_with(limits: server::state::Limits) -> Self {
-        let mut s = Self { dir: tempfile::tempdir().expect("tempdir"), handle: None, addr: None, limits };
+        Self::start_configured(limits, None)
+    }
+
+    /// Starts a server with limits and a fault document (its handling panics).
+    pub fn start_configured(limits: server::state::Limits, fault_document: Option<String>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = SqliteStore::open(dir.path().join("thonsync.sqlite")).expect("database");
+        let admin_token = server::auth::create_admin_token(&mut store, "tests", 0).expect("admin token");
+        let registry = Registry::sample_bac_kan();
+        let communes: Vec<String> = registry.of_kind(PlaceKind::Commune).map(|p| p.id.clone()).collect();
+        let now = server::state::now_ms();
+        let (raw, code) =
+            server::auth::add_device(&mut store, &registry, "raw requests", &communes, "admin:tests", now)
+                .expect("raw device");
+        let (_, raw_token) = server::auth::enroll(&mut store, &code, None, now).expect("raw device enrolls");
+        drop(store);
+        let mut s = Self {
+            dir,
+            handle: None,
+            addr: None,
+            limits,
+            admin_token,
+            raw_device: raw.id,
+            raw_token,
+            fault_document,
+        };
         s.restart();
         s
     }
@@ -61,34 +96,92 @@ impl TestServer {
         let listen = self.addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
         let mut config = server::Config::new(self.db(), listen);
         config.limits = self.limits.clone();
+        config.fault_document = self.fault_document.clone();
         let handle = server::start(config).expect("server starts");
         self.addr = Some(handle.addr);
         self.handle = Some(handle);
     }
 
-    /// GET a JSON document from the server.
+    /// An agent that returns every status as a response.
+    pub fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into()
+    }
+
+    /// `Bearer` with the administrator token.
+    pub fn admin_auth(&self) -> String {
+        format!("Bearer {}", self.admin_token)
+    }
+
+    /// GET a JSON document from the admin API (or any endpoint), as the administrator.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        let mut resp = ureq::get(format!("{}{path}", self.url())).call().expect("GET");
+        let mut resp = Self::agent()
+            .get(format!("{}{path}", self.url()))
+            .header("Authorization", self.admin_auth())
+            .call()
+            .expect("GET");
+        assert_eq!(resp.status().as_u16(), 200, "GET {path}");
         resp.body_mut().read_json().expect("JSON")
+    }
+
+    /// POST JSON to the admin API as the administrator; the status and the answer.
+    pub fn post_admin(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let mut resp = Self::agent()
+            .post(format!("{}{path}", self.url()))
+            .header("Authorization", self.admin_auth())
+            .send_json(body)
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_json().unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Adds a device for communes through the admin API; its id and one-time code.
+    pub fn add_device(&self, name: &str, communes: &[&str]) -> (String, String) {
+        let (status, answer) =
+            self.post_admin("/v1/admin/devices", serde_json::json!({"name": name, "communes": communes}));
+        assert_eq!(status, 200, "{answer}");
+        (answer["device"]["id"].as_str().unwrap().to_owned(), answer["code"].as_str().unwrap().to_owned())
+    }
+
+    /// The heads of every stored document, to show that nothing changed.
+    pub fn all_heads(&self) -> Vec<(String, Vec<String>)> {
+        let ids: Vec<String> = serde_json::from_value(self.get_json("/v1/admin/documents")).expect("ids");
+        ids.into_iter()
+            .map(|id| {
+                let doc = self.document(&id.parse().expect("id"));
+                (id, doc.heads().iter().map(|h| h.to_string()).collect())
+            })
+            .collect()
     }
 
     /// The server's current version of a document, through the admin API.
     pub fn document(&self, id: &DocumentId) -> SurveyDocument {
-        let mut resp =
-            ureq::get(format!("{}/v1/admin/documents/{id}", self.url())).call().expect("GET document");
+        let mut resp = Self::agent()
+            .get(format!("{}/v1/admin/documents/{id}", self.url()))
+            .header("Authorization", self.admin_auth())
+            .call()
+            .expect("GET document");
         let bytes = resp.body_mut().with_config().limit(64 << 20).read_to_vec().expect("bytes");
         let doc = Automerge::load(&bytes).expect("the server's document loads");
         SurveyDocument::from_automerge(id.clone(), doc)
     }
 
-    /// Posts raw bytes to the sync endpoint; returns the status and the JSON answer.
+    /// Posts raw bytes to the sync endpoint as the raw device; returns the status and the JSON answer.
     pub fn post_sync_raw(&self, body: &[u8]) -> (u16, serde_json::Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut resp = agent
-            .post(format!("{}/v1/sync", self.url()))
-            .header("Content-Type", "application/json")
-            .send(body)
-            .expect("the server answers");
+        self.post_sync_as(Some(&self.raw_token), body)
+    }
+
+    /// Posts raw bytes to the sync endpoint with a device token (or none).
+    pub fn post_sync_as(&self, token: Option<&str>, body: &[u8]) -> (u16, serde_json::Value) {
+        let mut req =
+            Self::agent().post(format!("{}/v1/sync", self.url())).header("Content-Type", "application/json");
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut resp = req.send(body).expect("the server answers");
         let status = resp.status().as_u16();
         let json = resp.body_mut().read_json().unwrap_or(serde_json::Value::Null);
         (status, json)
@@ -111,9 +204,10 @@ pub fn quick() -> SyncOptions {
     }
 }
 
-/// A new device for a commune, pulled.
+/// A new device enrolled for a commune, pulled.
 pub fn device(root: &Path, name: &str, server: &TestServer, commune: &str) -> Device {
-    let mut d = Device::init(&root.join(name), &server.url(), commune, Some(name), None).expect("init");
+    let (_, code) = server.add_device(name, &[commune]);
+    let mut d = Device::init(&root.join(name), &server.url(), &code, None, None).expect("init");
     d.pull(&quick()).expect("pull");
     d
 }

@@ -106,7 +106,7 @@ fn every_request_sent_twice_changes_nothing_twice() {
 fn a_round_out_of_step_is_refused_with_the_documented_error() {
     let server = TestServer::start();
     let body = serde_json::json!({
-        "device": "tablet-z", "exchange": "x-1", "round": 3,
+        "exchange": "x-1", "round": 3,
         "documents": [{"document": "village:nhu-co-01:2024-1", "message": null}]
     });
     let (status, json) = server.post_sync_raw(body.to_string().as_bytes());

@@ -465,6 +465,11 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
     let started = Instant::now();
     let work = workdir(args.keep.as_deref())?;
     let db = work.path().join(DB_FILE);
+    // The demo's administrator: a token written straight into the new database.
+    let token = {
+        let mut store = sync_core::store::SqliteStore::open(&db).context("creating the demo database")?;
+        server::auth::create_admin_token(&mut store, "demo", 0).context("creating the demo's admin token")?
+    };
     let handle = server::start(server::Config::new(&db, "127.0.0.1:0".parse().expect("an address")))
         .context("starting the demo server")?;
     let url = handle.url();
@@ -476,8 +481,14 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
         args.seed,
         lang.t("same seed, same report (--seed N)", "cùng seed, cùng báo cáo (--seed N)")
     ));
-    let common = Common { db: db.clone(), server: Some(url.clone()), lang: Some(lang), utc: args.utc };
-    let source = Source::open(&common, Access::Read)?;
+    let common = Common {
+        db: db.clone(),
+        server: Some(url.clone()),
+        token: Some(token),
+        lang: Some(lang),
+        utc: args.utc,
+    };
+    let mut source = Source::open(&common, Access::Read)?;
     let registry = source.registry()?;
     let mut rng = StdRng::seed_from_u64(args.seed);
 
@@ -489,7 +500,8 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
         for n in 1..=team {
             let name = (*names.next().expect("cycles")).to_owned();
             let dir = work.path().join(DEVICES_DIR).join(format!("{}-{n}", commune.id));
-            let mut device = Device::init(&dir, &url, &commune.id, Some(&name), None)?;
+            let added = source.add_device(&name, std::slice::from_ref(&commune.id))?;
+            let mut device = Device::init(&dir, &url, &added.code, None, None)?;
             device.pull(&sync_options()).with_context(|| format!("{name} pulls {}", commune.id))?;
             surveyors.push(Surveyor {
                 device,

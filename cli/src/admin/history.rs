@@ -75,6 +75,7 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
         });
     }
     let utc = args.common.utc;
+    let surveyors = source.actor_names()?;
     out::line(out::title(&registry, &id, lang))?;
     let mut t = table([
         format!("{} ({})", lang.t("Time", "Thời gian"), time::zone(utc)),
@@ -87,6 +88,8 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
     for e in &changes {
         let actor = if admin.as_deref() == Some(e.actor.as_str()) {
             format!("{} ({})", out::short(&e.actor), lang.t("administrator", "quản trị"))
+        } else if let Some(name) = surveyors.get(&e.actor) {
+            format!("{name} ({})", out::short(&e.actor))
         } else {
             out::short(&e.actor).to_owned()
         };

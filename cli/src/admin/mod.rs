@@ -29,6 +29,7 @@ macro_rules! help {
 }
 
 mod demo;
+mod devices;
 mod export;
 mod history;
 mod out;
@@ -94,6 +95,9 @@ pub struct Common {
     /// A running server (e.g. http://127.0.0.1:7300): read and write through its admin API instead of --db.
     #[arg(long, env = "THONSYNC_SERVER", global = true)]
     pub server: Option<String>,
+    /// The administrator token for --server (`thonsync admin create-token` makes one).
+    #[arg(long, env = "THONSYNC_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     /// Language of labels and messages (default: from LANG / LC_ALL).
     #[arg(long, value_enum, global = true)]
     pub lang: Option<Lang>,
@@ -182,6 +186,15 @@ pub enum AdminCommand {
     /// The places: provinces, districts, communes, villages.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// Field devices: add (one-time enrollment code), list, revoke, rotate.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
+    /// The audit log: enrollments, revocations, refusals, administrators' resolutions.
+    #[command(after_help = help!("thonsync audit", "thonsync audit --limit 200 --format json --server http://127.0.0.1:7300"))]
+    Audit(devices::AuditArgs),
+    /// Server-machine tasks on the database file (administrator tokens).
+    #[command(subcommand)]
+    Admin(devices::AdminTokenCommand),
     /// The whole product in one command: a server on a temporary database, simulated surveyors
     /// for the 8 pilot communes recording offline and syncing, then the report and the conflicts.
     #[command(after_help = help!(
@@ -208,6 +221,9 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => a.common.lang,
         AdminCommand::Registry(r) => r.common().lang,
         AdminCommand::Demo(a) => a.lang,
+        AdminCommand::Devices(c) => c.common().lang,
+        AdminCommand::Audit(a) => a.common.lang,
+        AdminCommand::Admin(_) => None,
     }
     .unwrap_or_else(Lang::from_env);
     let result = match cmd {
@@ -223,6 +239,9 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => export::run(a, lang),
         AdminCommand::Registry(r) => registry::run(r, lang),
         AdminCommand::Demo(a) => demo::run(a, lang),
+        AdminCommand::Devices(c) => devices::run(c, lang),
+        AdminCommand::Audit(a) => devices::audit(a, lang),
+        AdminCommand::Admin(c) => devices::admin(c),
     };
     match result {
         Ok(()) => Ok(ExitCode::from(EXIT_OK)),

@@ -45,6 +45,11 @@ pub fn conflicts(args: ConflictsArgs, lang: Lang) -> anyhow::Result<()> {
         return out::line(lang.t("No open conflicts.", "Không có xung đột nào."));
     }
     let utc = args.common.utc;
+    let surveyors = source.actor_names()?;
+    let who = |actor: &str| match surveyors.get(actor) {
+        Some(name) => format!("{name} ({})", out::short(actor)),
+        None => out::short(actor).to_owned(),
+    };
     let mut t = table([
         lang.t("Place", "Địa bàn").to_owned(),
         lang.t("Household", "Hộ").to_owned(),
@@ -64,7 +69,7 @@ pub fn conflicts(args: ConflictsArgs, lang: Lang) -> anyhow::Result<()> {
                 format!(
                     "{} — {}, {}",
                     out::value(k.value.as_ref(), lang),
-                    out::short(&k.actor),
+                    who(&k.actor),
                     time::format(k.time, utc)
                 )
             })

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::automerge::ActorId;
 use sync_core::ids::DocumentId;
 use sync_core::registry::{Place, Registry};
@@ -112,9 +113,20 @@ impl Source {
                     "--server {url:?} is not an address; give one like http://127.0.0.1:7300"
                 )));
             }
+            // Without a token the server answers 401, and `check` says how to get one.
+            let bearer = common.token.as_deref().map(|t| format!("Bearer {}", t.trim()));
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_global(Some(Duration::from_secs(120)))
+                .middleware(
+                    move |mut req: ureq::http::Request<ureq::SendBody>,
+                          next: ureq::middleware::MiddlewareNext| {
+                        if let Some(Ok(v)) = bearer.as_deref().map(ureq::http::HeaderValue::from_str) {
+                            req.headers_mut().insert(ureq::http::header::AUTHORIZATION, v);
+                        }
+                        next.handle(req)
+                    },
+                )
                 .build()
                 .into();
             return Ok(Source::Server { base, agent });
@@ -159,7 +171,15 @@ impl Source {
         let message = format!("{what}: the server at {base} answered {status}: {message}");
         Err(match status {
             404 => not_found(message),
-            401 | 403 => Failure {
+            401 => Failure {
+                exit: EXIT_ERROR,
+                message: format!(
+                    "{message} ({code}); give an administrator token with --token TOKEN (or THONSYNC_ADMIN_TOKEN), \
+                     made on the server's machine by `thonsync admin create-token --db PATH --name NAME`"
+                ),
+            }
+            .into(),
+            403 => Failure {
                 exit: EXIT_ERROR,
                 message: format!("{message} ({code}); the admin API refused this request"),
             }
@@ -396,6 +416,151 @@ impl Source {
             }
         }
     }
+}
+
+/// A device with its one-time enrollment code, as `devices add` and `devices rotate` show it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceWithCode {
+    /// The device.
+    pub device: DeviceRecord,
+    /// The one-time enrollment code.
+    pub code: String,
+}
+
+/// Who an administrator writing directly into a database file is, in the audit log.
+const LOCAL_ADMIN: &str = "admin:local";
+
+impl Source {
+    fn access_error(path: &Path, e: server::auth::AccessError) -> anyhow::Error {
+        use server::auth::AccessError as E;
+        match e {
+            E::UnknownDevice(_) => not_found(e.to_string()),
+            E::NoName | E::NoCommunes | E::UnknownCommune(_) => super::usage(e.to_string()),
+            E::Store(s) => store_error(path, s),
+            other => Failure { exit: EXIT_ERROR, message: other.to_string() }.into(),
+        }
+    }
+
+    fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        let Source::Server { base, agent } = self else { unreachable!("server only") };
+        let resp =
+            agent.post(Self::url(base, path)).send_json(body).map_err(|e| Self::transport(base, what, e))?;
+        let mut body = Self::check(base, what, resp)?;
+        body.read_json().with_context(|| format!("{what}: the server at {base} sent an unexpected answer"))
+    }
+
+    /// Adds a device for communes; returns it with its one-time code.
+    pub fn add_device(&mut self, name: &str, communes: &[String]) -> anyhow::Result<DeviceWithCode> {
+        match self {
+            Source::Db { path, store } => {
+                let places = store.places().map_err(|e| store_error(path, e))?;
+                let registry = if places.is_empty() {
+                    Registry::sample_bac_kan()
+                } else {
+                    Registry::new(places).context("the stored registry is inconsistent")?
+                };
+                let (device, code) =
+                    server::auth::add_device(store, &registry, name, communes, LOCAL_ADMIN, now())
+                        .map_err(|e| Self::access_error(path, e))?;
+                Ok(DeviceWithCode { device, code })
+            }
+            Source::Server { .. } => self.post_json(
+                "/v1/admin/devices",
+                serde_json::json!({ "name": name, "communes": communes }),
+                "adding a device",
+            ),
+        }
+    }
+
+    /// Every device.
+    pub fn devices(&self) -> anyhow::Result<Vec<DeviceRecord>> {
+        match self {
+            Source::Db { path, store } => store.devices().map_err(|e| store_error(path, e)),
+            Source::Server { .. } => self.get_json("/v1/admin/devices", "listing devices"),
+        }
+    }
+
+    /// Revokes a device.
+    pub fn revoke_device(&mut self, id: &str) -> anyhow::Result<DeviceRecord> {
+        match self {
+            Source::Db { path, store } => server::auth::revoke_device(store, id, LOCAL_ADMIN, now())
+                .map_err(|e| Self::access_error(path, e)),
+            Source::Server { .. } => self.post_json(
+                &format!("/v1/admin/devices/{}/revoke", encode_segment(id)),
+                serde_json::json!({}),
+                "revoking a device",
+            ),
+        }
+    }
+
+    /// Drops a device's token and issues a new enrollment code.
+    pub fn rotate_device(&mut self, id: &str) -> anyhow::Result<DeviceWithCode> {
+        match self {
+            Source::Db { path, store } => {
+                let (device, code) = server::auth::rotate_device(store, id, LOCAL_ADMIN, now())
+                    .map_err(|e| Self::access_error(path, e))?;
+                Ok(DeviceWithCode { device, code })
+            }
+            Source::Server { .. } => self.post_json(
+                &format!("/v1/admin/devices/{}/rotate", encode_segment(id)),
+                serde_json::json!({}),
+                "rotating a device's token",
+            ),
+        }
+    }
+
+    /// The newest audit events, newest first.
+    pub fn audit(&self, limit: usize) -> anyhow::Result<Vec<AuditEvent>> {
+        match self {
+            Source::Db { path, store } => store.audit(limit).map_err(|e| store_error(path, e)),
+            Source::Server { .. } => {
+                self.get_json(&format!("/v1/admin/audit?limit={limit}"), "reading the audit log")
+            }
+        }
+    }
+
+    /// Which device each actor id belongs to: actor hex → device name (or id).
+    pub fn actor_names(&self) -> anyhow::Result<std::collections::HashMap<String, String>> {
+        let pairs: Vec<(String, String)> = match self {
+            Source::Db { path, store } => store.actor_devices().map_err(|e| store_error(path, e))?,
+            Source::Server { .. } => self.get_json("/v1/admin/actors", "reading actor bindings")?,
+        };
+        let names: std::collections::HashMap<String, String> =
+            self.devices()?.into_iter().map(|d| (d.id, d.name)).collect();
+        Ok(pairs
+            .into_iter()
+            .filter(|(_, device)| device != server::ADMIN_ACTOR_OWNER)
+            .map(|(actor, device)| {
+                let name = names.get(&device).cloned().unwrap_or(device);
+                (actor, name)
+            })
+            .collect())
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Percent-encodes a path segment (device ids are plain, but a typed one may not be).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn summary(r: &sync_core::store::RefusedUpload) -> RefusedSummary {

@@ -64,20 +64,21 @@ impl RetryArgs {
 /// `thonsync device ...` commands.
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
-    /// Set up this device's local replica for one commune (no network needed).
+    /// Enroll this device with the one-time code from the administrator
+    /// (`thonsync devices add`) and set up its local replica.
     #[command(
-        after_help = "Example:\n  thonsync device init --server http://127.0.0.1:7300 --commune nhu-co --name tablet-07"
+        after_help = "Examples:\n  thonsync device init --server http://192.168.1.10:7300 --code K7PQ-M3XA-92TB --dir ./tablet-07\n  thonsync device init --server http://192.168.1.10:7300 --code K7PQ-M3XA-92TB --commune nhu-co   (a device for several communes)"
     )]
     Init {
         /// Server URL.
         #[arg(long)]
         server: String,
-        /// The commune this device surveys (a place id from the registry).
+        /// The one-time enrollment code `thonsync devices add` printed (dashes and case do not matter).
         #[arg(long)]
-        commune: String,
-        /// A name for people: the surveyor or the tablet.
+        code: String,
+        /// Which of the device's communes this replica surveys (the first when absent).
         #[arg(long)]
-        name: Option<String>,
+        commune: Option<String>,
         /// The survey round.
         #[arg(long)]
         round: Option<String>,
@@ -158,11 +159,12 @@ pub enum DeviceCommand {
 /// Runs a device command.
 pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DeviceCommand::Init { server, commune, name, round, dir } => {
-            let device = Device::init(&dir.dir, &server, &commune, name.as_deref(), round.as_deref())?;
+        DeviceCommand::Init { server, code, commune, round, dir } => {
+            let device = Device::init(&dir.dir, &server, &code, commune.as_deref(), round.as_deref())?;
             println!(
-                "device {} ready in {} for commune {} (round {}); run `thonsync device pull` while online",
+                "device {} ({}) enrolled, ready in {} for commune {} (round {}); run `thonsync device pull` while online",
                 device.config().device,
+                device.config().name.as_deref().unwrap_or("-"),
                 dir.dir.display(),
                 device.config().commune,
                 device.config().round

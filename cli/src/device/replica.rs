@@ -38,7 +38,7 @@ pub const ROUND_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// The directory holds no device yet.
-    #[error("{0} is not a device directory; run `thonsync device init --server URL --commune ID` first")]
+    #[error("{0} is not a device directory; run `thonsync device init --server URL --code CODE` first")]
     NotInitialised(PathBuf),
     /// `init` on a directory that already holds a device.
     #[error("{0} already holds a device; use another --dir")]
@@ -68,6 +68,9 @@ pub enum DeviceError {
     /// The server refused the request as a whole (not worth retrying).
     #[error("the server refused the sync: {0}")]
     Refused(ErrorBody),
+    /// Enrollment failed: the code was refused or the server could not be reached.
+    #[error("enrollment failed: {0}")]
+    Enroll(String),
     /// The server could not be reached after every retry.
     #[error("gave up after {attempts} attempts over {seconds:.1} s: {last}; your edits are kept on this device, sync again when online")]
     GaveUp {
@@ -225,26 +228,26 @@ const K_ACTOR: &str = "device.actor";
 const K_COMMUNE: &str = "device.commune";
 const K_ROUND: &str = "device.round";
 const K_NAME: &str = "device.name";
+const K_TOKEN: &str = "device.token";
 const K_DOCUMENTS: &str = "device.documents";
 const K_LAST_SYNC: &str = "device.last_sync";
 const K_REFUSED: &str = "device.refused.";
 const K_RESET: &str = "device.reset.";
 
 impl Device {
-    /// Sets up a new device in `dir`: its id and actor, the server and commune. Needs no network.
+    /// Sets up a new device in `dir`: exchanges the administrator's one-time
+    /// enrollment `code` for the device's id and token, then keeps them with a
+    /// fresh actor. `commune` picks one of the device's communes (the first
+    /// when absent).
     pub fn init(
         dir: &Path,
         server: &str,
-        commune: &str,
-        name: Option<&str>,
+        code: &str,
+        commune: Option<&str>,
         round: Option<&str>,
     ) -> Result<Self, DeviceError> {
-        std::fs::create_dir_all(dir).map_err(|e| DeviceError::Invalid(format!("{}: {e}", dir.display())))?;
-        let mut store = SqliteStore::open(dir.join(DB_FILE))?;
-        if store.setting(K_ID)?.is_some() {
-            return Err(DeviceError::AlreadyInitialised(dir.to_owned()));
-        }
-        let commune = PlaceId::new(commune).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        let code = sync_core::access::parse_enrollment_code(code)
+            .map_err(|e| DeviceError::Invalid(e.to_string()))?;
         let round =
             Round::new(round.unwrap_or(DEFAULT_ROUND)).map_err(|e| DeviceError::Invalid(e.to_string()))?;
         if !(server.starts_with("http://") || server.starts_with("https://")) {
@@ -252,14 +255,41 @@ impl Device {
                 "server {server:?} must start with http:// or https://"
             )));
         }
-        store.put_setting(K_SERVER, server.trim_end_matches('/'))?;
+        std::fs::create_dir_all(dir).map_err(|e| DeviceError::Invalid(format!("{}: {e}", dir.display())))?;
+        let mut store = SqliteStore::open(dir.join(DB_FILE))?;
+        if store.setting(K_ID)?.is_some() {
+            return Err(DeviceError::AlreadyInitialised(dir.to_owned()));
+        }
+        let server = server.trim_end_matches('/');
+        let enrolled = Client::new(server, Duration::from_secs(60)).enroll(&code).map_err(|e| match e {
+            CallError::Server { body, .. } => DeviceError::Enroll(body.to_string()),
+            other => DeviceError::Enroll(other.to_string()),
+        })?;
+        let commune = match commune {
+            Some(c) if enrolled.communes.iter().any(|m| m == c) => c.to_owned(),
+            Some(c) => {
+                return Err(DeviceError::Invalid(format!(
+                    "this device may sync {}, not {c:?}",
+                    enrolled.communes.join(", ")
+                )))
+            }
+            None => enrolled
+                .communes
+                .first()
+                .cloned()
+                .ok_or_else(|| DeviceError::Enroll("the server gave this device no commune".into()))?,
+        };
+        let commune = PlaceId::new(commune).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        let id = PeerId::new(enrolled.device.as_str()).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        store.put_setting(K_SERVER, server)?;
         store.put_setting(K_COMMUNE, commune.as_str())?;
         store.put_setting(K_ROUND, round.as_str())?;
-        if let Some(n) = name {
+        if let Some(n) = &enrolled.name {
             store.put_setting(K_NAME, n)?;
         }
+        store.put_setting(K_TOKEN, &enrolled.token)?;
         store.put_setting(K_ACTOR, &random_hex(16))?;
-        store.put_setting(K_ID, &format!("dev-{}", random_hex(8)))?;
+        store.put_setting(K_ID, id.as_str())?;
         drop(store);
         Self::open(dir)
     }
@@ -283,7 +313,7 @@ impl Device {
             round: Round::new(get(K_ROUND)?).map_err(|e| bad(&e))?,
             name: store.setting(K_NAME)?,
         };
-        let client = Client::new(&config.server, Duration::from_secs(60));
+        let client = Client::new(&config.server, Duration::from_secs(60)).with_token(store.setting(K_TOKEN)?);
         Ok(Self { dir: dir.to_owned(), store, config, docs: BTreeMap::new(), client })
     }
 
@@ -291,7 +321,8 @@ impl Device {
     pub fn set_server(&mut self, server: &str) -> Result<(), DeviceError> {
         self.store.put_setting(K_SERVER, server.trim_end_matches('/'))?;
         self.config.server = server.trim_end_matches('/').to_owned();
-        self.client = Client::new(&self.config.server, Duration::from_secs(60));
+        self.client = Client::new(&self.config.server, Duration::from_secs(60))
+            .with_token(self.store.setting(K_TOKEN)?);
         Ok(())
     }
 

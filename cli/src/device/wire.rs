@@ -167,6 +167,32 @@ pub struct RoundTrip {
     pub received: usize,
 }
 
+/// The body of `POST /v1/enroll`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The one-time code from the administrator.
+    pub code: String,
+    /// This app's version, shown to the administrator.
+    pub app_version: Option<String>,
+}
+
+/// The answer of `POST /v1/enroll`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The device id the server gave this device.
+    pub device: String,
+    /// The name the administrator gave it.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The device token, sent as `Authorization: Bearer ...` from now on.
+    pub token: String,
+    /// The communes this device may sync.
+    pub communes: Vec<String>,
+}
+
+/// The app version a device reports in `X-Thonsync-App-Version`.
+pub const APP_VERSION: &str = concat!("thonsync-cli/", env!("CARGO_PKG_VERSION"));
+
 /// The blocking HTTP client of a device.
 #[derive(Clone)]
 pub struct Client {
@@ -174,6 +200,8 @@ pub struct Client {
     base: String,
     /// Keeps connections alive between rounds.
     agent: ureq::Agent,
+    /// The device token, sent on every request once the device is enrolled.
+    token: Option<String>,
 }
 
 /// Largest response body read.
@@ -187,7 +215,38 @@ impl Client {
             .timeout_global(Some(timeout))
             .build()
             .into();
-        Self { base: base.trim_end_matches('/').to_owned(), agent }
+        Self { base: base.trim_end_matches('/').to_owned(), agent, token: None }
+    }
+
+    /// The same client sending `Authorization: Bearer TOKEN`.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+
+    fn authorise<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let req = req.header("X-Thonsync-App-Version", APP_VERSION);
+        match &self.token {
+            Some(t) => req.header("Authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    /// Exchanges a one-time enrollment code for a device token.
+    pub fn enroll(&self, code: &str) -> Result<EnrollResponse, CallError> {
+        let body = EnrollRequest { code: code.to_owned(), app_version: Some(APP_VERSION.to_owned()) };
+        let json = serde_json::to_vec(&body).expect("serialises");
+        let resp = self
+            .agent
+            .post(format!("{}/v1/enroll", self.base))
+            .header("Content-Type", "application/json")
+            .send(&json[..])
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let (status, bytes) = Self::read(resp)?;
+        if status != 200 {
+            return Err(Self::error_of(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CallError::Garbled(e.to_string()))
     }
 
     fn read(mut resp: ureq::http::Response<ureq::Body>) -> Result<(u16, Vec<u8>), CallError> {
@@ -222,8 +281,7 @@ impl Client {
     /// `GET` a JSON document.
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
         let resp = self
-            .agent
-            .get(format!("{}{path}", self.base))
+            .authorise(self.agent.get(format!("{}{path}", self.base)))
             .call()
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let (status, bytes) = Self::read(resp)?;
@@ -236,8 +294,7 @@ impl Client {
     /// Posts raw bytes (already encoded) to the sync endpoint.
     pub fn post_sync_bytes(&self, gzipped_json: &[u8]) -> Result<(u16, Vec<u8>), CallError> {
         let resp = self
-            .agent
-            .post(format!("{}/v1/sync", self.base))
+            .authorise(self.agent.post(format!("{}/v1/sync", self.base)))
             .header("Content-Type", "application/json")
             .header("Content-Encoding", "gzip")
             .send(gzipped_json)

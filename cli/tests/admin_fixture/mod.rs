@@ -337,17 +337,38 @@ pub fn own_db() -> (tempfile::TempDir, PathBuf) {
     (dir, db)
 }
 
+thread_local! {
+    /// The administrator token this test's commands send with `--server`.
+    static ADMIN_TOKEN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes this test's `thonsync` commands send `token` (as THONSYNC_ADMIN_TOKEN).
+#[allow(dead_code)]
+pub fn use_admin_token(token: &str) {
+    ADMIN_TOKEN.with(|t| *t.borrow_mut() = Some(token.to_owned()));
+}
+
+/// Creates an administrator token directly in a database file.
+#[allow(dead_code)]
+pub fn admin_token(db: &Path) -> String {
+    let mut store = SqliteStore::open(db).expect("database");
+    server::auth::create_admin_token(&mut store, "tests", 0).expect("admin token")
+}
+
 /// Runs the real `thonsync` binary in English (unless `args` say otherwise).
 pub fn thonsync(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thonsync"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_thonsync"));
+    cmd.args(args)
         .env("LANG", "en_US.UTF-8")
         .env_remove("LC_ALL")
         .env_remove("LC_MESSAGES")
         .env_remove("THONSYNC_DB")
         .env_remove("THONSYNC_SERVER")
-        .output()
-        .expect("thonsync runs")
+        .env_remove("THONSYNC_ADMIN_TOKEN");
+    if let Some(t) = ADMIN_TOKEN.with(|t| t.borrow().clone()) {
+        cmd.env("THONSYNC_ADMIN_TOKEN", t);
+    }
+    cmd.output().expect("thonsync runs")
 }
 
 /// Runs `thonsync`, expects success, returns stdout.

@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let db = tmp.path().join("bench.sqlite");
     write_registry(&db, args.devices, args.villages)?;
+    let codes = enroll_devices(&db, args.devices)?;
 
     let mut child = Command::new(std::env::current_exe()?)
         .arg("--serve")
@@ -64,14 +65,8 @@ fn main() -> anyhow::Result<()> {
     );
     let setup = Instant::now();
     let mut devices = Vec::new();
-    for d in 0..args.devices {
-        let mut device = Device::init(
-            &tmp.path().join(format!("device-{d}")),
-            &url,
-            &format!("commune-{d:03}"),
-            None,
-            None,
-        )?;
+    for (d, code) in codes.iter().enumerate() {
+        let mut device = Device::init(&tmp.path().join(format!("device-{d}")), &url, code, None, None)?;
         device.fetch_documents().map_err(|e| anyhow::anyhow!("{e}"))?;
         for v in 0..args.villages {
             let id = tests::village(&format!("commune-{d:03}-v{v:02}"));
@@ -234,6 +229,27 @@ fn write_registry(db: &Path, communes: usize, villages: usize) -> anyhow::Result
     let mut store = SqliteStore::open(db)?;
     store.put_places(&places)?;
     Ok(())
+}
+
+/// One enrolled device per commune, added straight into the database; their one-time codes.
+fn enroll_devices(db: &Path, devices: usize) -> anyhow::Result<Vec<String>> {
+    let mut store = SqliteStore::open(db)?;
+    let registry = sync_core::registry::Registry::new(store.places()?)?;
+    let now = server::state::now_ms();
+    (0..devices)
+        .map(|d| {
+            let commune = format!("commune-{d:03}");
+            let (_, code) = server::auth::add_device(
+                &mut store,
+                &registry,
+                &format!("bench device {d}"),
+                &[commune],
+                "admin:bench",
+                now,
+            )?;
+            Ok(code)
+        })
+        .collect()
 }
 
 /// The child process: a server until stdin closes.

@@ -1,0 +1,402 @@
+//! Who may call what: device tokens for the device API, administrator
+//! tokens for `/v1/admin/`, one-time enrollment codes exchanged for device
+//! tokens, and the device management both the admin API and `thonsync`
+//! (directly on the database) use.
+//!
+//! **Invariant: secrets are stored only as hashes.** A token or code is
+//! shown once, when it is made; the store keeps `hash_secret` of it.
+//!
+//! **Invariant: a device token never opens the admin API, and an
+//! administrator token never opens the device API.** The prefixes differ
+//! (`tsd_`, `tsa_`) and each is looked up only in its own table.
+//!
+//! **Invariant: revocation takes effect on the next request.** Every device
+//! request reads the device record from the store; nothing about a
+//! device's standing is cached in memory.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sync_core::access::{
+    check_token, hash_secret, new_admin_token, new_device_token, new_enrollment_code, parse_enrollment_code,
+    AuditEvent, CredentialKind, DeviceRecord, ADMIN_TOKEN_PREFIX, CODE_LIFETIME_MS, DEVICE_TOKEN_PREFIX,
+};
+use sync_core::registry::{PlaceKind, Registry};
+use sync_core::store::{Store, StoreError};
+
+use crate::error::ApiError;
+use crate::state::now_ms;
+use crate::AppState;
+
+/// The header a device reports its app version in.
+pub const APP_VERSION_HEADER: &str = "x-thonsync-app-version";
+/// Longest app version kept; longer ones are cut.
+const MAX_APP_VERSION: usize = 64;
+/// A device's `last_seen` is written at most this often (ms), so a sync
+/// does not cost a write per request.
+pub const SEEN_EVERY_MS: i64 = 60_000;
+
+/// The device a request was authenticated as (a request extension).
+#[derive(Clone, Debug)]
+pub struct AuthedDevice(pub DeviceRecord);
+
+/// The administrator a request was authenticated as (a request extension).
+#[derive(Clone, Debug)]
+pub struct AdminName(pub String);
+
+impl AdminName {
+    /// How the audit log names this administrator.
+    pub fn who(&self) -> String {
+        format!("admin:{}", self.0)
+    }
+}
+
+/// Why a device-management step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// A device needs a name a person recognises.
+    #[error("a device needs a name (the surveyor or the phone)")]
+    NoName,
+    /// A device needs at least one commune.
+    #[error("a device needs at least one commune")]
+    NoCommunes,
+    /// A commune that is not a commune of the registry.
+    #[error("{0:?} is not a commune in the registry")]
+    UnknownCommune(String),
+    /// No such device.
+    #[error("no device {0:?}")]
+    UnknownDevice(String),
+    /// The device is revoked; add a new one instead.
+    #[error("device {0:?} is revoked; add a new device instead")]
+    Revoked(String),
+    /// The enrollment code is unknown, used or expired.
+    #[error("the enrollment code is unknown, already used or expired; ask the administrator for a new one")]
+    InvalidCode,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::NoName | AccessError::NoCommunes => {
+                ApiError::bad_request("bad_request", e.to_string())
+            }
+            AccessError::UnknownCommune(_) => ApiError::bad_request("unknown_commune", e.to_string()),
+            AccessError::UnknownDevice(_) => ApiError::not_found("unknown_device", e.to_string()),
+            AccessError::Revoked(_) => ApiError::new(StatusCode::CONFLICT, "revoked", e.to_string()),
+            AccessError::InvalidCode => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_enrollment_code", e.to_string())
+            }
+            AccessError::Store(s) => ApiError::from(s),
+        }
+    }
+}
+
+fn audit<S: Store + ?Sized>(
+    store: &mut S,
+    now: i64,
+    who: &str,
+    action: &str,
+    subject: &str,
+    detail: String,
+) -> Result<(), StoreError> {
+    store.append_audit(&AuditEvent {
+        at: now,
+        who: who.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail,
+    })
+}
+
+fn new_code() -> String {
+    new_enrollment_code(rand::random())
+}
+
+/// Adds a device for `communes` and gives it a one-time enrollment code
+/// (valid for [`CODE_LIFETIME_MS`]). `who` is the administrator, for the audit log.
+pub fn add_device<S: Store + ?Sized>(
+    store: &mut S,
+    registry: &Registry,
+    name: &str,
+    communes: &[String],
+    who: &str,
+    now: i64,
+) -> Result<(DeviceRecord, String), AccessError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(AccessError::NoName);
+    }
+    if communes.is_empty() {
+        return Err(AccessError::NoCommunes);
+    }
+    let mut mine: Vec<String> = Vec::new();
+    for c in communes {
+        if registry.get(c).map(|p| p.kind) != Some(PlaceKind::Commune) {
+            return Err(AccessError::UnknownCommune(c.clone()));
+        }
+        if !mine.contains(c) {
+            mine.push(c.clone());
+        }
+    }
+    let id = format!("dev-{}", hex(&rand::random::<[u8; 8]>()));
+    let device = DeviceRecord {
+        id: id.clone(),
+        name: name.to_owned(),
+        communes: mine,
+        created_at: now,
+        enrolled_at: None,
+        revoked_at: None,
+        last_seen: None,
+        app_version: None,
+    };
+    store.put_device(&device)?;
+    let code = new_code();
+    store.set_credential(
+        &id,
+        CredentialKind::Enrollment,
+        &hash_secret(&code),
+        Some(now + CODE_LIFETIME_MS),
+    )?;
+    audit(store, now, who, "device.add", &id, format!("{name} for {}", device.communes.join(", ")))?;
+    Ok((device, code))
+}
+
+/// Revokes a device: its token stops working on its next request, its
+/// pending code too; what it uploaded stays.
+pub fn revoke_device<S: Store + ?Sized>(
+    store: &mut S,
+    id: &str,
+    who: &str,
+    now: i64,
+) -> Result<DeviceRecord, AccessError> {
+    let mut device = store.device(id)?.ok_or_else(|| AccessError::UnknownDevice(id.to_owned()))?;
+    if device.revoked_at.is_none() {
+        device.revoked_at = Some(now);
+        store.put_device(&device)?;
+    }
+    store.remove_credential(id, CredentialKind::Enrollment)?;
+    audit(store, now, who, "device.revoke", id, device.name.clone())?;
+    Ok(device)
+}
+
+/// Drops a device's token and gives it a new enrollment code (a new phone
+/// for the same surveyor, or a token that may have leaked).
+pub fn rotate_device<S: Store + ?Sized>(
+    store: &mut S,
+    id: &str,
+    who: &str,
+    now: i64,
+) -> Result<(DeviceRecord, String), AccessError> {
+    let device = store.device(id)?.ok_or_else(|| AccessError::UnknownDevice(id.to_owned()))?;
+    if device.revoked_at.is_some() {
+        return Err(AccessError::Revoked(id.to_owned()));
+    }
+    store.remove_credential(id, CredentialKind::DeviceToken)?;
+    let code = new_code();
+    store.set_credential(
+        id,
+        CredentialKind::Enrollment,
+        &hash_secret(&code),
+        Some(now + CODE_LIFETIME_MS),
+    )?;
+    audit(store, now, who, "device.rotate", id, device.name.clone())?;
+    Ok((device, code))
+}
+
+/// Exchanges a (normalised) enrollment code for a device token: the code is
+/// removed, so it works once.
+pub fn enroll<S: Store + ?Sized>(
+    store: &mut S,
+    code: &str,
+    app_version: Option<String>,
+    now: i64,
+) -> Result<(DeviceRecord, String), AccessError> {
+    let mut device = store
+        .device_for_credential(CredentialKind::Enrollment, &hash_secret(code), now)?
+        .ok_or(AccessError::InvalidCode)?;
+    if device.revoked_at.is_some() {
+        return Err(AccessError::InvalidCode);
+    }
+    store.remove_credential(&device.id, CredentialKind::Enrollment)?;
+    let token = new_device_token(rand::random());
+    store.set_credential(&device.id, CredentialKind::DeviceToken, &hash_secret(&token), None)?;
+    device.enrolled_at = Some(now);
+    device.last_seen = Some(now);
+    if app_version.is_some() {
+        device.app_version = app_version;
+    }
+    store.put_device(&device)?;
+    let who = format!("device:{}", device.id);
+    audit(store, now, &who, "device.enroll", &device.id, device.name.clone())?;
+    Ok((device, token))
+}
+
+/// Creates an administrator token named `name`; the token is returned once.
+pub fn create_admin_token<S: Store + ?Sized>(
+    store: &mut S,
+    name: &str,
+    now: i64,
+) -> Result<String, StoreError> {
+    let token = new_admin_token(rand::random());
+    store.put_admin_token(name, &hash_secret(&token), now)?;
+    audit(store, now, "server", "admin.token", name, "administrator token created".into())?;
+    Ok(token)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// The app version a device reported, cleaned (printable ASCII, bounded).
+fn app_version(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(APP_VERSION_HEADER)?.to_str().ok()?;
+    let v: String = v.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(MAX_APP_VERSION).collect();
+    (!v.trim().is_empty()).then(|| v.trim().to_owned())
+}
+
+/// Middleware of the device API: a valid, unrevoked device token, or 401.
+/// Puts [`AuthedDevice`] into the request.
+pub async fn require_device(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()).map(str::to_owned) else {
+        return unauthorized("this endpoint needs `Authorization: Bearer tsd_...`, the token the device got at enrollment (`thonsync device init --code`)").into_response();
+    };
+    if check_token(&token, DEVICE_TOKEN_PREFIX, "device").is_err() {
+        return unauthorized("not a device token; a device token starts with tsd_").into_response();
+    }
+    let version = app_version(req.headers());
+    let shared = state.shared.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<DeviceRecord, ApiError> {
+        let now = now_ms();
+        let hash = hash_secret(&token);
+        let device = shared
+            .readers
+            .with(|s| s.device_for_credential(CredentialKind::DeviceToken, &hash, now))?
+            .ok_or_else(|| unauthorized("unknown device token; enroll the device again"))?;
+        if device.revoked_at.is_some() {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "revoked",
+                "this device was revoked by the administrator; its uploaded data is kept",
+            ));
+        }
+        shared.note_seen(&device, version, now);
+        Ok(device)
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))));
+    match found {
+        Ok(device) => {
+            req.extensions_mut().insert(AuthedDevice(device));
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Middleware of the admin API: a valid administrator token, or 401.
+/// Puts [`AdminName`] into the request.
+pub async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()).map(str::to_owned) else {
+        return unauthorized("the admin API needs `Authorization: Bearer tsa_...`; create a token with `thonsync admin create-token --db PATH --name NAME` on the server's machine").into_response();
+    };
+    if check_token(&token, ADMIN_TOKEN_PREFIX, "administrator").is_err() {
+        return unauthorized("not an administrator token; an administrator token starts with tsa_")
+            .into_response();
+    }
+    let shared = state.shared.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        shared
+            .readers
+            .with(|s| s.admin_for_token(&hash_secret(&token)))?
+            .ok_or_else(|| unauthorized("unknown administrator token"))
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))));
+    match found {
+        Ok(name) => {
+            req.extensions_mut().insert(AdminName(name));
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The body of `POST /v1/enroll`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// The one-time code the administrator gave (dashes, spaces and case do not matter).
+    pub code: String,
+    /// The app's version, shown in `thonsync devices list`.
+    #[serde(default)]
+    pub app_version: Option<String>,
+}
+
+/// The answer of `POST /v1/enroll`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The device's id (its peer id in sync sessions).
+    pub device: String,
+    /// The name the administrator gave it.
+    pub name: String,
+    /// The device token: keep it, send it as `Authorization: Bearer ...`.
+    pub token: String,
+    /// The communes the device may sync.
+    pub communes: Vec<String>,
+}
+
+/// `POST /v1/enroll`.
+pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    let request: EnrollRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad_request(
+                "bad_request",
+                format!("the body is not {{\"code\": \"...\"}}: {e}"),
+            )
+            .into_response()
+        }
+    };
+    let code = match parse_enrollment_code(&request.code) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut err = ApiError::bad_request("bad_enrollment_code", e.to_string());
+            err.body.field = Some("code".into());
+            return err.into_response();
+        }
+    };
+    let version = request
+        .app_version
+        .map(|v| v.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(MAX_APP_VERSION).collect());
+    let shared = state.shared.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        shared.writer.run(move |s| Ok(enroll(s, &code, version, now_ms())))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(Ok((device, token)))) => {
+            tracing::info!(device = %device.id, name = %device.name, "device enrolled");
+            Json(EnrollResponse { device: device.id, name: device.name, token, communes: device.communes })
+                .into_response()
+        }
+        Ok(Ok(Err(e))) => ApiError::from(e).into_response(),
+        Ok(Err(e)) => ApiError::store(e).into_response(),
+        Err(e) => ApiError::internal(format!("enrollment failed: {e}")).into_response(),
+    }
+}
