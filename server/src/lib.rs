@@ -190,6 +190,34 @@ async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> R
     }
 }
 
+/// Gives every error response the one error shape: rejections of axum's
+/// extractors (a path or query that does not parse, a wrong method) come as
+/// plain text, and become `{"error": {...}}` here with their text as message.
+async fn error_shape(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).chars().take(300).collect::<String>();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if message.trim().is_empty() { status.to_string() } else { message };
+    error::ApiError::new(status, code, message).into_response()
+}
+
 /// A panic outside the blocking workers: 500 in the error shape; the server goes on.
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = panic
@@ -239,6 +267,7 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestDecompressionLayer::new())
+        .layer(middleware::map_response(error_shape))
         .layer(CompressionLayer::new())
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
