@@ -151,12 +151,24 @@ fn handle(
     let request: SyncRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
-            return Err(refuse_body(
+            let err = refuse_body(
                 shared,
                 body,
                 Some(record.id.clone()),
                 format!("the body is not a sync request: {e}"),
-            ));
+            );
+            let kept = err
+                .body
+                .refused_upload
+                .map(|id| format!(", kept as refused upload {id}"))
+                .unwrap_or_default();
+            shared.audit(vec![audit_event(
+                &who,
+                "upload.refused",
+                "-",
+                format!("{}: {}{kept}", err.body.code, err.body.message),
+            )]);
+            return Err(err);
         }
     };
     if let Some(named) = request.device.as_deref().filter(|d| *d != record.id) {
@@ -427,12 +439,6 @@ fn handle(
                             format!("actor {actor} is bound to device {other}"),
                         ));
                     }
-                    audits.push(audit_event(
-                        &who,
-                        "upload.refused",
-                        &id.to_string(),
-                        format!("{}: {}", body.code, body.message),
-                    ));
                     refuse(&mut batch, &mut replies, id, refusal.code, body, bytes);
                     continue;
                 }
@@ -470,6 +476,18 @@ fn handle(
         }
     }
     drop(guards);
+    for reply in replies.values() {
+        if let Some(e) = &reply.error {
+            let kept =
+                e.refused_upload.map(|id| format!(", kept as refused upload {id}")).unwrap_or_default();
+            audits.push(audit_event(
+                &who,
+                "upload.refused",
+                &reply.document,
+                format!("{}: {}{kept}", e.code, e.message),
+            ));
+        }
+    }
     shared.audit(audits);
 
     let error = if messages > 0 && refusals == messages {

@@ -253,6 +253,10 @@ fn an_actor_id_used_by_two_devices_is_refused_and_reported() {
         audit.as_array().unwrap().iter().find(|e| e["action"] == "actor.conflict").expect("audited");
     assert_eq!(conflict["who"], format!("device:{b}"));
     assert!(conflict["detail"].as_str().unwrap().contains(&a));
+    let refused =
+        audit.as_array().unwrap().iter().find(|e| e["action"] == "upload.refused").expect("audited");
+    assert_eq!(refused["subject"], doc.to_string());
+    assert!(refused["detail"].as_str().unwrap().starts_with("actor_conflict"), "{refused}");
 
     // The binding names the surveyor: actor → device A.
     let actors = server.get_json("/v1/admin/actors");
