@@ -191,6 +191,9 @@ fn resolve_writes_an_administrators_change_that_settles_the_conflict() {
     assert!(
         ok(&["history", "quang-thuan-01", "--household", "hh-01", "--db", db]).contains("(administrator)")
     );
+    let audit = json(&["audit", "--db", db, "--format", "json"]);
+    assert_eq!(audit[0]["action"], "conflict.resolve", "the resolution is in the audit log: {audit}");
+    assert_eq!(audit[0]["subject"], "village:quang-thuan-01:2024-1");
     // A second resolution writes with the same administrator actor.
     let text =
         ok(&["resolve", "village:quang-thuan-01:2024-1", "adults", "3", "--household", "hh-02", "--db", db]);

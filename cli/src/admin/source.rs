@@ -370,6 +370,15 @@ impl Source {
                     .collect();
                 let batch = WriteBatch { changes, ..WriteBatch::default() };
                 store.commit(&batch, now_ms).map_err(|e| store_error(path, e))?;
+                store
+                    .append_audit(&AuditEvent {
+                        at: now_ms,
+                        who: LOCAL_ADMIN.to_owned(),
+                        action: "conflict.resolve".into(),
+                        subject: id.to_string(),
+                        detail: format!("change {hash}"),
+                    })
+                    .map_err(|e| store_error(path, e))?;
                 Ok(hash.to_string())
             }
             Source::Server { base, agent } => {
