@@ -87,6 +87,15 @@ fn an_administrator_enrolls_a_device_and_history_names_the_surveyor() {
         assert!(table.contains("Chị Lan") && table.contains("Anh Tùng"), "{table}");
         let history = ok(&["history", "nhu-co-01", source[0], source[1]], t, None);
         assert!(history.contains("Chị Lan"), "history names the surveyor: {history}");
+        let history: serde_json::Value = serde_json::from_str(&ok(
+            &["history", "nhu-co-01", "--format", "json", source[0], source[1]],
+            t,
+            None,
+        ))
+        .unwrap();
+        let actor =
+            history["changes"].as_array().unwrap().last().unwrap()["actor"].as_str().unwrap().to_owned();
+        assert_eq!(history["surveyors"][&actor], "Chị Lan");
     }
 
     let revoked = ok(&["devices", "revoke", &id, "--server", &url], t, None);

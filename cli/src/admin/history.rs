@@ -39,6 +39,8 @@ struct History {
     document: String,
     name: String,
     administrator: Option<String>,
+    /// The device (surveyor) each actor of these changes is bound to, by name.
+    surveyors: std::collections::BTreeMap<String, String>,
     changes: Vec<HistoryEntry>,
 }
 
@@ -66,16 +68,21 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
     }
     let admin = source.known_admin_actor();
     let id = doc.id().clone();
+    let surveyors = source.actor_names()?;
     if args.format == ListFormat::Json {
+        let named = changes
+            .iter()
+            .filter_map(|e| surveyors.get(&e.actor).map(|n| (e.actor.clone(), n.clone())))
+            .collect();
         return print_json(&History {
             document: id.to_string(),
             name: out::place_name(&registry, id.place.as_str()),
             administrator: admin,
+            surveyors: named,
             changes,
         });
     }
     let utc = args.common.utc;
-    let surveyors = source.actor_names()?;
     out::line(out::title(&registry, &id, lang))?;
     let mut t = table([
         format!("{} ({})", lang.t("Time", "Thời gian"), time::zone(utc)),
