@@ -154,25 +154,38 @@ pub const ADMIN_ACTOR_OWNER: &str = "admin";
 /// limit (after gzip) and the read deadline: 413 or 408 in the error shape.
 async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limits = &state.shared.limits;
+    let too_large = || {
+        error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is over {} bytes; split the documents across rounds or requests",
+                limits.max_body_bytes
+            ),
+        )
+        .into_response()
+    };
+    // A body announced as too large is refused before any of it is read, so
+    // the client gets the answer instead of a connection closed mid-upload.
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > limits.max_body_bytes) {
+        return too_large();
+    }
     let (parts, body) = req.into_parts();
     let read =
         tokio::time::timeout(limits.body_read_timeout, axum::body::to_bytes(body, limits.max_body_bytes));
     match read.await {
         Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
         Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
+            let over_limit = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
-            if too_large {
-                error::ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!(
-                        "the request body is over {} bytes; split the documents across rounds or requests",
-                        limits.max_body_bytes
-                    ),
-                )
-                .into_response()
+            if over_limit {
+                too_large()
             } else {
                 error::ApiError::bad_request("bad_body", format!("the request body could not be read: {e}"))
                     .into_response()
