@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sync_core::access::{AuditEvent, DeviceRecord};
-use sync_core::automerge::ActorId;
+use sync_core::automerge::{ActorId, ReadDoc};
 use sync_core::ids::{DocumentId, DocumentKind, PeerId};
 use sync_core::registry::{PlaceKind, Registry};
-use sync_core::store::{load_survey, SqliteStore, Store, StoreError};
+use sync_core::store::{SqliteStore, Store, StoreError};
 use sync_core::survey::SurveyDocument;
 use sync_core::sync::DocSession;
 
@@ -205,6 +205,9 @@ pub struct ExchangeState {
     pub last_used: Option<Instant>,
 }
 
+/// Change rows a document may have before its next load folds them into a snapshot.
+pub const COMPACT_AFTER_ROWS: usize = 16;
+
 /// Key of an exchange: the device and its exchange id.
 pub type ExchangeKey = (PeerId, String);
 
@@ -314,6 +317,23 @@ impl Shared {
         registry.get(id.place.as_str()).map(|p| p.kind) == Some(want)
     }
 
+    /// Folds a document's change rows into one snapshot, so the next load
+    /// reads one `save()` instead of applying every change again (several
+    /// times faster for a surveyed village). History is kept: a snapshot
+    /// holds every change. A failure only costs speed, so it is logged.
+    fn compact(&self, doc: &SurveyDocument) {
+        let am = doc.automerge();
+        if !am.get_missing_deps(&[]).is_empty() {
+            return; // a snapshot would carry changes still waiting for a dependency
+        }
+        let snapshot = am.save();
+        let covered: Vec<String> = am.get_changes_meta(&[]).iter().map(|m| m.hash.to_string()).collect();
+        let id = doc.id().clone();
+        if let Err(e) = self.writer.run(move |s| s.compact(&id, &snapshot, &covered)) {
+            tracing::warn!(document = %doc.id(), error = %e, "could not write a snapshot");
+        }
+    }
+
     /// Loads the document into a locked slot if needed. Returns whether it
     /// was created fresh (its genesis is not stored yet), or `None` when the
     /// document is neither stored nor in the registry.
@@ -325,9 +345,19 @@ impl Shared {
         if slot.is_some() {
             return Ok(Some(false));
         }
-        let loaded = self.readers.with(|s| load_survey(s, id, self.admin_actor.clone()))?;
-        match loaded {
-            Some(doc) => {
+        let stored = self.readers.with(|s| s.load_document(id))?;
+        match stored {
+            Some(stored) => {
+                let doc = SurveyDocument::load(
+                    id.clone(),
+                    self.admin_actor.clone(),
+                    stored.snapshot.as_deref(),
+                    stored.changes.iter().map(Vec::as_slice),
+                )
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if stored.changes.len() >= COMPACT_AFTER_ROWS {
+                    self.compact(&doc);
+                }
                 **slot = Some(doc);
                 Ok(Some(false))
             }
