@@ -49,7 +49,7 @@ impl Default for Limits {
             max_body_bytes: 8 * 1024 * 1024,
             max_documents: 64,
             max_rounds: 2 * sync_core::sync::MAX_ROUNDS,
-            max_cached_documents: 512,
+            max_cached_documents: 128,
             document_idle: Duration::from_secs(120),
             exchange_idle: Duration::from_secs(300),
             body_read_timeout: Duration::from_secs(30),
