@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use sync_core::access::{
     check_token, hash_secret, new_admin_token, new_device_token, new_enrollment_code, parse_enrollment_code,
     AuditEvent, CredentialKind, DeviceRecord, ADMIN_TOKEN_PREFIX, CODE_LIFETIME_MS, DEVICE_TOKEN_PREFIX,
@@ -338,28 +337,7 @@ pub async fn require_admin(State(state): State<AppState>, mut req: Request, next
     }
 }
 
-/// The body of `POST /v1/enroll`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EnrollRequest {
-    /// The one-time code the administrator gave (dashes, spaces and case do not matter).
-    pub code: String,
-    /// The app's version, shown in `thonsync devices list`.
-    #[serde(default)]
-    pub app_version: Option<String>,
-}
-
-/// The answer of `POST /v1/enroll`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EnrollResponse {
-    /// The device's id (its peer id in sync sessions).
-    pub device: String,
-    /// The name the administrator gave it.
-    pub name: String,
-    /// The device token: keep it, send it as `Authorization: Bearer ...`.
-    pub token: String,
-    /// The communes the device may sync.
-    pub communes: Vec<String>,
-}
+pub use sync_core::wire::{EnrollRequest, EnrollResponse};
 
 /// `POST /v1/enroll`.
 pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::Bytes) -> Response {

@@ -23,5 +23,6 @@ pub mod store;
 pub mod survey;
 pub mod sync;
 pub mod validate;
+pub mod wire;
 
 pub use automerge;

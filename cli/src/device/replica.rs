@@ -284,8 +284,8 @@ impl Device {
         store.put_setting(K_SERVER, server)?;
         store.put_setting(K_COMMUNE, commune.as_str())?;
         store.put_setting(K_ROUND, round.as_str())?;
-        if let Some(n) = &enrolled.name {
-            store.put_setting(K_NAME, n)?;
+        if !enrolled.name.is_empty() {
+            store.put_setting(K_NAME, &enrolled.name)?;
         }
         store.put_setting(K_TOKEN, &enrolled.token)?;
         store.put_setting(K_ACTOR, &random_hex(16))?;
@@ -598,7 +598,7 @@ impl Device {
                 return Ok(());
             }
             let request = SyncRequest {
-                device: self.config.device.to_string(),
+                device: Some(self.config.device.to_string()),
                 exchange: exchange.clone(),
                 round,
                 documents,

@@ -1,131 +1,13 @@
-//! The device's side of the wire: the JSON bodies of `POST /v1/sync` and the
-//! registry endpoint (see docs/protocol.md), and the blocking HTTP client.
+//! The device's side of the wire: the blocking HTTP client, over the JSON
+//! bodies shared with the server in `sync_core::wire` (see docs/protocol.md).
 
 use std::io::Write;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-/// The error shape every server endpoint answers with.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// Machine-readable code.
-    pub code: String,
-    /// For a person.
-    pub message: String,
-    /// The document, when there is one.
-    #[serde(default)]
-    pub document: Option<String>,
-    /// The field, when there is one.
-    #[serde(default)]
-    pub field: Option<String>,
-    /// The rule, when there is one.
-    #[serde(default)]
-    pub rule: Option<String>,
-    /// The household, when there is one.
-    #[serde(default)]
-    pub household: Option<String>,
-    /// Where the server kept the refused bytes.
-    #[serde(default)]
-    pub refused_upload: Option<i64>,
-}
-
-impl std::fmt::Display for ErrorBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.code)?;
-        if let Some(rule) = &self.rule {
-            write!(f, " [rule {rule}]")?;
-        }
-        Ok(())
-    }
-}
-
-/// `{"error": ...}`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct ErrorEnvelope {
-    /// The error.
-    pub error: ErrorBody,
-}
-
-/// One round of an exchange.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SyncRequest {
-    /// This device's id.
-    pub device: String,
-    /// This sync attempt's id.
-    pub exchange: String,
-    /// 1, 2, 3, ...
-    pub round: u32,
-    /// Documents with their messages.
-    pub documents: Vec<DocumentMessage>,
-}
-
-/// One document of a request.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DocumentMessage {
-    /// Document id.
-    pub document: String,
-    /// Base64 sync message, or null.
-    pub message: Option<String>,
-}
-
-/// The server's answer to a round.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SyncResponse {
-    /// Echoed exchange id.
-    pub exchange: String,
-    /// Echoed round.
-    pub round: u32,
-    /// Per document.
-    pub documents: Vec<DocumentReply>,
-    /// Set with status 422 when every message was refused.
-    #[serde(default)]
-    pub error: Option<ErrorBody>,
-}
-
-/// One document of a response.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DocumentReply {
-    /// Document id.
-    pub document: String,
-    /// Base64 sync message, or null.
-    pub message: Option<String>,
-    /// Changes the server stored from this round's message.
-    #[serde(default)]
-    pub stored: usize,
-    /// Why this document's message was refused.
-    #[serde(default)]
-    pub error: Option<ErrorBody>,
-}
-
-/// One document of a commune, from the registry endpoint.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RegistryDocument {
-    /// Document id.
-    pub document: String,
-    /// `village` or `commune`.
-    pub kind: String,
-    /// Place id.
-    pub place: String,
-    /// Place name.
-    pub name: String,
-    /// Households expected, if known.
-    #[serde(default)]
-    pub expected_households: Option<u32>,
-}
-
-/// `GET /v1/registry/communes/{commune}`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CommuneDocuments {
-    /// Commune id.
-    pub commune: String,
-    /// Commune name.
-    pub name: String,
-    /// Round.
-    pub round: String,
-    /// Documents.
-    pub documents: Vec<RegistryDocument>,
-}
+pub use sync_core::wire::{
+    CommuneDocuments, DocumentMessage, DocumentReply, EnrollRequest, EnrollResponse, ErrorBody,
+    ErrorEnvelope, RegistryDocument, SyncRequest, SyncResponse,
+};
 
 /// Why one HTTP call failed.
 #[derive(Debug, thiserror::Error)]
@@ -165,29 +47,6 @@ pub struct RoundTrip {
     pub sent: usize,
     /// Response body bytes received (decoded JSON).
     pub received: usize,
-}
-
-/// The body of `POST /v1/enroll`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EnrollRequest {
-    /// The one-time code from the administrator.
-    pub code: String,
-    /// This app's version, shown to the administrator.
-    pub app_version: Option<String>,
-}
-
-/// The answer of `POST /v1/enroll`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EnrollResponse {
-    /// The device id the server gave this device.
-    pub device: String,
-    /// The name the administrator gave it.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The device token, sent as `Authorization: Bearer ...` from now on.
-    pub token: String,
-    /// The communes this device may sync.
-    pub communes: Vec<String>,
 }
 
 /// The app version a device reports in `X-Thonsync-App-Version`.
