@@ -22,10 +22,11 @@ use sync_core::sync::ChangeRecord;
 use sync_core::access::AuditEvent;
 
 use crate::auth::AdminName;
-use crate::error::{refusal_code_name, ApiError};
+use crate::error::ApiError;
 use crate::state::now_ms;
 use crate::sync_api::body_error;
 use crate::AppState;
+use sync_core::wire::RefusedSummary;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -124,23 +125,13 @@ pub async fn list_peers(State(state): State<AppState>) -> Result<Json<Vec<PeerSu
     blocking(move || Ok(Json(shared.readers.with(|s| s.peers())?))).await
 }
 
-/// A refused upload as the admin API shows it.
+/// A refused upload as the admin API shows it: the summary, plus the bytes
+/// on the single-upload endpoint.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RefusedView {
-    /// Id in the store.
-    pub id: i64,
-    /// The device that sent it, when known.
-    pub source: Option<String>,
-    /// The document it was for, when known.
-    pub document: Option<String>,
-    /// Refusal code, as in the wire errors.
-    pub code: String,
-    /// Why, for a person.
-    pub reason: String,
-    /// When, ms since 1970.
-    pub received_at: i64,
-    /// How many bytes were kept.
-    pub bytes_len: usize,
+    /// Everything but the bytes.
+    #[serde(flatten)]
+    pub summary: RefusedSummary,
     /// The bytes, only on the single-upload endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_base64: Option<String>,
@@ -148,13 +139,7 @@ pub struct RefusedView {
 
 fn refused_view(r: RefusedUpload, with_bytes: bool) -> RefusedView {
     RefusedView {
-        id: r.id,
-        source: r.upload.source,
-        document: r.upload.document,
-        code: refusal_code_name(r.upload.code),
-        reason: r.upload.reason,
-        received_at: r.upload.received_at,
-        bytes_len: r.upload.bytes.len(),
+        summary: RefusedSummary::from(&r),
         bytes_base64: with_bytes.then(|| B64.encode(&r.upload.bytes)),
     }
 }

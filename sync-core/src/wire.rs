@@ -195,3 +195,37 @@ pub struct EnrollResponse {
     /// The communes the device may sync.
     pub communes: Vec<String>,
 }
+
+/// A refused upload as the admin API lists it (`GET /v1/admin/refused`),
+/// without its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedSummary {
+    /// Its id in the store.
+    pub id: i64,
+    /// The device or peer that sent it, when known.
+    pub source: Option<String>,
+    /// The document it was for, when known.
+    pub document: Option<String>,
+    /// Machine-readable reason, as in the wire errors (`rule_broken`, `undecodable`, ...).
+    pub code: String,
+    /// For a person.
+    pub reason: String,
+    /// When it arrived, ms since 1970.
+    pub received_at: i64,
+    /// How many bytes were kept.
+    pub bytes_len: u64,
+}
+
+impl From<&crate::store::RefusedUpload> for RefusedSummary {
+    fn from(r: &crate::store::RefusedUpload) -> Self {
+        Self {
+            id: r.id,
+            source: r.upload.source.clone(),
+            document: r.upload.document.clone(),
+            code: refusal_code_name(r.upload.code),
+            reason: r.upload.reason.clone(),
+            received_at: r.upload.received_at,
+            bytes_len: r.upload.bytes.len() as u64,
+        }
+    }
+}

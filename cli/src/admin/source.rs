@@ -24,24 +24,7 @@ use super::{cannot_reach, not_found, Common, Failure, EXIT_ERROR};
 /// changes written directly into a database file.
 pub const ADMIN_ACTOR_SETTING: &str = "admin_actor";
 
-/// A refused upload, without its bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefusedSummary {
-    /// Its id in the store.
-    pub id: i64,
-    /// The device or peer that sent it, when known.
-    pub source: Option<String>,
-    /// The document it was for, when known.
-    pub document: Option<String>,
-    /// Machine-readable reason (`rule_broken`, `undecodable`, ...).
-    pub code: String,
-    /// For a person.
-    pub reason: String,
-    /// When it arrived, ms since 1970.
-    pub received_at: i64,
-    /// How many bytes were kept.
-    pub bytes_len: u64,
-}
+pub use sync_core::wire::RefusedSummary;
 
 /// Size of the store as the source reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,7 +265,7 @@ impl Source {
                 .refused()
                 .map_err(|e| store_error(path, e))?
                 .into_iter()
-                .map(|r| summary(&r))
+                .map(|r| RefusedSummary::from(&r))
                 .collect()),
             Source::Server { .. } => self.get_json("/v1/admin/refused", "listing refused uploads"),
         }
@@ -294,7 +277,7 @@ impl Source {
             Source::Db { path, store } => Ok(store
                 .refused_by_id(id)
                 .map_err(|e| store_error(path, e))?
-                .map(|r| (summary(&r), r.upload.bytes))),
+                .map(|r| (RefusedSummary::from(&r), r.upload.bytes))),
             Source::Server { .. } => {
                 #[derive(Deserialize)]
                 struct WithBytes {
@@ -570,19 +553,4 @@ fn encode_segment(s: &str) -> String {
             }
         })
         .collect()
-}
-
-fn summary(r: &sync_core::store::RefusedUpload) -> RefusedSummary {
-    RefusedSummary {
-        id: r.id,
-        source: r.upload.source.clone(),
-        document: r.upload.document.clone(),
-        code: serde_json::to_value(r.upload.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        reason: r.upload.reason.clone(),
-        received_at: r.upload.received_at,
-        bytes_len: r.upload.bytes.len() as u64,
-    }
 }
