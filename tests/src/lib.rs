@@ -221,3 +221,22 @@ pub fn village(place: &str) -> DocumentId {
 pub fn test_actor() -> ActorId {
     ActorId::from([0xee; 16])
 }
+
+/// The household target `id` of a village document.
+pub fn hh(id: &str) -> sync_core::survey::Target {
+    sync_core::survey::Target::Household(id.parse().expect("a valid household id"))
+}
+
+/// A sync message that carries `doc`'s changes (the third message of a sync
+/// with an empty peer), for tests that send messages by hand.
+pub fn message_with_changes(doc: &SurveyDocument) -> Vec<u8> {
+    use sync_core::sync::{DocSession, Trust};
+    let mut hub = SurveyDocument::empty(doc.id().clone(), test_actor());
+    let (mut mine, mut theirs) = (DocSession::resume(None), DocSession::resume(None));
+    let first = mine.generate(doc).expect("a first message");
+    theirs.receive(&mut hub, &first, Trust::Validate).expect("the empty peer accepts it");
+    let reply = theirs.generate(&hub).expect("a reply");
+    let mut doc = doc.clone();
+    mine.receive(&mut doc, &reply, Trust::Peer).expect("the reply applies");
+    mine.generate(&doc).expect("a message with the changes")
+}

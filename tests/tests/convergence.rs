@@ -6,11 +6,7 @@ use cli::device::Device;
 use sync_core::ids::DocumentId;
 use sync_core::survey::{Edit, FieldValue, Survey, Target};
 use sync_core::validate::conflicts;
-use tests::{device, quick, village, TestServer};
-
-fn hh(id: &str) -> Target {
-    Target::Household(id.parse().unwrap())
-}
+use tests::{device, hh, quick, village, TestServer};
 
 fn set(target: Target, field: &str, value: FieldValue) -> Edit {
     Edit::set(target, field, value)

@@ -10,25 +10,9 @@ use sync_core::automerge::transaction::Transactable;
 use sync_core::automerge::ScalarValue;
 use sync_core::ids::DocumentId;
 use sync_core::store::{load_survey, SqliteStore, Store, WriteBatch};
-use sync_core::survey::{Edit, FieldValue, Survey, SurveyDocument, Target};
-use sync_core::sync::{ChangeRecord, DocSession, Trust};
-use tests::{device, quick, test_actor, village, TestServer};
-
-fn hh(id: &str) -> Target {
-    Target::Household(id.parse().unwrap())
-}
-
-/// A sync message that carries `doc`'s changes (the third message of a sync with an empty peer).
-fn message_with_changes(doc: &SurveyDocument) -> Vec<u8> {
-    let mut hub = SurveyDocument::empty(doc.id().clone(), test_actor());
-    let (mut mine, mut theirs) = (DocSession::resume(None), DocSession::resume(None));
-    let first = mine.generate(doc).unwrap();
-    theirs.receive(&mut hub, &first, Trust::Validate).unwrap();
-    let reply = theirs.generate(&hub).unwrap();
-    let mut doc = doc.clone();
-    mine.receive(&mut doc, &reply, Trust::Peer).unwrap();
-    mine.generate(&doc).unwrap()
-}
+use sync_core::survey::{Edit, FieldValue, Survey, SurveyDocument};
+use sync_core::sync::ChangeRecord;
+use tests::{device, hh, message_with_changes, quick, village, TestServer};
 
 fn good_doc(id: &DocumentId) -> SurveyDocument {
     let mut doc = SurveyDocument::create(id.clone(), sync_core::automerge::ActorId::from([7; 16]));

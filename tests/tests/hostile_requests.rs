@@ -15,13 +15,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sync_core::automerge::ActorId;
 use sync_core::ids::DocumentId;
-use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
+use sync_core::survey::{Edit, FieldValue, SurveyDocument};
 use sync_core::sync::{DocSession, Trust};
-use tests::{device, quick, test_actor, village, TestServer};
-
-fn hh(id: &str) -> Target {
-    Target::Household(id.parse().unwrap())
-}
+use tests::{device, hh, quick, test_actor, village, TestServer};
 
 /// Limits small enough to reach quickly: 256 KiB bodies, a 1 s read deadline.
 fn limits() -> server::state::Limits {

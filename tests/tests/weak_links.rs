@@ -5,11 +5,7 @@
 use cli::device::wire::CallError;
 use cli::device::DeviceError;
 use sync_core::survey::{Edit, FieldValue, Survey, Target};
-use tests::{device, quick, village, TestServer};
-
-fn hh(id: &str) -> Target {
-    Target::Household(id.parse().unwrap())
-}
+use tests::{device, hh, quick, village, TestServer};
 
 fn change_count(server: &TestServer, doc: &str) -> usize {
     server.get_json(&format!("/v1/admin/changes?document={doc}")).as_array().unwrap().len()
