@@ -2,6 +2,7 @@
 //! keep, sans-IO sync sessions, reports, and the storage they live in.
 //!
 //! # Layout
+//! - [`actors`]: which device may write under which actor id.
 //! - [`ids`]: validated ids of places, rounds, households, documents, peers.
 //! - [`schema`]: the survey fields, their types and consistency rules.
 //! - [`survey`]: one Automerge document per village or commune per round,
@@ -13,6 +14,7 @@
 //! - [`report`]: the indicators officers read.
 
 pub mod access;
+pub mod actors;
 pub mod error;
 pub mod history;
 pub mod ids;

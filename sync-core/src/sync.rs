@@ -91,9 +91,25 @@ pub enum RefusalCode {
     RuleBroken,
     /// The message is for a document this replica does not know (not in its registry).
     UnknownDocument,
-    /// The caller's admission check turned a change away (for example an
-    /// actor id already bound to another device).
+    /// The caller's admission check turned a change away.
     NotAdmitted,
+    /// A change's actor id is not the uploading device's: another device's
+    /// actor, a derived (genesis) actor writing anything but its genesis, or
+    /// an actor of no device.
+    ActorConflict,
+    /// More fresh actor ids in one message than a device ever needs.
+    TooManyActors,
+    /// A `have` Bloom filter with parameters automerge never writes, more
+    /// entries than the document has changes, or more than one filter.
+    BadFilter,
+    /// Change data that inflates past the limit, or a change whose commit
+    /// message or extra bytes are over theirs.
+    TooLarge,
+    /// Changes waiting for a dependency over the per-document or per-device limit.
+    WaitingLimit,
+    /// Changes that waited for a dependency that never came (the exchange
+    /// ended or expired); kept here instead of being dropped.
+    WaitingExpired,
 }
 
 /// Why an incoming message was refused. The caller keeps the bytes aside.
