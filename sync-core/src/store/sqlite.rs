@@ -293,6 +293,14 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 summary.first_refused_id.get_or_insert(tx.last_insert_rowid());
             }
+            let mut bind = tx
+                .prepare_cached(
+                    "INSERT INTO actors (actor, device, bound_at) VALUES (?1, ?2, ?3) ON CONFLICT (actor) DO NOTHING",
+                )
+                .map_err(backend)?;
+            for (actor, device) in &batch.actor_bindings {
+                bind.execute(params![actor, device, now]).map_err(backend)?;
+            }
         }
         tx.commit().map_err(backend)?;
         Ok(summary)
