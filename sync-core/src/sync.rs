@@ -145,6 +145,9 @@ pub struct Received {
     pub reply: Option<Vec<u8>>,
 }
 
+/// A check run on every change a message brings, before anything applies.
+type Admit<'a> = dyn FnMut(&ChangeRecord) -> Result<(), (RefusalCode, String)> + 'a;
+
 /// Who sent a message to the hub, and the limits their input is held to.
 pub struct Uploader<'a> {
     /// The device whose token the message came with.
@@ -366,7 +369,7 @@ impl DocSession {
         doc: &mut SurveyDocument,
         bytes: &[u8],
         limits: &InputLimits,
-        admit: &mut dyn FnMut(&ChangeRecord) -> Result<(), (RefusalCode, String)>,
+        admit: &mut Admit<'_>,
         reply: bool,
     ) -> Result<Received, Refusal> {
         let id = doc.id().clone();

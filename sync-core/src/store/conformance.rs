@@ -100,6 +100,8 @@ pub fn devices_credentials_and_actors<S: Store>(mut store: S) {
         store.actor_devices().expect("list"),
         vec![("aa11".into(), "phone-a".into()), ("bb22".into(), "phone-b".into())]
     );
+    assert_eq!(store.actor_owner("bb22").expect("owner"), Some("phone-b".into()));
+    assert_eq!(store.actor_owner("cc33").expect("owner"), None);
 }
 
 /// The audit log keeps events newest first; admin tokens find their name.

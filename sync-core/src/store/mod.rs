@@ -213,6 +213,8 @@ pub trait Store: Send {
     /// Binds an actor id to the device that first used it. Returns the other
     /// device if the actor is already bound elsewhere (and binds nothing).
     fn bind_actor(&mut self, actor: &str, device: &str, now: i64) -> Result<Option<String>, StoreError>;
+    /// The device an actor is bound to, if any.
+    fn actor_owner(&self, actor: &str) -> Result<Option<String>, StoreError>;
     /// Every (actor, device) binding.
     fn actor_devices(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Appends to the audit log.

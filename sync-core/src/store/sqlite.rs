@@ -617,6 +617,13 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(backend)
     }
 
+    fn actor_owner(&self, actor: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT device FROM actors WHERE actor = ?1")
+            .and_then(|mut s| s.query_row([actor], |r| r.get(0)).optional())
+            .map_err(backend)
+    }
+
     fn append_audit(&mut self, e: &AuditEvent) -> Result<(), StoreError> {
         self.conn
             .execute(
