@@ -343,6 +343,15 @@ impl Shared {
         }
     }
 
+    /// Forgets one exchange (after a panic in it) and ends it.
+    pub fn forget_exchange(&self, key: &ExchangeKey) {
+        let removed = self.exchanges.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        if let Some(exchange) = removed {
+            let state = std::mem::take(&mut *exchange.lock().unwrap_or_else(|p| p.into_inner()));
+            self.end_exchanges(vec![(key.clone(), state)]);
+        }
+    }
+
     /// Ends exchanges: the changes still waiting in their sessions are kept
     /// as refused uploads (`waiting_expired`), never dropped.
     pub fn end_exchanges(&self, ended: Vec<(ExchangeKey, ExchangeState)>) {

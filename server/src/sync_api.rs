@@ -93,8 +93,9 @@ pub async fn sync(
             for id in &touched.documents {
                 state.shared.docs.evict(id);
             }
-            if let Some(key) = &touched.exchange {
-                state.shared.exchanges.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            if let Some(key) = touched.exchange {
+                let shared = state.shared.clone();
+                let _ = tokio::task::spawn_blocking(move || shared.forget_exchange(&key)).await;
             }
             tracing::error!(error = %e, documents = touched.documents.len(), "the sync worker failed; its documents were evicted");
             let mut err = ApiError::internal(
@@ -488,7 +489,9 @@ fn handle(
             Err(e) => {
                 evict_all(&mut guards);
                 drop(guards);
-                shared.exchanges.lock().expect("exchanges").remove(&key);
+                let ended = std::mem::take(&mut *ex);
+                shared.exchanges.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                shared.end_exchanges(vec![(key, ended)]);
                 return Err(ApiError::store(e));
             }
         }

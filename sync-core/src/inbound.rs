@@ -10,7 +10,8 @@
 //! - the message must re-encode to exactly the bytes that arrived;
 //! - at most one `have` entry, whose Bloom filter has automerge's own
 //!   parameters (10 bits per entry, 7 probes), so probing costs what the
-//!   filter's bytes say;
+//!   filter's bytes say; no hash twice in `heads` or `need`, so a reply is
+//!   never larger than the document;
 //! - change data is a run of whole chunks; each change chunk's checksum is
 //!   verified; compressed chunks and the deflated columns of document chunks
 //!   are inflated here, within [`InputLimits::max_inflated_bytes`] for the
@@ -128,13 +129,25 @@ pub fn check_message(bytes: &[u8], limits: &InputLimits) -> Result<Inbound, Inpu
     Ok(Inbound { message, changes })
 }
 
-/// At most one `have`, each filter with automerge's parameters.
+/// At most one `have`, each filter with automerge's parameters, and no
+/// hash listed twice in `heads` or `need` (a need repeated n times would
+/// make the reply carry the same change n times).
 fn check_filters(message: &Message) -> Result<(), InputError> {
     if message.have.len() > 1 {
         return fail(
             RefusalCode::BadFilter,
             format!("the message has {} `have` entries; automerge sends at most one", message.have.len()),
         );
+    }
+    for (what, list) in [("heads", &message.heads), ("need", &message.need)] {
+        let mut sorted = list.clone();
+        sorted.sort();
+        if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return fail(
+                RefusalCode::BadFilter,
+                format!("the message lists {} twice in `{what}`; automerge lists each hash once", twice[0]),
+            );
+        }
     }
     for have in &message.have {
         let bytes = have.bloom.to_bytes();

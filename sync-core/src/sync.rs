@@ -102,7 +102,7 @@ pub enum RefusalCode {
     /// More fresh actor ids in one message than a device ever needs.
     TooManyActors,
     /// A `have` Bloom filter with parameters automerge never writes, more
-    /// entries than the document has changes, or more than one filter.
+    /// than one filter, or a hash listed twice in `heads` or `need`.
     BadFilter,
     /// Change data that inflates past the limit, or a change whose commit
     /// message or extra bytes are over theirs.
