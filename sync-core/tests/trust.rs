@@ -247,7 +247,7 @@ fn a_waiting_change_is_judged_and_applied_as_its_senders_only() {
     // B creates hh-050: its upload stores exactly its own change.
     let before = hub.heads();
     let genesis = household_genesis_change(&village(), "hh-050");
-    let got = from("tablet-b", &limits, &mut sb, &mut hub, &message_of(&[genesis.clone()]))
+    let got = from("tablet-b", &limits, &mut sb, &mut hub, &message_of(std::slice::from_ref(&genesis)))
         .expect("B is not judged for A");
     assert_eq!(
         got.new_changes.iter().map(|c| c.hash.clone()).collect::<Vec<_>>(),
@@ -265,7 +265,8 @@ fn a_waiting_change_is_judged_and_applied_as_its_senders_only() {
     assert_eq!(hub.heads(), before);
     // Without it, A's edit applies in A's round, attributed to A.
     let mut sa = DocSession::resume(None);
-    let got = from("tablet-a", &limits, &mut sa, &mut hub, &message_of(&[a_edit.clone()])).expect("applies");
+    let got = from("tablet-a", &limits, &mut sa, &mut hub, &message_of(std::slice::from_ref(&a_edit)))
+        .expect("applies");
     assert_eq!(got.new_changes.len(), 1);
     assert_eq!(got.new_changes[0].actor, actor("tablet-a", 1).to_hex_string());
 }
