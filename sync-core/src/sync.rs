@@ -14,8 +14,14 @@
 //!
 //! **Invariant: a refused message changes nothing.** With
 //! [`Trust::Validate`] the message is received into a fork with a copy of
-//! the session state; only when every new change passes the type rules do
-//! the fork and the state replace the originals.
+//! the session state; only when every new change passes the input checks
+//! ([`crate::inbound`]), the admission check and the type rules (and, on
+//! the hub, the reply was made) do the fork, the state and the waiting
+//! changes replace the originals.
+//!
+//! **Invariant: a waiting change belongs to its sender's session.** A
+//! change whose dependencies are missing never enters the shared document;
+//! it applies only in a later round of the session that received it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
