@@ -1,6 +1,6 @@
 //! Fuzz target: arbitrary bytes as the JSON bodies devices send, `POST
 //! /v1/sync` and `POST /v1/enroll`, decoded the way the server decodes them,
-//! with every sync message handed to the validating session.
+//! with every sync message handed to the hub's session and its reply.
 #![no_main]
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -12,7 +12,7 @@ use sync_core::access::parse_enrollment_code;
 use sync_core::automerge::ActorId;
 use sync_core::ids::DocumentId;
 use sync_core::survey::SurveyDocument;
-use sync_core::sync::{DocSession, Trust};
+use sync_core::sync::{DocSession, InputLimits, Uploader};
 
 fuzz_target!(
     init: {
@@ -30,8 +30,14 @@ fuzz_target!(
             let Some(Ok(bytes)) = part.message.as_deref().map(|m| B64.decode(m)) else { continue };
             let mut doc = SurveyDocument::create(id, ActorId::from([9u8; 16]));
             let before = doc.heads();
-            if DocSession::resume(None).receive(&mut doc, &bytes, Trust::Validate).is_err() {
+            let anyone = |_: &str| Ok(Some("fuzz".to_owned()));
+            let limits = InputLimits::default();
+            let uploader = Uploader { device: "fuzz", limits: &limits, legacy_owner: &anyone };
+            let mut session = DocSession::resume(None);
+            if session.receive_from(&mut doc, &bytes, &uploader).is_err() {
                 assert_eq!(doc.heads(), before, "a refused message changed the document");
+            } else {
+                let _ = session.try_generate(&doc);
             }
         }
     }
