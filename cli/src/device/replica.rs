@@ -234,6 +234,43 @@ const K_LAST_SYNC: &str = "device.last_sync";
 const K_REFUSED: &str = "device.refused.";
 const K_RESET: &str = "device.reset.";
 
+/// The database file and the companions SQLite keeps next to it in WAL mode.
+fn database_files(dir: &Path) -> [PathBuf; 3] {
+    [dir.join(DB_FILE), dir.join(format!("{DB_FILE}-wal")), dir.join(format!("{DB_FILE}-shm"))]
+}
+
+/// Creates the (empty) database file readable and writable by its owner
+/// only, before SQLite opens it: the device token is kept in it, and SQLite
+/// gives its `-wal` and `-shm` files the mode of the database file.
+fn create_owner_only(path: &Path) -> Result<(), DeviceError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop).map_err(|e| DeviceError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Makes the device's database files that exist owner-only (mode 0600) on
+/// Unix, whatever mode they were made with; elsewhere it does nothing.
+fn restrict_to_owner(dir: &Path) -> Result<(), DeviceError> {
+    #[cfg(unix)]
+    for path in database_files(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match std::fs::metadata(&path) {
+            Ok(m) => m.permissions().mode() & 0o777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(DeviceError::Invalid(format!("{}: {e}", path.display()))),
+        };
+        if mode != 0o600 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| DeviceError::Invalid(format!("{}: {e}", path.display())))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = database_files(dir);
+    Ok(())
+}
+
 impl Device {
     /// Sets up a new device in `dir`: exchanges the administrator's one-time
     /// enrollment `code` for the device's id and token, then keeps them with a
@@ -256,7 +293,9 @@ impl Device {
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| DeviceError::Invalid(format!("{}: {e}", dir.display())))?;
+        create_owner_only(&dir.join(DB_FILE))?;
         let mut store = SqliteStore::open(dir.join(DB_FILE))?;
+        restrict_to_owner(dir)?;
         if store.setting(K_ID)?.is_some() {
             return Err(DeviceError::AlreadyInitialised(dir.to_owned()));
         }
@@ -300,7 +339,10 @@ impl Device {
         if !path.exists() {
             return Err(DeviceError::NotInitialised(dir.to_owned()));
         }
+        // Folders made before the files were owner-only are fixed here.
+        restrict_to_owner(dir)?;
         let store = SqliteStore::open(&path)?;
+        restrict_to_owner(dir)?;
         let get = |k: &str| -> Result<String, DeviceError> {
             store.setting(k)?.ok_or_else(|| DeviceError::NotInitialised(dir.to_owned()))
         };
