@@ -226,3 +226,33 @@ fn unusable_tls_files_are_named() {
     let err = server::TlsConfig::from_pem_files(&cert, &other_key).unwrap_err().to_string();
     assert!(err.contains("cert.pem") && err.contains("key.pem"), "{err}");
 }
+
+#[test]
+fn a_field_device_enrolls_and_pulls_over_https_trusting_a_private_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, cert_pem) = certificate(dir.path());
+    let tls = server::TlsConfig::from_pem_files(&cert, &key).expect("the PEM files load");
+    let server = TestServer::start_tls(server::state::Limits::default(), tls, &cert_pem);
+    let root = tempfile::tempdir().unwrap();
+
+    // Without the certificate the device does not trust the server.
+    let (_, code) = server.add_device("tablet-a", &["nhu-co"]);
+    let refused = cli::device::Device::init(&root.path().join("a"), &server.url(), &code, None, None);
+    let err = refused.err().expect("an untrusted certificate is refused").to_string();
+    assert!(err.to_lowercase().contains("certificate") || err.contains("issuer"), "{err}");
+
+    // With it, the device enrolls, keeps it, and syncs.
+    let mut device = cli::device::Device::init_trusting(
+        &root.path().join("a"),
+        &server.url(),
+        &code,
+        None,
+        None,
+        Some(&cert_pem),
+    )
+    .expect("enrolls over HTTPS");
+    device.pull(&tests::quick()).expect("pulls over HTTPS");
+    assert!(!device.document_ids().unwrap().is_empty());
+    let mut reopened = cli::device::Device::open(&root.path().join("a")).expect("opens");
+    reopened.sync(&tests::quick()).expect("syncs over HTTPS after reopening");
+}

@@ -21,7 +21,9 @@ use sync_core::store::{load_survey, SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::{is_structural, Edit, SurveyDocument};
 use sync_core::sync::{ChangeRecord, DocSession, Trust};
 
-use super::wire::{CallError, Client, CommuneDocuments, DocumentMessage, ErrorBody, RoundTrip, SyncRequest};
+use super::wire::{
+    ca_certificates, CallError, Client, CommuneDocuments, DocumentMessage, ErrorBody, RoundTrip, SyncRequest,
+};
 
 /// The peer id a device keeps its sync sessions under.
 pub const SERVER_PEER: &str = "server";
@@ -229,6 +231,7 @@ const K_COMMUNE: &str = "device.commune";
 const K_ROUND: &str = "device.round";
 const K_NAME: &str = "device.name";
 const K_TOKEN: &str = "device.token";
+const K_CA_CERT: &str = "device.ca_cert";
 const K_DOCUMENTS: &str = "device.documents";
 const K_LAST_SYNC: &str = "device.last_sync";
 const K_REFUSED: &str = "device.refused.";
@@ -283,6 +286,27 @@ impl Device {
         commune: Option<&str>,
         round: Option<&str>,
     ) -> Result<Self, DeviceError> {
+        Self::init_trusting(dir, server, code, commune, round, None)
+    }
+
+    /// [`Device::init`] for an `https://` server whose certificate is issued
+    /// by a private CA (or self-signed): `ca_pem` holds that CA's PEM
+    /// certificate(s), trusted instead of the public CAs. The device keeps
+    /// them, so every later call trusts the same.
+    pub fn init_trusting(
+        dir: &Path,
+        server: &str,
+        code: &str,
+        commune: Option<&str>,
+        round: Option<&str>,
+        ca_pem: Option<&str>,
+    ) -> Result<Self, DeviceError> {
+        let ca = ca_pem
+            .map(|pem| {
+                ca_certificates(pem.as_bytes())
+                    .map_err(|e| DeviceError::Invalid(format!("CA certificate: {e}")))
+            })
+            .transpose()?;
         let code = sync_core::access::parse_enrollment_code(code)
             .map_err(|e| DeviceError::Invalid(e.to_string()))?;
         let round =
@@ -300,10 +324,11 @@ impl Device {
             return Err(DeviceError::AlreadyInitialised(dir.to_owned()));
         }
         let server = server.trim_end_matches('/');
-        let enrolled = Client::new(server, Duration::from_secs(60)).enroll(&code).map_err(|e| match e {
-            CallError::Server { body, .. } => DeviceError::Enroll(body.to_string()),
-            other => DeviceError::Enroll(other.to_string()),
-        })?;
+        let enrolled =
+            Client::trusting(server, Duration::from_secs(60), ca).enroll(&code).map_err(|e| match e {
+                CallError::Server { body, .. } => DeviceError::Enroll(body.to_string()),
+                other => DeviceError::Enroll(other.to_string()),
+            })?;
         let commune = match commune {
             Some(c) if enrolled.communes.iter().any(|m| m == c) => c.to_owned(),
             Some(c) => {
@@ -327,6 +352,9 @@ impl Device {
             store.put_setting(K_NAME, &enrolled.name)?;
         }
         store.put_setting(K_TOKEN, &enrolled.token)?;
+        if let Some(pem) = ca_pem {
+            store.put_setting(K_CA_CERT, pem)?;
+        }
         store.put_setting(K_ACTOR, &random_hex(16))?;
         store.put_setting(K_ID, id.as_str())?;
         drop(store);
@@ -355,7 +383,7 @@ impl Device {
             round: Round::new(get(K_ROUND)?).map_err(|e| bad(&e))?,
             name: store.setting(K_NAME)?,
         };
-        let client = Client::new(&config.server, Duration::from_secs(60)).with_token(store.setting(K_TOKEN)?);
+        let client = Self::client_for(&store, &config.server)?;
         Ok(Self { dir: dir.to_owned(), store, config, docs: BTreeMap::new(), client })
     }
 
@@ -363,9 +391,20 @@ impl Device {
     pub fn set_server(&mut self, server: &str) -> Result<(), DeviceError> {
         self.store.put_setting(K_SERVER, server.trim_end_matches('/'))?;
         self.config.server = server.trim_end_matches('/').to_owned();
-        self.client = Client::new(&self.config.server, Duration::from_secs(60))
-            .with_token(self.store.setting(K_TOKEN)?);
+        self.client = Self::client_for(&self.store, &self.config.server)?;
         Ok(())
+    }
+
+    /// The client for `server` with the kept token and CA certificates.
+    fn client_for(store: &SqliteStore, server: &str) -> Result<Client, DeviceError> {
+        let ca = match store.setting(K_CA_CERT)? {
+            Some(pem) => Some(
+                ca_certificates(pem.as_bytes())
+                    .map_err(|e| DeviceError::Invalid(format!("kept CA certificate: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Client::trusting(server, Duration::from_secs(60), ca).with_token(store.setting(K_TOKEN)?))
     }
 
     /// The device directory.
