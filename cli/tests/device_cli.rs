@@ -101,3 +101,47 @@ fn two_surveyors_record_offline_and_sync_with_the_binary() {
     assert!(err.contains("gave up after 2 attempts"), "{err}");
     assert!(ok(&a, &["status"]).contains("1 change(s) waiting for upload"));
 }
+
+/// The device token is kept in the device's database: its files are the
+/// owner's only, from `init` on, and an older folder is fixed when opened.
+#[cfg(unix)]
+#[test]
+fn the_device_database_holding_the_token_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = tempfile::tempdir().unwrap();
+    let db_path = db.path().join("s.sqlite");
+    let server =
+        server::start(server::Config::new(&db_path, "127.0.0.1:0".parse().unwrap())).expect("server starts");
+    let out = Command::new(env!("CARGO_BIN_EXE_thonsync"))
+        .args(["devices", "add", "--name", "Chị Lan", "--commune", "nhu-co", "--format", "json", "--db"])
+        .arg(&db_path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run thonsync");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tablet");
+    ok(&dir, &["init", "--server", &server.url(), "--code", added["code"].as_str().unwrap()]);
+
+    let modes = || -> Vec<(String, u32)> {
+        ["device.sqlite", "device.sqlite-wal", "device.sqlite-shm"]
+            .iter()
+            .filter_map(|f| {
+                let meta = std::fs::metadata(dir.join(f)).ok()?;
+                Some((f.to_string(), meta.permissions().mode() & 0o777))
+            })
+            .collect()
+    };
+    let after_init = modes();
+    assert!(after_init.iter().any(|(f, _)| f == "device.sqlite"), "{after_init:?}");
+    assert!(after_init.iter().all(|(_, m)| *m == 0o600), "after init: {after_init:?}");
+
+    // A folder made before the fix: everyone may read its files.
+    for (f, _) in &after_init {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    ok(&dir, &["status"]);
+    let after_open = modes();
+    assert!(after_open.iter().all(|(_, m)| *m == 0o600), "after open: {after_open:?}");
+}

@@ -339,6 +339,40 @@ pub async fn require_admin(State(state): State<AppState>, mut req: Request, next
 
 pub use sync_core::wire::{EnrollRequest, EnrollResponse};
 
+/// Throttles `POST /v1/enroll` per client address and in total (see
+/// [`crate::throttle`]): over the limit, 429 `too_many_requests` with
+/// `Retry-After`, before the body is read. A successful enrollment gives
+/// its attempt back, so only failures add up. Without the peer address
+/// (the router mounted on a listener that does not hand in `ConnectInfo`)
+/// every client shares one address bucket.
+pub async fn throttle_enroll(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let key = crate::throttle::address_key(ip);
+    let throttle = &state.shared.enroll_throttle;
+    let taken = throttle.lock().expect("throttle").take(&key, std::time::Instant::now());
+    if let Err(wait) = taken {
+        let secs = crate::throttle::retry_after_secs(wait);
+        tracing::warn!(client = %ip, retry_after = secs, "enrollment attempts throttled");
+        let mut resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!("too many enrollment attempts; try again in {secs} s"),
+        )
+        .into_response();
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        return resp;
+    }
+    let resp = next.run(req).await;
+    if resp.status().is_success() {
+        throttle.lock().expect("throttle").give_back(&key, std::time::Instant::now());
+    }
+    resp
+}
+
 /// `POST /v1/enroll`.
 pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
     let request: EnrollRequest = match serde_json::from_slice(&body) {

@@ -10,10 +10,13 @@
 //! - [`auth`]: device and administrator tokens, enrollment, device management.
 //! - [`devices_api`]: the administrator's device endpoints and the audit log.
 //! - [`wire`]: the JSON bodies, [`error`]: the one error shape.
+//! - [`transport`]: the accept loop (TLS, header deadline, connection cap),
+//!   [`throttle`]: the enrollment throttle.
 //!
 //! Start a server with [`serve`] (the binary) or [`start`] (a server on its
 //! own thread and runtime, for tests and the benchmark), or mount [`app`]
-//! on any listener.
+//! on any listener (without the transport's limits, and with every client
+//! in one enrollment bucket unless the listener hands in `ConnectInfo`).
 
 pub mod admin;
 pub mod auth;
@@ -22,6 +25,8 @@ pub mod error;
 pub mod registry_api;
 pub mod state;
 pub mod sync_api;
+pub mod throttle;
+pub mod transport;
 pub mod wire;
 pub mod writer;
 
@@ -46,6 +51,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::state::{DocCache, Limits, ReaderPool, Shared};
+pub use crate::transport::{TlsConfig, TlsError};
 use crate::writer::{Writer, WriterThread};
 
 /// Why the server could not start.
@@ -79,8 +85,10 @@ pub struct Config {
     pub db: PathBuf,
     /// The address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Limits enforced on requests and memory.
+    /// Limits enforced on connections, requests and memory.
     pub limits: Limits,
+    /// Serve HTTPS with this certificate and key; `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
     /// A document id whose handling panics on purpose, so tests can prove a
     /// panic is contained; `None` (always, in the binary) disables it.
     #[doc(hidden)]
@@ -90,7 +98,7 @@ pub struct Config {
 impl Config {
     /// Defaults for a database file and address.
     pub fn new(db: impl Into<PathBuf>, listen: SocketAddr) -> Self {
-        Self { db: db.into(), listen, limits: Limits::default(), fault_document: None }
+        Self { db: db.into(), listen, limits: Limits::default(), tls: None, fault_document: None }
     }
 }
 
@@ -140,6 +148,10 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         actor_owners: Mutex::new(Default::default()),
         waiting: Mutex::new(Default::default()),
         fault_document: config.fault_document.clone(),
+        enroll_throttle: Mutex::new(throttle::Throttle::new(
+            config.limits.enroll_per_minute_per_address,
+            config.limits.enroll_per_minute,
+        )),
     };
     Ok((AppState { shared: Arc::new(shared) }, thread))
 }
@@ -273,6 +285,7 @@ pub fn app(state: AppState) -> Router {
     let open = Router::new()
         .route("/v1/enroll", post(auth::enroll_endpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::throttle_enroll))
         .route("/v1/health", get(health));
     open.merge(device)
         .merge(admin)
@@ -296,6 +309,7 @@ fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             let Some(shared) = weak.upgrade() else { break };
             let docs = shared.docs.evict_idle(shared.limits.document_idle);
+            shared.enroll_throttle.lock().expect("throttle").forget_full(std::time::Instant::now());
             // Ending an exchange may write its waiting changes: not on an async thread.
             let exchanges = tokio::task::spawn_blocking(move || shared.expire_exchanges()).await.unwrap_or(0);
             if docs + exchanges > 0 {
@@ -305,7 +319,7 @@ fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Binds, logs `listening on http://ADDR`, and serves until `shutdown`
+/// Binds, logs `listening on http://ADDR` (or `https://`), and serves until `shutdown`
 /// resolves; in-flight requests finish and the writer drains before it returns.
 pub async fn serve(
     config: Config,
@@ -325,20 +339,23 @@ async fn serve_on(
     let addr = listener.local_addr().map_err(StartError::Runtime)?;
     let (state, writer) = open_state(&config)?;
     let sweeper = spawn_sweeper(&state);
-    tracing::info!(db = %config.db.display(), "listening on http://{addr}");
-    let result = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown).await;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(db = %config.db.display(), "listening on {scheme}://{addr}");
+    transport::serve(listener, app(state.clone()), config.tls.clone(), &config.limits, shutdown).await;
     sweeper.abort();
     drop(state);
     // Every request is answered; wait for the writer to finish and close the database.
     writer.join();
     tracing::info!("stopped");
-    result.map_err(StartError::Runtime)
+    Ok(())
 }
 
 /// A server running on its own thread and runtime.
 pub struct ServerHandle {
     /// The address actually bound.
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    tls: bool,
     /// Fires the graceful shutdown.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// The thread running the runtime; joined by [`ServerHandle::stop`].
@@ -346,9 +363,10 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Shuts down gracefully and waits until the database is closed.
@@ -392,6 +410,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         SqliteStore::open(&config.db)
             .map_err(|source| StartError::Store { path: config.db.clone(), source })?,
     );
+    let tls = config.tls.is_some();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("thonsync-server".into())
@@ -401,5 +420,5 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             }))
         })
         .map_err(StartError::Runtime)?;
-    Ok(ServerHandle { addr, stop: Some(tx), thread: Some(thread) })
+    Ok(ServerHandle { addr, tls, stop: Some(tx), thread: Some(thread) })
 }

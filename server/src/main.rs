@@ -7,7 +7,8 @@ use clap::Parser;
 
 /// The Thôn Sync server: field devices sync village surveys with it.
 ///
-/// Example: `thonsync-server --db /var/lib/thonsync/thonsync.sqlite --listen 0.0.0.0:7300`
+/// Example: `thonsync-server --db /var/lib/thonsync/thonsync.sqlite --listen 0.0.0.0:7300
+/// --tls-cert /etc/thonsync/cert.pem --tls-key /etc/thonsync/key.pem`
 #[derive(Debug, Parser)]
 #[command(name = "thonsync-server", version, about)]
 struct Args {
@@ -17,6 +18,14 @@ struct Args {
     /// The address to listen on; port 0 picks a free port.
     #[arg(long, env = "THONSYNC_LISTEN", default_value = "127.0.0.1:7300")]
     listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (the server's certificate
+    /// first); needs --tls-key. Without TLS, tokens and survey data cross
+    /// the network readable by anyone on the path.
+    #[arg(long, env = "THONSYNC_TLS_CERT", requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "THONSYNC_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 async fn shutdown_signal() {
@@ -50,7 +59,13 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    let mut config = server::Config::new(args.db, args.listen);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(server::TlsConfig::from_pem_files(cert, key)?);
+    } else if !args.listen.ip().is_loopback() {
+        tracing::warn!("serving plain HTTP: tokens and survey data travel readable; see --tls-cert");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(server::serve(server::Config::new(args.db, args.listen), shutdown_signal()))?;
+    runtime.block_on(server::serve(config, shutdown_signal()))?;
     Ok(())
 }

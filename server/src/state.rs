@@ -44,6 +44,19 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// What one device's sync messages may cost (see `sync_core::inbound`).
     pub input: InputLimits,
+    /// Request headers not fully received within this time close the
+    /// connection, so a client dripping headers (or holding an idle
+    /// connection, or a TLS handshake) cannot keep a socket.
+    pub header_read_timeout: Duration,
+    /// Connections open at once, at most; more wait in the listen queue
+    /// until one closes, so idle sockets cannot use up file descriptors.
+    pub max_connections: usize,
+    /// Enrollment attempts one client address may make per minute (a
+    /// successful enrollment gives its attempt back); more get 429.
+    pub enroll_per_minute_per_address: u32,
+    /// Enrollment attempts from all addresses together per minute (a
+    /// successful enrollment gives its attempt back); more get 429.
+    pub enroll_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -57,6 +70,10 @@ impl Default for Limits {
             exchange_idle: Duration::from_secs(300),
             body_read_timeout: Duration::from_secs(30),
             input: InputLimits::default(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            enroll_per_minute_per_address: 10,
+            enroll_per_minute: 300,
         }
     }
 }
@@ -242,6 +259,8 @@ pub struct Shared {
     /// A document whose handling panics on purpose: how tests prove that a
     /// panic is contained. Never set by the server binary.
     pub fault_document: Option<String>,
+    /// Enrollment attempts per client address and in total.
+    pub enroll_throttle: Mutex<crate::throttle::Throttle<std::net::IpAddr>>,
 }
 
 impl Shared {

@@ -33,6 +33,9 @@ pub struct TestServer {
     pub raw_token: String,
     /// A document whose handling panics on purpose (see `server::Config`).
     pub fault_document: Option<String>,
+    /// Serve HTTPS with this certificate (see `server::Config`), and the
+    /// certificate's PEM, which [`TestServer::http`] trusts.
+    pub tls: Option<(server::TlsConfig, String)>,
 }
 
 impl TestServer {
@@ -48,6 +51,20 @@ impl TestServer {
 
     /// Starts a server with limits and a fault document (its handling panics).
     pub fn start_configured(limits: server::state::Limits, fault_document: Option<String>) -> Self {
+        Self::start_full(limits, fault_document, None)
+    }
+
+    /// Starts an HTTPS server with the given limits and certificate
+    /// (`cert_pem` is the certificate the server's own calls trust).
+    pub fn start_tls(limits: server::state::Limits, tls: server::TlsConfig, cert_pem: &str) -> Self {
+        Self::start_full(limits, None, Some((tls, cert_pem.to_owned())))
+    }
+
+    fn start_full(
+        limits: server::state::Limits,
+        fault_document: Option<String>,
+        tls: Option<(server::TlsConfig, String)>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = SqliteStore::open(dir.path().join("thonsync.sqlite")).expect("database");
         let admin_token = server::auth::create_admin_token(&mut store, "tests", 0).expect("admin token");
@@ -68,6 +85,7 @@ impl TestServer {
             raw_device: raw.id,
             raw_token,
             fault_document,
+            tls,
         };
         s.restart();
         s
@@ -78,9 +96,10 @@ impl TestServer {
         self.dir.path().join("thonsync.sqlite")
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` with TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr.expect("started"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr.expect("started"))
     }
 
     /// Stops the server gracefully (the database is closed when this returns).
@@ -97,6 +116,7 @@ impl TestServer {
         let mut config = server::Config::new(self.db(), listen);
         config.limits = self.limits.clone();
         config.fault_document = self.fault_document.clone();
+        config.tls = self.tls.as_ref().map(|(t, _)| t.clone());
         let handle = server::start(config).expect("server starts");
         self.addr = Some(handle.addr);
         self.handle = Some(handle);
@@ -111,6 +131,19 @@ impl TestServer {
             .into()
     }
 
+    /// An agent like [`TestServer::agent`] that, with TLS, trusts this server's certificate.
+    pub fn http(&self) -> ureq::Agent {
+        let Some((_, pem)) = &self.tls else { return Self::agent() };
+        let cert = ureq::tls::Certificate::from_pem(pem.as_bytes()).expect("PEM certificate");
+        let roots = ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![cert]));
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+            .build()
+            .into()
+    }
+
     /// `Bearer` with the administrator token.
     pub fn admin_auth(&self) -> String {
         format!("Bearer {}", self.admin_token)
@@ -118,7 +151,8 @@ impl TestServer {
 
     /// GET a JSON document from the admin API (or any endpoint), as the administrator.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        let mut resp = Self::agent()
+        let mut resp = self
+            .http()
             .get(format!("{}{path}", self.url()))
             .header("Authorization", self.admin_auth())
             .call()
@@ -129,7 +163,8 @@ impl TestServer {
 
     /// POST JSON to the admin API as the administrator; the status and the answer.
     pub fn post_admin(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let mut resp = Self::agent()
+        let mut resp = self
+            .http()
             .post(format!("{}{path}", self.url()))
             .header("Authorization", self.admin_auth())
             .send_json(body)
@@ -159,7 +194,8 @@ impl TestServer {
 
     /// The server's current version of a document, through the admin API.
     pub fn document(&self, id: &DocumentId) -> SurveyDocument {
-        let mut resp = Self::agent()
+        let mut resp = self
+            .http()
             .get(format!("{}/v1/admin/documents/{id}", self.url()))
             .header("Authorization", self.admin_auth())
             .call()
@@ -177,7 +213,7 @@ impl TestServer {
     /// Posts raw bytes to the sync endpoint with a device token (or none).
     pub fn post_sync_as(&self, token: Option<&str>, body: &[u8]) -> (u16, serde_json::Value) {
         let mut req =
-            Self::agent().post(format!("{}/v1/sync", self.url())).header("Content-Type", "application/json");
+            self.http().post(format!("{}/v1/sync", self.url())).header("Content-Type", "application/json");
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }

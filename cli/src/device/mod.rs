@@ -14,6 +14,7 @@ pub mod wire;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use sync_core::ids::HouseholdId;
 use sync_core::schema::{FieldKind, Scope};
@@ -67,7 +68,7 @@ pub enum DeviceCommand {
     /// Enroll this device with the one-time code from the administrator
     /// (`thonsync devices add`) and set up its local replica.
     #[command(
-        after_help = "Examples:\n  thonsync device init --server http://192.168.1.10:7300 --code K7PQ-M3XA-92TB --dir ./tablet-07\n  thonsync device init --server http://192.168.1.10:7300 --code K7PQ-M3XA-92TB --commune nhu-co   (a device for several communes)"
+        after_help = "Examples:\n  thonsync device init --server http://192.168.1.10:7300 --code K7PQ-M3XA-92TB --dir ./tablet-07\n  thonsync device init --server http://192.168.1.10:7300 --code K7PQ-M3XA-92TB --commune nhu-co   (a device for several communes)\n  thonsync device init --server https://sync.example.vn:7300 --code K7PQ-M3XA-92TB --ca-cert ./thonsync-ca.pem   (HTTPS with a private CA)"
     )]
     Init {
         /// Server URL.
@@ -82,6 +83,11 @@ pub enum DeviceCommand {
         /// The survey round.
         #[arg(long)]
         round: Option<String>,
+        /// For an `https://` server with a private CA or a self-signed
+        /// certificate: the PEM file of that CA (or certificate), trusted
+        /// instead of the public CAs and kept by the device.
+        #[arg(long, env = "THONSYNC_CA_CERT", value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -159,8 +165,25 @@ pub enum DeviceCommand {
 /// Runs a device command.
 pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DeviceCommand::Init { server, code, commune, round, dir } => {
-            let device = Device::init(&dir.dir, &server, &code, commune.as_deref(), round.as_deref())?;
+        DeviceCommand::Init { server, code, commune, round, ca_cert, dir } => {
+            let ca = match &ca_cert {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read CA certificate {}", path.display()))?;
+                    wire::ca_certificates(pem.as_bytes())
+                        .map_err(|e| anyhow::anyhow!("CA certificate {}: {e}", path.display()))?;
+                    Some(pem)
+                }
+                None => None,
+            };
+            let device = Device::init_trusting(
+                &dir.dir,
+                &server,
+                &code,
+                commune.as_deref(),
+                round.as_deref(),
+                ca.as_deref(),
+            )?;
             println!(
                 "device {} ({}) enrolled, ready in {} for commune {} (round {}); run `thonsync device pull` while online",
                 device.config().device,

@@ -21,7 +21,9 @@ use sync_core::store::{load_survey, SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::{is_structural, Edit, SurveyDocument};
 use sync_core::sync::{ChangeRecord, DocSession, Trust};
 
-use super::wire::{CallError, Client, CommuneDocuments, DocumentMessage, ErrorBody, RoundTrip, SyncRequest};
+use super::wire::{
+    ca_certificates, CallError, Client, CommuneDocuments, DocumentMessage, ErrorBody, RoundTrip, SyncRequest,
+};
 
 /// The peer id a device keeps its sync sessions under.
 pub const SERVER_PEER: &str = "server";
@@ -235,10 +237,48 @@ const K_COMMUNE: &str = "device.commune";
 const K_ROUND: &str = "device.round";
 const K_NAME: &str = "device.name";
 const K_TOKEN: &str = "device.token";
+const K_CA_CERT: &str = "device.ca_cert";
 const K_DOCUMENTS: &str = "device.documents";
 const K_LAST_SYNC: &str = "device.last_sync";
 const K_REFUSED: &str = "device.refused.";
 const K_RESET: &str = "device.reset.";
+
+/// The database file and the companions SQLite keeps next to it in WAL mode.
+fn database_files(dir: &Path) -> [PathBuf; 3] {
+    [dir.join(DB_FILE), dir.join(format!("{DB_FILE}-wal")), dir.join(format!("{DB_FILE}-shm"))]
+}
+
+/// Creates the (empty) database file readable and writable by its owner
+/// only, before SQLite opens it: the device token is kept in it, and SQLite
+/// gives its `-wal` and `-shm` files the mode of the database file.
+fn create_owner_only(path: &Path) -> Result<(), DeviceError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop).map_err(|e| DeviceError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Makes the device's database files that exist owner-only (mode 0600) on
+/// Unix, whatever mode they were made with; elsewhere it does nothing.
+fn restrict_to_owner(dir: &Path) -> Result<(), DeviceError> {
+    #[cfg(unix)]
+    for path in database_files(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match std::fs::metadata(&path) {
+            Ok(m) => m.permissions().mode() & 0o777,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(DeviceError::Invalid(format!("{}: {e}", path.display()))),
+        };
+        if mode != 0o600 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| DeviceError::Invalid(format!("{}: {e}", path.display())))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = database_files(dir);
+    Ok(())
+}
 
 impl Device {
     /// Sets up a new device in `dir`: exchanges the administrator's one-time
@@ -252,6 +292,27 @@ impl Device {
         commune: Option<&str>,
         round: Option<&str>,
     ) -> Result<Self, DeviceError> {
+        Self::init_trusting(dir, server, code, commune, round, None)
+    }
+
+    /// [`Device::init`] for an `https://` server whose certificate is issued
+    /// by a private CA (or self-signed): `ca_pem` holds that CA's PEM
+    /// certificate(s), trusted instead of the public CAs. The device keeps
+    /// them, so every later call trusts the same.
+    pub fn init_trusting(
+        dir: &Path,
+        server: &str,
+        code: &str,
+        commune: Option<&str>,
+        round: Option<&str>,
+        ca_pem: Option<&str>,
+    ) -> Result<Self, DeviceError> {
+        let ca = ca_pem
+            .map(|pem| {
+                ca_certificates(pem.as_bytes())
+                    .map_err(|e| DeviceError::Invalid(format!("CA certificate: {e}")))
+            })
+            .transpose()?;
         let code = sync_core::access::parse_enrollment_code(code)
             .map_err(|e| DeviceError::Invalid(e.to_string()))?;
         let round =
@@ -262,15 +323,18 @@ impl Device {
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| DeviceError::Invalid(format!("{}: {e}", dir.display())))?;
+        create_owner_only(&dir.join(DB_FILE))?;
         let mut store = SqliteStore::open(dir.join(DB_FILE))?;
+        restrict_to_owner(dir)?;
         if store.setting(K_ID)?.is_some() {
             return Err(DeviceError::AlreadyInitialised(dir.to_owned()));
         }
         let server = server.trim_end_matches('/');
-        let enrolled = Client::new(server, Duration::from_secs(60)).enroll(&code).map_err(|e| match e {
-            CallError::Server { body, .. } => DeviceError::Enroll(body.to_string()),
-            other => DeviceError::Enroll(other.to_string()),
-        })?;
+        let enrolled =
+            Client::trusting(server, Duration::from_secs(60), ca).enroll(&code).map_err(|e| match e {
+                CallError::Server { body, .. } => DeviceError::Enroll(body.to_string()),
+                other => DeviceError::Enroll(other.to_string()),
+            })?;
         let commune = match commune {
             Some(c) if enrolled.communes.iter().any(|m| m == c) => c.to_owned(),
             Some(c) => {
@@ -294,6 +358,9 @@ impl Device {
             store.put_setting(K_NAME, &enrolled.name)?;
         }
         store.put_setting(K_TOKEN, &enrolled.token)?;
+        if let Some(pem) = ca_pem {
+            store.put_setting(K_CA_CERT, pem)?;
+        }
         store.put_setting(K_ACTOR, &new_actor(id.as_str()).to_hex_string())?;
         store.put_setting(K_ID, id.as_str())?;
         drop(store);
@@ -306,7 +373,10 @@ impl Device {
         if !path.exists() {
             return Err(DeviceError::NotInitialised(dir.to_owned()));
         }
+        // Folders made before the files were owner-only are fixed here.
+        restrict_to_owner(dir)?;
         let mut store = SqliteStore::open(&path)?;
+        restrict_to_owner(dir)?;
         let get = |k: &str| -> Result<String, DeviceError> {
             store.setting(k)?.ok_or_else(|| DeviceError::NotInitialised(dir.to_owned()))
         };
@@ -327,7 +397,7 @@ impl Device {
             config.actor = new_actor(config.device.as_str());
             store.put_setting(K_ACTOR, &config.actor.to_hex_string())?;
         }
-        let client = Client::new(&config.server, Duration::from_secs(60)).with_token(store.setting(K_TOKEN)?);
+        let client = Self::client_for(&store, &config.server)?;
         Ok(Self { dir: dir.to_owned(), store, config, docs: BTreeMap::new(), client })
     }
 
@@ -335,9 +405,20 @@ impl Device {
     pub fn set_server(&mut self, server: &str) -> Result<(), DeviceError> {
         self.store.put_setting(K_SERVER, server.trim_end_matches('/'))?;
         self.config.server = server.trim_end_matches('/').to_owned();
-        self.client = Client::new(&self.config.server, Duration::from_secs(60))
-            .with_token(self.store.setting(K_TOKEN)?);
+        self.client = Self::client_for(&self.store, &self.config.server)?;
         Ok(())
+    }
+
+    /// The client for `server` with the kept token and CA certificates.
+    fn client_for(store: &SqliteStore, server: &str) -> Result<Client, DeviceError> {
+        let ca = match store.setting(K_CA_CERT)? {
+            Some(pem) => Some(
+                ca_certificates(pem.as_bytes())
+                    .map_err(|e| DeviceError::Invalid(format!("kept CA certificate: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Client::trusting(server, Duration::from_secs(60), ca).with_token(store.setting(K_TOKEN)?))
     }
 
     /// The device directory.

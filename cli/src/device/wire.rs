@@ -55,7 +55,7 @@ pub const APP_VERSION: &str = concat!("thonsync-cli/", env!("CARGO_PKG_VERSION")
 /// The blocking HTTP client of a device.
 #[derive(Clone)]
 pub struct Client {
-    /// `http://host:port`, no trailing slash.
+    /// `http://host:port` or `https://host:port`, no trailing slash.
     base: String,
     /// Keeps connections alive between rounds.
     agent: ureq::Agent,
@@ -66,12 +66,41 @@ pub struct Client {
 /// Largest response body read.
 const MAX_RESPONSE: u64 = 64 * 1024 * 1024;
 
+/// The certificates of a PEM file (a private CA, or a self-signed server
+/// certificate), to trust instead of the public CAs.
+pub fn ca_certificates(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item.map_err(|e| format!("not PEM: {e}"))? {
+            ureq::tls::PemItem::Certificate(c) => certs.push(c),
+            _ => continue,
+        }
+    }
+    if certs.is_empty() {
+        return Err("no `BEGIN CERTIFICATE` section".into());
+    }
+    Ok(certs)
+}
+
 impl Client {
-    /// A client for a server URL.
+    /// A client for a server URL (`https://` servers must have a certificate
+    /// from a public CA).
     pub fn new(base: &str, timeout: Duration) -> Self {
+        Self::trusting(base, timeout, None)
+    }
+
+    /// A client for a server URL that trusts, for `https://`, only the
+    /// certificates in `ca` (see [`ca_certificates`]), or the public CAs
+    /// when `ca` is `None`.
+    pub fn trusting(base: &str, timeout: Duration, ca: Option<Vec<ureq::tls::Certificate<'static>>>) -> Self {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(certs) = ca {
+            tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)));
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            .tls_config(tls.build())
             .build()
             .into();
         Self { base: base.trim_end_matches('/').to_owned(), agent, token: None }
