@@ -150,8 +150,16 @@ pub enum AdminCommand {
         "thonsync show nhu-co --format json               (the commune's own facts)",
     ))]
     Show(survey::ShowArgs),
-    /// Who changed what and when, change by change, with old → new values.
-    #[command(after_help = help!("thonsync history nhu-co-03", "thonsync history nhu-co-03 --household hh-004 --utc"))]
+    /// Who changed what and when, change by change, with old → new values, the device's time and
+    /// the time the server received it. A device time marked ⚠ cannot be right (a phone clock
+    /// before 2020, or more than a day after the server received the change): the change is kept,
+    /// and ordered (and counted by `show --at`) at the time the server received it.
+    #[command(after_help = help!(
+        "thonsync history nhu-co-03",
+        "thonsync history nhu-co-03 --household hh-004 --utc",
+        "thonsync history nhu-co-03 --suspect-clocks           (only changes from phones with a wrong clock)",
+        "thonsync history nhu-co-03 --received-since 2024-03-05 --received-until '2024-03-06 12:00'",
+    ))]
     History(history::HistoryArgs),
     /// Every field with concurrent values: the candidates, who wrote each and when.
     #[command(after_help = help!("thonsync conflicts", "thonsync conflicts --commune nhu-co --format json"))]
