@@ -37,6 +37,7 @@ mod quality;
 mod refused;
 mod registry;
 mod report;
+mod rounds;
 mod source;
 mod status;
 mod survey;
@@ -194,6 +195,9 @@ pub enum AdminCommand {
     /// The places: provinces, districts, communes, villages.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// The survey rounds devices may create documents for: list, open.
+    #[command(subcommand)]
+    Rounds(rounds::RoundsCommand),
     /// Field devices: add (one-time enrollment code), list, revoke, rotate.
     #[command(subcommand)]
     Devices(devices::DevicesCommand),
@@ -229,6 +233,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => a.common.lang,
         AdminCommand::Registry(r) => r.common().lang,
         AdminCommand::Demo(a) => a.lang,
+        AdminCommand::Rounds(c) => c.common().lang,
         AdminCommand::Devices(c) => c.common().lang,
         AdminCommand::Audit(a) => a.common.lang,
         AdminCommand::Admin(_) => None,
@@ -247,6 +252,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => export::run(a, lang),
         AdminCommand::Registry(r) => registry::run(r, lang),
         AdminCommand::Demo(a) => demo::run(a, lang),
+        AdminCommand::Rounds(c) => rounds::run(c, lang),
         AdminCommand::Devices(c) => devices::run(c, lang),
         AdminCommand::Audit(a) => devices::audit(a, lang),
         AdminCommand::Admin(c) => devices::admin(c),
