@@ -6,6 +6,7 @@
 //! - [`writer`]: the single SQLite writer with group commit.
 //! - [`sync_api`]: `POST /v1/sync`, one round of a device's exchange.
 //! - [`registry_api`]: which documents a commune holds.
+//! - [`rounds`]: the survey rounds documents may be created for.
 //! - [`admin`]: the administrator API under `/v1/admin/`.
 //! - [`auth`]: device and administrator tokens, enrollment, device management.
 //! - [`devices_api`]: the administrator's device endpoints and the audit log.
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod devices_api;
 pub mod error;
 pub mod registry_api;
+pub mod rounds;
 pub mod state;
 pub mod sync_api;
 pub mod throttle;
@@ -110,7 +112,8 @@ pub struct AppState {
 }
 
 /// Opens the store, loads the registry (the bundled Bắc Kạn sample into an
-/// empty store) and the administrator actor, and starts the writer.
+/// empty store), the known survey rounds and the administrator actor, and
+/// starts the writer.
 pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartError> {
     let store_err = |source| StartError::Store { path: config.db.clone(), source };
     let mut store = SqliteStore::open(&config.db).map_err(store_err)?;
@@ -123,6 +126,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
     }
     let registry =
         Registry::new(places).map_err(|e| store_err(StoreError::Corrupt(format!("stored registry: {e}"))))?;
+    let rounds = rounds::known_rounds(&store).map_err(store_err)?;
     let admin_actor = match store.setting("admin_actor").map_err(store_err)? {
         Some(hex) => ActorId::try_from(hex.as_str())
             .map_err(|e| store_err(StoreError::Corrupt(format!("admin_actor {hex:?}: {e}"))))?,
@@ -142,6 +146,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         docs: DocCache::new(config.limits.max_cached_documents),
         exchanges: Mutex::new(Default::default()),
         registry: RwLock::new(registry),
+        rounds: RwLock::new(rounds),
         admin_actor,
         limits: config.limits.clone(),
         seen: Mutex::new(Default::default()),
@@ -272,6 +277,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/audit", get(devices_api::audit))
         .route("/v1/admin/actors", get(devices_api::actors))
         .route("/v1/admin/registry", get(admin::get_registry).put(admin::put_registry))
+        .route("/v1/admin/rounds", get(rounds::list).post(rounds::open))
         .route("/v1/admin/documents", get(admin::list_documents))
         .route("/v1/admin/documents/{id}", get(admin::get_document))
         .route("/v1/admin/documents/{id}/edits", post(admin::post_edits))

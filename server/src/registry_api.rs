@@ -1,5 +1,6 @@
 //! `GET /v1/registry/communes` and `GET /v1/registry/communes/{commune}`:
-//! how a device learns which documents its commune holds.
+//! how a device learns which documents its commune holds (in a round the
+//! server knows; another round is 404 `unknown_round`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -49,6 +50,22 @@ pub async fn commune_documents(
     let place = registry.get(&commune).filter(|p| p.kind == PlaceKind::Commune).ok_or_else(|| {
         ApiError::not_found("unknown_commune", format!("{commune:?} is not a commune in the registry"))
     })?;
+    {
+        let rounds = state.shared.rounds.read().unwrap_or_else(|p| p.into_inner());
+        if !rounds.contains(&round) {
+            let known: Vec<String> = rounds.iter().map(ToString::to_string).collect();
+            let mut err = ApiError::not_found(
+                "unknown_round",
+                format!(
+                    "survey round {round:?} is not open on this server (open: {}); ask the administrator \
+                     (`thonsync rounds open {round}`)",
+                    known.join(", ")
+                ),
+            );
+            err.body.field = Some("round".into());
+            return Err(err);
+        }
+    }
     let documents = registry
         .documents_for_commune(&commune, &round)
         .into_iter()

@@ -1,5 +1,5 @@
 //! What the server holds between requests: its configuration and limits,
-//! the registry, a pool of read connections, the writer, the bounded cache
+//! the registry and the known survey rounds, a pool of read connections, the writer, the bounded cache
 //! of loaded documents, and the exchanges in progress.
 //!
 //! **Invariant: memory holds only durable document state between requests.**
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::automerge::{ActorId, ReadDoc};
-use sync_core::ids::{DocumentId, DocumentKind, PeerId};
+use sync_core::ids::{DocumentId, DocumentKind, PeerId, Round};
 use sync_core::registry::{PlaceKind, Registry};
 use sync_core::store::{NewRefusedUpload, WriteBatch};
 use sync_core::store::{SqliteStore, Store, StoreError};
@@ -246,6 +246,9 @@ pub struct Shared {
     pub exchanges: Mutex<HashMap<ExchangeKey, Arc<Mutex<ExchangeState>>>>,
     /// Places, replaced as a whole by the admin API.
     pub registry: RwLock<Registry>,
+    /// The survey rounds documents may be created for (setting `rounds`),
+    /// opened by the admin API; they only grow.
+    pub rounds: RwLock<BTreeSet<Round>>,
     /// The actor of the server's own (administrator) changes, persisted as setting `admin_actor`.
     pub admin_actor: ActorId,
     /// When each device's `last_seen` (and app version) was last written,
@@ -409,14 +412,15 @@ impl Shared {
     }
 
     /// Whether a document may be created on this server: its place is in the
-    /// registry with the matching kind.
+    /// registry with the matching kind, and its round is a known one.
     pub fn in_registry(&self, id: &DocumentId) -> bool {
-        let registry = self.registry.read().expect("registry");
         let want = match id.kind {
             DocumentKind::Village => PlaceKind::Village,
             DocumentKind::Commune => PlaceKind::Commune,
         };
-        registry.get(id.place.as_str()).map(|p| p.kind) == Some(want)
+        let place_known =
+            self.registry.read().expect("registry").get(id.place.as_str()).map(|p| p.kind) == Some(want);
+        place_known && self.rounds.read().unwrap_or_else(|p| p.into_inner()).contains(&id.round)
     }
 
     /// Folds a document's change rows into one snapshot, so the next load

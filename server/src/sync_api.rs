@@ -350,7 +350,14 @@ fn handle(
             refusals += 1;
             let body = ErrorBody::new(
                 &refusal_code_name(RefusalCode::UnknownDocument),
-                format!("{id} is not in this server's registry; ask GET /v1/registry/communes/<commune> for the documents to sync"),
+                if shared.rounds.read().unwrap_or_else(|p| p.into_inner()).contains(&id.round) {
+                    format!("{id} is not in this server's registry; ask GET /v1/registry/communes/<commune> for the documents to sync")
+                } else {
+                    format!(
+                        "survey round {} is not open on this server, so {id} cannot be created; an administrator opens it with `thonsync rounds open {}`",
+                        id.round, id.round
+                    )
+                },
             )
             .with_document(&id);
             refuse(&mut batch, &mut replies, &id, RefusalCode::UnknownDocument, body, bytes);

@@ -5,6 +5,13 @@
 //! Old values are read at the change's own dependencies (`get_at` at
 //! `change.deps()`), so an entry says what its author saw when writing,
 //! not what happened to be stored by some other replica at that time.
+//!
+//! **Device clocks are not trusted blindly.** A change carries the time its
+//! author's clock showed, and field phones have wrong clocks (a year of 2100,
+//! a reset to 1970). Every change is kept whatever its stamp; where time
+//! matters (history order, the heads at a time) the *effective time* is used:
+//! the author's stamp when it is plausible, else the time this replica
+//! received the change ([`effective_time`], the one definition of it).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -13,7 +20,58 @@ use automerge::{Change, ChangeHash, ObjId, Prop, ReadDoc, ROOT};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::DocumentId;
-use crate::survey::{genesis_change, FieldValue, SurveyDocument};
+use crate::store::ChangeMeta;
+use crate::survey::{genesis_change, is_structural, FieldValue, SurveyDocument};
+
+/// The earliest author's stamp taken at face value: 2020-01-01 00:00 UTC,
+/// before any survey of this program. An earlier stamp is a clock that was
+/// reset or never set.
+pub const CLOCK_FLOOR_MS: i64 = 1_577_836_800_000;
+
+/// How far after its receipt an author's stamp may lie and still be taken at
+/// face value: one day (time zones and a clock a few hours fast are honest).
+pub const CLOCK_TOLERANCE_MS: i64 = 86_400_000;
+
+/// Whether an author's stamp cannot be right: before [`CLOCK_FLOOR_MS`], or
+/// more than [`CLOCK_TOLERANCE_MS`] after `received_at` (when this replica
+/// stored the change; `None` when unknown, then only the floor applies).
+///
+/// Genesis changes are stamped 0 on purpose; callers leave them out.
+pub fn clock_suspect(stamp: i64, received_at: Option<i64>) -> bool {
+    stamp < CLOCK_FLOOR_MS || received_at.is_some_and(|r| stamp > r.saturating_add(CLOCK_TOLERANCE_MS))
+}
+
+/// A change's effective time, ms since 1970: the author's stamp when it is
+/// plausible ([`clock_suspect`] is false), else the time this replica
+/// received it. Without a receipt time the stamp is all there is.
+pub fn effective_time(stamp: i64, received_at: Option<i64>) -> i64 {
+    match received_at {
+        Some(r) if clock_suspect(stamp, Some(r)) => r,
+        _ => stamp,
+    }
+}
+
+/// When this replica stored each change of a document (`stored_at` of
+/// [`ChangeMeta`]), by change hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipts(HashMap<String, i64>);
+
+impl Receipts {
+    /// From the stored change metadata (of one document or of all).
+    pub fn from_meta<'a>(meta: impl IntoIterator<Item = &'a ChangeMeta>) -> Self {
+        Self(meta.into_iter().map(|m| (m.hash.clone(), m.stored_at)).collect())
+    }
+
+    /// When the change with this hash was stored, if known.
+    pub fn get(&self, hash: &ChangeHash) -> Option<i64> {
+        self.0.get(&hash.to_string()).copied()
+    }
+
+    /// Records when a change was stored.
+    pub fn insert(&mut self, hash: ChangeHash, stored_at: i64) {
+        self.0.insert(hash.to_string(), stored_at);
+    }
+}
 
 /// Why a list of change hashes does not name heads of a document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,8 +137,13 @@ pub struct HistoryEntry {
     pub actor: String,
     /// Its sequence number for that actor.
     pub seq: u64,
-    /// The time its author stamped on it, ms since 1970 (0 for genesis changes).
+    /// The time its author's clock showed, ms since 1970 (0 for genesis changes).
     pub time: i64,
+    /// When this replica stored it, ms since 1970, if known.
+    pub received_at: Option<i64>,
+    /// Whether the author's clock cannot be right (see [`clock_suspect`]);
+    /// never for genesis changes.
+    pub clock_suspect: bool,
     /// Whether this is a deterministic genesis change (document or household creation).
     pub genesis: bool,
     /// The hashes it depends on, hex.
@@ -90,6 +153,16 @@ pub struct HistoryEntry {
 }
 
 impl HistoryEntry {
+    /// The time the change counts at: the author's stamp, or the receipt
+    /// time when the stamp is suspect ([`effective_time`]).
+    pub fn effective_time(&self) -> i64 {
+        if self.genesis {
+            self.time
+        } else {
+            effective_time(self.time, self.received_at)
+        }
+    }
+
     /// Whether the change touched `household`.
     pub fn touches_household(&self, household: &str) -> bool {
         self.fields.iter().any(|f| f.household.as_deref() == Some(household))
@@ -130,7 +203,7 @@ fn value_at(doc: &automerge::Automerge, obj: &ObjId, key: &str, heads: &[ChangeH
     }
 }
 
-fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash) -> HistoryEntry {
+fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash, received: &Receipts) -> HistoryEntry {
     let am = doc.automerge();
     let deps = change.deps().to_vec();
     let mut objects: HashMap<String, Option<(ObjId, Record)>> = HashMap::new();
@@ -195,31 +268,36 @@ fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash) -> HistoryE
             && change.timestamp() == 0
             && fields.iter().all(|f| f.action == Action::Created)
             && !fields.is_empty());
+    let received_at = received.get(&hash);
     HistoryEntry {
         change: hash.to_string(),
         actor: change.actor_id().to_hex_string(),
         seq: change.seq(),
         time: change.timestamp(),
+        received_at,
+        clock_suspect: !is_genesis && clock_suspect(change.timestamp(), received_at),
         genesis: is_genesis,
         deps: deps.iter().map(ToString::to_string).collect(),
         fields,
     }
 }
 
-/// Every change of the document in causal order (a change after all it depends on).
-pub fn history(doc: &SurveyDocument) -> Vec<HistoryEntry> {
+/// Every change of the document in causal order (a change after all it
+/// depends on), with when this replica received it (`received`).
+pub fn history(doc: &SurveyDocument, received: &Receipts) -> Vec<HistoryEntry> {
     let genesis = genesis_change(doc.id()).hash();
-    doc.automerge().get_changes(&[]).iter().map(|c| entry(doc, c, genesis)).collect()
+    doc.automerge().get_changes(&[]).iter().map(|c| entry(doc, c, genesis, received)).collect()
 }
 
-/// The heads of the document as it was at `time_ms`: the changes stamped at
-/// or before that time, with everything they depend on.
+/// The heads of the document as it was at `time_ms`: the changes whose
+/// [`effective_time`] is at or before that time, with everything they depend on.
 ///
-/// A change stamped later that an included change depends on (a device whose
-/// clock ran slow) is included too, since no replica could have had one
-/// without the other. Genesis changes (stamped at 0) come in with the first
-/// change that needs them.
-pub fn heads_at(doc: &SurveyDocument, time_ms: i64) -> Vec<ChangeHash> {
+/// A change with a later time that an included change depends on (a device
+/// whose clock ran slow) is included too, since no replica could have had
+/// one without the other. Genesis changes (stamped at 0) come in with the
+/// first change that needs them. A change stamped in 2100 counts from when
+/// it was received, and one stamped in 1960 not before then either.
+pub fn heads_at(doc: &SurveyDocument, time_ms: i64, received: &Receipts) -> Vec<ChangeHash> {
     let changes = doc.automerge().get_changes(&[]);
     let by_hash: HashMap<ChangeHash, &Change> = changes.iter().map(|c| (c.hash(), c)).collect();
     let mut included: BTreeSet<ChangeHash> = BTreeSet::new();
@@ -228,7 +306,11 @@ pub fn heads_at(doc: &SurveyDocument, time_ms: i64) -> Vec<ChangeHash> {
     let genesis = genesis_change(doc.id()).hash();
     let mut stack: Vec<ChangeHash> = changes
         .iter()
-        .filter(|c| c.hash() == genesis || (c.timestamp() != 0 && c.timestamp() <= time_ms))
+        .filter(|c| {
+            c.hash() == genesis
+                || (!is_structural(doc.id(), c)
+                    && effective_time(c.timestamp(), received.get(&c.hash())) <= time_ms)
+        })
         .map(|c| c.hash())
         .collect();
     while let Some(h) = stack.pop() {
@@ -297,7 +379,7 @@ mod tests {
         )
         .unwrap();
         doc.apply(&[Edit::increment(Target::Facts, "security_cameras", 2)], 3_000).unwrap();
-        let h = history(&doc);
+        let h = history(&doc, &Receipts::default());
         // Document genesis, household genesis, then the three edits.
         assert_eq!(h.len(), 5);
         assert!(h[0].genesis && h[1].genesis);
@@ -335,7 +417,7 @@ mod tests {
         a.apply(&[Edit::set(hh("hh-1"), "adults", FieldValue::Int(3))], 2_000).unwrap();
         b.apply(&[Edit::set(hh("hh-1"), "adults", FieldValue::Int(4))], 2_500).unwrap();
         a.automerge_mut().merge(b.automerge_mut()).unwrap();
-        let h = history(&a);
+        let h = history(&a, &Receipts::default());
         let concurrent: Vec<_> = h.iter().filter(|e| e.time >= 2_000).collect();
         assert_eq!(concurrent.len(), 2);
         for e in concurrent {
@@ -350,17 +432,18 @@ mod tests {
         doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(5))], 1_000).unwrap();
         doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(7))], 2_000).unwrap();
         doc.apply(&[Edit::set(hh("hh-2"), "members", FieldValue::Int(3))], 3_000).unwrap();
+        let none = Receipts::default();
         let members = |heads: &[ChangeHash]| match doc.snapshot(Some(heads)) {
             Survey::Village(v) => {
                 v.households.iter().map(|(k, h)| (k.clone(), h.members)).collect::<Vec<_>>()
             }
             Survey::Commune(_) => unreachable!(),
         };
-        assert_eq!(members(&heads_at(&doc, 1_500)), vec![("hh-1".to_owned(), Some(5))]);
-        assert_eq!(members(&heads_at(&doc, 2_000)), vec![("hh-1".to_owned(), Some(7))]);
-        assert_eq!(members(&heads_at(&doc, 9_000)).len(), 2);
-        assert_eq!(heads_at(&doc, 9_000), doc.heads());
-        assert!(members(&heads_at(&doc, 500)).is_empty());
+        assert_eq!(members(&heads_at(&doc, 1_500, &none)), vec![("hh-1".to_owned(), Some(5))]);
+        assert_eq!(members(&heads_at(&doc, 2_000, &none)), vec![("hh-1".to_owned(), Some(7))]);
+        assert_eq!(members(&heads_at(&doc, 9_000, &none)).len(), 2);
+        assert_eq!(heads_at(&doc, 9_000, &none), doc.heads());
+        assert!(members(&heads_at(&doc, 500, &none)).is_empty());
     }
 
     #[test]
@@ -374,5 +457,88 @@ mod tests {
         assert!(matches!(resolve_heads(&doc, &["ab"]), Err(HistoryError::NotAHash(_))));
         let missing = if full.starts_with("0000") { "1111" } else { "0000" };
         assert!(matches!(resolve_heads(&doc, &[missing]), Err(HistoryError::Unknown { .. })));
+    }
+
+    /// 2024-03-05 07:30 UTC, a plausible fieldwork time.
+    const MARCH: i64 = 1_709_623_800_000;
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn a_plausible_stamp_is_the_effective_time() {
+        let received = Some(MARCH + 5 * HOUR);
+        assert!(!clock_suspect(MARCH, received));
+        assert_eq!(effective_time(MARCH, received), MARCH);
+        // Synced weeks later: the stamp is still the time of the work.
+        assert_eq!(effective_time(MARCH, Some(MARCH + 30 * 24 * HOUR)), MARCH);
+        // A clock some hours fast (or in another zone) is honest.
+        assert_eq!(effective_time(MARCH + 20 * HOUR, Some(MARCH)), MARCH + 20 * HOUR);
+        assert_eq!(effective_time(MARCH + CLOCK_TOLERANCE_MS, Some(MARCH)), MARCH + CLOCK_TOLERANCE_MS);
+        assert_eq!(effective_time(CLOCK_FLOOR_MS, Some(MARCH)), CLOCK_FLOOR_MS);
+    }
+
+    #[test]
+    fn an_implausible_stamp_gives_way_to_the_receipt_time() {
+        let received = MARCH;
+        // 2100-01-01, 1960-01-01, 1970-01-01, 2019-12-31 23:59:59.999, and just over a day ahead.
+        for stamp in
+            [4_102_444_800_000, -315_619_200_000, 0, CLOCK_FLOOR_MS - 1, MARCH + CLOCK_TOLERANCE_MS + 1]
+        {
+            assert!(clock_suspect(stamp, Some(received)), "{stamp}");
+            assert_eq!(effective_time(stamp, Some(received)), received, "{stamp}");
+        }
+        // Without a receipt time only the floor can be judged, and the stamp is all there is.
+        assert!(clock_suspect(0, None));
+        assert!(!clock_suspect(4_102_444_800_000, None));
+        assert_eq!(effective_time(4_102_444_800_000, None), 4_102_444_800_000);
+        // No overflow at the ends of the range.
+        assert!(!clock_suspect(i64::MAX, Some(i64::MAX)));
+        assert_eq!(effective_time(i64::MIN, Some(MARCH)), MARCH);
+    }
+
+    #[test]
+    fn history_flags_wrong_clocks_and_heads_at_use_the_receipt_time() {
+        const YEAR_2100: i64 = 4_102_444_800_000;
+        const YEAR_1960: i64 = -315_619_200_000;
+        let mut doc = SurveyDocument::create(village(), ActorId::from([1; 16]));
+        let honest =
+            doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(5))], MARCH).unwrap().unwrap();
+        let future =
+            doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(6))], YEAR_2100).unwrap().unwrap();
+        let past =
+            doc.apply(&[Edit::set(hh("hh-1"), "adults", FieldValue::Int(2))], YEAR_1960).unwrap().unwrap();
+        // The honest change reached the server an hour after it was made, the others a day later.
+        let mut received = Receipts::default();
+        for c in doc.automerge().get_changes(&[]) {
+            received.insert(c.hash(), MARCH + HOUR);
+        }
+        received.insert(future, MARCH + 24 * HOUR);
+        received.insert(past, MARCH + 24 * HOUR);
+
+        let h = history(&doc, &received);
+        let by_hash = |hash: ChangeHash| h.iter().find(|e| e.change == hash.to_string()).unwrap();
+        assert!(h.iter().filter(|e| e.genesis).all(|e| !e.clock_suspect), "genesis is stamped 0 on purpose");
+        assert!(!by_hash(honest).clock_suspect);
+        assert_eq!(by_hash(honest).effective_time(), MARCH);
+        for odd in [future, past] {
+            let e = by_hash(odd);
+            assert!(e.clock_suspect);
+            assert_eq!(e.received_at, Some(MARCH + 24 * HOUR));
+            assert_eq!(e.effective_time(), MARCH + 24 * HOUR);
+        }
+        assert_eq!(by_hash(future).time, YEAR_2100, "the device's stamp is kept as it came");
+
+        let snapshot = |at: i64| match doc.snapshot(Some(&heads_at(&doc, at, &received))) {
+            Survey::Village(v) => v.households.get("hh-1").map(|h| (h.members, h.adults)),
+            Survey::Commune(_) => unreachable!(),
+        };
+        // Before the wrong clocks' receipt only the honest change counts; the
+        // 1960 stamp does not make its change count since 1960.
+        assert_eq!(snapshot(MARCH + 23 * HOUR), Some((Some(5), None)));
+        assert_eq!(snapshot(MARCH - HOUR), None);
+        // From their receipt on, both count; the 2100 change does not wait for 2100.
+        assert_eq!(snapshot(MARCH + 24 * HOUR), Some((Some(6), Some(2))));
+        assert_eq!(heads_at(&doc, MARCH + 24 * HOUR, &received), doc.heads());
+        // Taken at face value (no receipts), the 1960 change would count before anything else.
+        assert_eq!(heads_at(&doc, YEAR_2100 - 1, &Receipts::default()), doc.heads());
     }
 }

@@ -1,9 +1,10 @@
 //! `thonsync history`: who changed what and when in one village's survey,
-//! change by change, with old → new values.
+//! change by change, with old → new values, the device's time and the
+//! server's receipt time; device clocks that cannot be right are flagged.
 
 use clap::Args;
 use serde::Serialize;
-use sync_core::history::{history, Action, HistoryEntry};
+use sync_core::history::{history, Action, HistoryEntry, Receipts};
 use sync_core::ids::DEFAULT_ROUND;
 
 use super::out::{self, print_json, print_table, table};
@@ -11,7 +12,7 @@ use super::source::{Access, Source};
 use super::survey::load;
 use super::text::Lang;
 use super::time;
-use super::{not_found, Common, ListFormat};
+use super::{not_found, usage, Common, ListFormat};
 
 /// `thonsync history`.
 #[derive(Debug, Args)]
@@ -29,6 +30,17 @@ pub struct HistoryArgs {
     /// Include the deterministic genesis changes that create the document and its households.
     #[arg(long)]
     pub genesis: bool,
+    /// Only changes the server received at or after this time (2024-03-05 = from the start of
+    /// that day, '2024-03-05 14:30'; Vietnam time unless --utc).
+    #[arg(long, value_name = "TIME")]
+    pub received_since: Option<String>,
+    /// Only changes the server received at or before this time (2024-03-05 = to the end of that day).
+    #[arg(long, value_name = "TIME")]
+    pub received_until: Option<String>,
+    /// Only changes whose device clock cannot be right: stamped before 2020, or more than a day
+    /// after the server received them. They are kept, and counted at their receipt time.
+    #[arg(long)]
+    pub suspect_clocks: bool,
     /// Table for people, JSON for scripts.
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
@@ -44,15 +56,36 @@ struct History {
     changes: Vec<HistoryEntry>,
 }
 
+/// Marks a device time that cannot be right.
+const SUSPECT: &str = "⚠";
+
 pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
     let source = Source::open(&args.common, Access::Read)?;
     let registry = source.registry()?;
     let round = out::round(&args.round)?;
+    let utc = args.common.utc;
+    let bound = |flag: &str, raw: &Option<String>, start: bool| -> anyhow::Result<Option<i64>> {
+        let Some(raw) = raw else { return Ok(None) };
+        let parsed = if start { time::parse_start(raw, utc) } else { time::parse(raw, utc) };
+        parsed.map(Some).ok_or_else(|| {
+            usage(format!("{flag} {raw:?} is not a time; give one like 2024-03-05 or '2024-03-05 14:30'"))
+        })
+    };
+    let since = bound("--received-since", &args.received_since, true)?;
+    let until = bound("--received-until", &args.received_until, false)?;
     let doc = load(&source, &registry, &args.village, &round)?;
+    let received = Receipts::from_meta(&source.changes(Some(doc.id()))?);
     let mut changes: Vec<HistoryEntry> =
-        history(&doc).into_iter().filter(|e| args.genesis || !e.genesis).collect();
-    // People read history by time; among equal times the causal order is kept.
-    changes.sort_by_key(|e| e.time);
+        history(&doc, &received).into_iter().filter(|e| args.genesis || !e.genesis).collect();
+    // People read history by time, each change at its effective time (a device
+    // clock that cannot be right counts at the receipt time); among equal
+    // times the causal order is kept.
+    changes.sort_by_key(HistoryEntry::effective_time);
+    changes.retain(|e| {
+        let after = since.into_iter().all(|s| e.received_at.is_some_and(|r| r >= s));
+        let before = until.into_iter().all(|u| e.received_at.is_some_and(|r| r <= u));
+        (!args.suspect_clocks || e.clock_suspect) && after && before
+    });
     if let Some(hh) = &args.household {
         if !doc.household_ids(None).contains(hh) {
             return Err(not_found(format!(
@@ -82,10 +115,10 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
             changes,
         });
     }
-    let utc = args.common.utc;
     out::line(out::title(&registry, &id, lang))?;
     let mut t = table([
-        format!("{} ({})", lang.t("Time", "Thời gian"), time::zone(utc)),
+        format!("{} ({})", lang.t("Device time", "Giờ thiết bị"), time::zone(utc)),
+        format!("{} ({})", lang.t("Received", "Máy chủ nhận"), time::zone(utc)),
         lang.t("Actor", "Tác nhân").to_owned(),
         lang.t("Change", "Thay đổi").to_owned(),
         lang.t("Record", "Bản ghi").to_owned(),
@@ -115,8 +148,14 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
                     format!("{} → {}", out::value(f.old.as_ref(), lang), out::value(f.new.as_ref(), lang))
                 }
             };
+            let device_time = if e.clock_suspect {
+                format!("{} {SUSPECT}", time::format(e.time, utc))
+            } else {
+                time::format(e.time, utc)
+            };
             t.add_row(vec![
-                time::format(e.time, utc),
+                device_time,
+                e.received_at.map(|r| time::format(r, utc)).unwrap_or_else(|| "—".to_owned()),
                 actor.clone(),
                 out::short(&e.change).to_owned(),
                 record,
@@ -126,6 +165,20 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
         }
     }
     print_table(&t)?;
+    let suspect = changes.iter().filter(|e| e.clock_suspect).count();
+    if suspect > 0 {
+        out::line(format!(
+            "{SUSPECT} {suspect} {}",
+            lang.t(
+                "change(s) with a device clock that cannot be right (before 2020, or more than a day after \
+                 the server received the change): kept as sent, ordered and shown (`show --at`) at the \
+                 time the server received them; `--suspect-clocks` lists only them",
+                "thay đổi có giờ thiết bị không thể đúng (trước năm 2020, hoặc muộn hơn lúc máy chủ nhận \
+                 quá một ngày): giữ nguyên như đã gửi, được sắp xếp và hiển thị (`show --at`) theo lúc \
+                 máy chủ nhận; `--suspect-clocks` chỉ liệt kê các thay đổi này"
+            )
+        ))?;
+    }
     out::line(format!(
         "{} {} · `thonsync show {} --at <{}>`",
         changes.len(),

@@ -37,6 +37,7 @@ mod quality;
 mod refused;
 mod registry;
 mod report;
+mod rounds;
 mod source;
 mod status;
 mod survey;
@@ -150,8 +151,16 @@ pub enum AdminCommand {
         "thonsync show nhu-co --format json               (the commune's own facts)",
     ))]
     Show(survey::ShowArgs),
-    /// Who changed what and when, change by change, with old → new values.
-    #[command(after_help = help!("thonsync history nhu-co-03", "thonsync history nhu-co-03 --household hh-004 --utc"))]
+    /// Who changed what and when, change by change, with old → new values, the device's time and
+    /// the time the server received it. A device time marked ⚠ cannot be right (a phone clock
+    /// before 2020, or more than a day after the server received the change): the change is kept,
+    /// and ordered (and counted by `show --at`) at the time the server received it.
+    #[command(after_help = help!(
+        "thonsync history nhu-co-03",
+        "thonsync history nhu-co-03 --household hh-004 --utc",
+        "thonsync history nhu-co-03 --suspect-clocks           (only changes from phones with a wrong clock)",
+        "thonsync history nhu-co-03 --received-since 2024-03-05 --received-until '2024-03-06 12:00'",
+    ))]
     History(history::HistoryArgs),
     /// Every field with concurrent values: the candidates, who wrote each and when.
     #[command(after_help = help!("thonsync conflicts", "thonsync conflicts --commune nhu-co --format json"))]
@@ -186,6 +195,9 @@ pub enum AdminCommand {
     /// The places: provinces, districts, communes, villages.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// The survey rounds devices may create documents for: list, open.
+    #[command(subcommand)]
+    Rounds(rounds::RoundsCommand),
     /// Field devices: add (one-time enrollment code), list, revoke, rotate.
     #[command(subcommand)]
     Devices(devices::DevicesCommand),
@@ -221,6 +233,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => a.common.lang,
         AdminCommand::Registry(r) => r.common().lang,
         AdminCommand::Demo(a) => a.lang,
+        AdminCommand::Rounds(c) => c.common().lang,
         AdminCommand::Devices(c) => c.common().lang,
         AdminCommand::Audit(a) => a.common.lang,
         AdminCommand::Admin(_) => None,
@@ -239,6 +252,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => export::run(a, lang),
         AdminCommand::Registry(r) => registry::run(r, lang),
         AdminCommand::Demo(a) => demo::run(a, lang),
+        AdminCommand::Rounds(c) => rounds::run(c, lang),
         AdminCommand::Devices(c) => devices::run(c, lang),
         AdminCommand::Audit(a) => devices::audit(a, lang),
         AdminCommand::Admin(c) => devices::admin(c),

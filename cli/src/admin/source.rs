@@ -12,7 +12,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::automerge::ActorId;
-use sync_core::ids::DocumentId;
+use sync_core::ids::{DocumentId, Round};
 use sync_core::registry::{Place, Registry};
 use sync_core::store::{load_survey, ChangeMeta, PeerSummary, SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::{Edit, SurveyDocument};
@@ -513,6 +513,32 @@ impl Source {
             Source::Server { .. } => {
                 self.get_json(&format!("/v1/admin/audit?limit={limit}"), "reading the audit log")
             }
+        }
+    }
+
+    /// The survey rounds documents may be created for, sorted.
+    pub fn rounds(&self) -> anyhow::Result<Vec<String>> {
+        match self {
+            Source::Db { path, store } => Ok(server::rounds::known_rounds(store)
+                .map_err(|e| store_error(path, e))?
+                .iter()
+                .map(ToString::to_string)
+                .collect()),
+            Source::Server { .. } => self.get_json("/v1/admin/rounds", "listing survey rounds"),
+        }
+    }
+
+    /// Opens a survey round (written to the audit log when it is new).
+    pub fn open_round(&mut self, round: &Round) -> anyhow::Result<server::rounds::RoundOpened> {
+        match self {
+            Source::Db { path, store } => {
+                server::rounds::open_round(store, round, LOCAL_ADMIN, now()).map_err(|e| store_error(path, e))
+            }
+            Source::Server { .. } => self.post_json(
+                "/v1/admin/rounds",
+                serde_json::json!({ "round": round.as_str() }),
+                "opening a survey round",
+            ),
         }
     }
 

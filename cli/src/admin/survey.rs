@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use clap::Args;
 use serde::Serialize;
 use sync_core::automerge::ChangeHash;
-use sync_core::history::{heads_at, resolve_heads, HistoryError};
+use sync_core::history::{effective_time, heads_at, resolve_heads, HistoryError, Receipts};
 use sync_core::ids::{DocumentId, PlaceId, DEFAULT_ROUND};
 use sync_core::registry::PlaceKind;
 use sync_core::survey::{Survey, SurveyDocument};
@@ -64,9 +64,11 @@ pub fn villages(args: VillagesArgs, lang: Lang) -> anyhow::Result<()> {
             .collect();
     let mut last: BTreeMap<String, i64> = BTreeMap::new();
     for c in source.changes(None)? {
-        if c.time > 0 {
-            let e = last.entry(c.document).or_insert(c.time);
-            *e = (*e).max(c.time);
+        // Genesis changes are stamped 0; a device clock in 2100 counts from its receipt.
+        if c.time != 0 {
+            let at = effective_time(c.time, Some(c.stored_at));
+            let e = last.entry(c.document).or_insert(at);
+            *e = (*e).max(at);
         }
     }
     let communes: Vec<_> = match &args.commune {
@@ -192,10 +194,18 @@ pub(crate) fn load(
     })
 }
 
-/// Reads `--at`: a time, or change hashes.
-pub(crate) fn heads_for(doc: &SurveyDocument, at: &str, utc: bool) -> anyhow::Result<Vec<ChangeHash>> {
+/// Reads `--at`: a time (each change counted from its effective time, so a
+/// device clock in 2100 or 1960 counts from when the server received the
+/// change), or change hashes.
+pub(crate) fn heads_for(
+    source: &Source,
+    doc: &SurveyDocument,
+    at: &str,
+    utc: bool,
+) -> anyhow::Result<Vec<ChangeHash>> {
     if let Some(ms) = time::parse(at, utc) {
-        return Ok(heads_at(doc, ms));
+        let received = Receipts::from_meta(&source.changes(Some(doc.id()))?);
+        return Ok(heads_at(doc, ms, &received));
     }
     if at.contains(['-', ':', ' ']) {
         return Err(usage(format!(
@@ -216,7 +226,7 @@ pub fn show(args: ShowArgs, lang: Lang) -> anyhow::Result<()> {
     let doc = load(&source, &registry, &args.village, &round)?;
     let utc = args.common.utc;
     let heads = match &args.at {
-        Some(at) => heads_for(&doc, at, utc)?,
+        Some(at) => heads_for(&source, &doc, at, utc)?,
         None => doc.heads(),
     };
     let survey = doc.snapshot(args.at.as_ref().map(|_| heads.as_slice()));

@@ -107,6 +107,14 @@ pub fn parse(text: &str, utc: bool) -> Option<i64> {
     Some(day * DAY_MS + within - offset)
 }
 
+/// Like [`parse`], but a date alone means the start of that day: for the
+/// lower end of a range (`--received-since 2024-03-05` includes that day).
+pub fn parse_start(text: &str, utc: bool) -> Option<i64> {
+    let end = parse(text, utc)?;
+    let date_only = !text.trim().trim_end_matches(['Z', 'z']).contains(['T', ' ']);
+    Some(if date_only { end - (DAY_MS - 1) } else { end })
+}
+
 fn split_offset(t: &str) -> Option<(&str, i64)> {
     if let Some(body) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
         return Some((body, 0));
@@ -145,6 +153,10 @@ mod tests {
         assert_eq!(parse("2024-03-05T02:30:00-05:00", false), Some(ms));
         // A date alone: the end of that day, Vietnam time.
         assert_eq!(format(parse("2024-03-05", false).unwrap(), false), "2024-03-05 23:59:59");
+        // The start of a range: a date alone is the start of that day.
+        assert_eq!(format(parse_start("2024-03-05", false).unwrap(), false), "2024-03-05 00:00:00");
+        assert_eq!(parse_start("2024-03-05 14:30", false), Some(ms));
+        assert_eq!(parse_start("2024-03-05Z", false), parse("2024-03-05 00:00", true));
         for bad in ["", "yesterday", "2024-02-30", "2024-13-01", "2024-03-05 25:00", "3f2a9c1e"] {
             assert_eq!(parse(bad, false), None, "{bad}");
         }

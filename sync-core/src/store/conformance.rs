@@ -134,7 +134,13 @@ pub fn changes_are_stored_once<S: Store>(mut store: S) {
     assert_eq!(first.new_changes, changes.len(), "first commit stores every change");
     let again = store.commit(&batch, 11).expect("commit");
     assert_eq!(again.new_changes, 0, "a repeated upload must store nothing");
-    assert_eq!(store.change_meta(Some(&doc_id())).expect("meta").len(), changes.len());
+    let meta = store.change_meta(Some(&doc_id())).expect("meta");
+    assert_eq!(meta.len(), changes.len());
+    // The receipt time is the commit's `now`, kept from the first commit; the
+    // author's stamp is kept as it came.
+    for (m, c) in meta.iter().zip(&changes) {
+        assert_eq!((m.stored_at, m.time), (10, c.time), "stored_at is the first commit's time");
+    }
     assert!(store.has_change(&doc_id(), &changes[0].hash).expect("has"));
     assert!(!store.has_change(&doc_id(), &"00".repeat(32)).expect("has"));
     assert_eq!(store.document_ids().expect("ids"), vec![doc_id()]);
