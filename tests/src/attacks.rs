@@ -480,12 +480,13 @@ pub fn timestamp(doc: &DocumentId, device: &str, ms: i64) -> Attack {
 /// 2100-01-01T00:00:00Z in ms since 1970.
 pub const YEAR_2100_MS: i64 = 4_102_444_800_000;
 
-/// A village of a sample commune in a round the registry does not have.
-pub const UNKNOWN_ROUND_DOCUMENT: &str = "village:nhu-co-03:2099-9";
+/// A survey round no registry has.
+pub const UNKNOWN_ROUND: &str = "2099-9";
 
-/// A document's genesis and an edit, for a document the server does not know.
-pub fn unknown_round(device: &str) -> (DocumentId, Attack) {
-    let doc: DocumentId = UNKNOWN_ROUND_DOCUMENT.parse().expect("a well-formed id");
+/// The village document of `place` in [`UNKNOWN_ROUND`], with its genesis
+/// and an edit: a document the server must not create.
+pub fn in_unknown_round(place: &str, device: &str) -> (DocumentId, Attack) {
+    let doc: DocumentId = format!("village:{place}:{UNKNOWN_ROUND}").parse().expect("a well-formed id");
     let genesis = sync_core::survey::genesis_change(&doc);
     let edit = facts_edit(&doc, fresh_actor(device), 1, stamped());
     (doc, Attack::carrying(&[genesis, edit]))
@@ -546,7 +547,7 @@ mod tests {
             bad_checksum_missing_dep(&d, "dev-1"),
             huge_commit_message(&d, "dev-1", 4096),
             timestamp(&d, "dev-1", -86_400_000),
-            unknown_round("dev-1").1,
+            in_unknown_round("nhu-co-03", "dev-1").1,
             replay(&d, "dev-2"),
         ];
         for (i, a) in attacks.iter().enumerate() {
