@@ -138,6 +138,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         limits: config.limits.clone(),
         seen: Mutex::new(Default::default()),
         actor_owners: Mutex::new(Default::default()),
+        waiting: Mutex::new(Default::default()),
         fault_document: config.fault_document.clone(),
     };
     Ok((AppState { shared: Arc::new(shared) }, thread))
@@ -295,7 +296,8 @@ fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             let Some(shared) = weak.upgrade() else { break };
             let docs = shared.docs.evict_idle(shared.limits.document_idle);
-            let exchanges = shared.expire_exchanges();
+            // Ending an exchange may write its waiting changes: not on an async thread.
+            let exchanges = tokio::task::spawn_blocking(move || shared.expire_exchanges()).await.unwrap_or(0);
             if docs + exchanges > 0 {
                 tracing::debug!(docs, exchanges, "evicted idle state");
             }

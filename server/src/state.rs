@@ -16,9 +16,10 @@ use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::automerge::{ActorId, ReadDoc};
 use sync_core::ids::{DocumentId, DocumentKind, PeerId};
 use sync_core::registry::{PlaceKind, Registry};
+use sync_core::store::{NewRefusedUpload, WriteBatch};
 use sync_core::store::{SqliteStore, Store, StoreError};
 use sync_core::survey::SurveyDocument;
-use sync_core::sync::DocSession;
+use sync_core::sync::{DocSession, InputLimits, RefusalCode};
 
 use crate::wire::SyncResponse;
 use crate::writer::Writer;
@@ -41,6 +42,8 @@ pub struct Limits {
     /// A request body not fully received within this time is refused with
     /// 408, so a client dripping bytes cannot hold a connection and memory.
     pub body_read_timeout: Duration,
+    /// What one device's sync messages may cost (see `sync_core::inbound`).
+    pub input: InputLimits,
 }
 
 impl Default for Limits {
@@ -53,6 +56,7 @@ impl Default for Limits {
             document_idle: Duration::from_secs(120),
             exchange_idle: Duration::from_secs(300),
             body_read_timeout: Duration::from_secs(30),
+            input: InputLimits::default(),
         }
     }
 }
@@ -233,6 +237,8 @@ pub struct Shared {
     /// Actor bindings known to be stored (actor → device), so a device's
     /// usual actor costs no write per message.
     pub actor_owners: Mutex<HashMap<String, String>>,
+    /// Changes waiting for a dependency, per device, over all its exchanges.
+    pub waiting: Mutex<HashMap<PeerId, usize>>,
     /// A document whose handling panics on purpose: how tests prove that a
     /// panic is contained. Never set by the server binary.
     pub fault_document: Option<String>,
@@ -293,17 +299,94 @@ impl Shared {
         let _ = tokio::task::spawn_blocking(move || me.audit(vec![event])).await;
     }
 
-    /// Binds a non-structural actor to `device` on first use; returns the
-    /// other device when the actor is already bound elsewhere (binding nothing).
-    pub fn bind_actor(&self, actor: &str, device: &str, now: i64) -> Result<Option<String>, StoreError> {
+    /// The device a stored binding gives `actor`, from the cache or the
+    /// store. Only bound actors are cached (an unbound one stays unbound:
+    /// bindings are written only for device actors, with their changes).
+    pub fn actor_owner(&self, actor: &str) -> Result<Option<String>, StoreError> {
         if let Some(owner) = self.actor_owners.lock().unwrap_or_else(|p| p.into_inner()).get(actor) {
-            return Ok((owner != device).then(|| owner.clone()));
+            return Ok(Some(owner.clone()));
         }
-        let (a, d) = (actor.to_owned(), device.to_owned());
-        let other = self.writer.run(move |s| s.bind_actor(&a, &d, now))?;
-        let owner = other.clone().unwrap_or_else(|| device.to_owned());
-        self.actor_owners.lock().unwrap_or_else(|p| p.into_inner()).insert(actor.to_owned(), owner);
-        Ok(other)
+        let owner = self.readers.with(|s| s.actor_owner(actor))?;
+        if let Some(owner) = &owner {
+            self.actor_owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(actor.to_owned(), owner.clone());
+        }
+        Ok(owner)
+    }
+
+    /// Remembers bindings that a commit just stored.
+    pub fn note_bindings(&self, bindings: &[(String, String)]) {
+        let mut owners = self.actor_owners.lock().unwrap_or_else(|p| p.into_inner());
+        for (actor, device) in bindings {
+            owners.entry(actor.clone()).or_insert_with(|| device.clone());
+        }
+    }
+
+    /// Changes `device` has waiting for a dependency in all its exchanges.
+    pub fn waiting_of(&self, device: &PeerId) -> usize {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).get(device).copied().unwrap_or(0)
+    }
+
+    /// Adjusts `device`'s waiting count by what one session now holds
+    /// compared with before.
+    pub fn note_waiting(&self, device: &PeerId, before: usize, after: usize) {
+        if before == after {
+            return;
+        }
+        let mut all = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let n = all.entry(device.clone()).or_default();
+        *n = (*n + after).saturating_sub(before);
+        if *n == 0 {
+            all.remove(device);
+        }
+    }
+
+    /// Forgets one exchange (after a panic in it) and ends it.
+    pub fn forget_exchange(&self, key: &ExchangeKey) {
+        let removed = self.exchanges.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        if let Some(exchange) = removed {
+            let state = std::mem::take(&mut *exchange.lock().unwrap_or_else(|p| p.into_inner()));
+            self.end_exchanges(vec![(key.clone(), state)]);
+        }
+    }
+
+    /// Ends exchanges: the changes still waiting in their sessions are kept
+    /// as refused uploads (`waiting_expired`), never dropped.
+    pub fn end_exchanges(&self, ended: Vec<(ExchangeKey, ExchangeState)>) {
+        let now = now_ms();
+        let mut batch = WriteBatch::default();
+        for ((device, exchange), mut state) in ended {
+            for (id, session) in state.sessions.iter_mut() {
+                let waiting = session.take_waiting();
+                self.note_waiting(&device, waiting.len(), 0);
+                for change in waiting {
+                    batch.refused.push(NewRefusedUpload {
+                        source: Some(device.to_string()),
+                        document: Some(id.to_string()),
+                        code: RefusalCode::WaitingExpired,
+                        reason: format!(
+                            "change {} waited for dependencies {} that never arrived in exchange {exchange}",
+                            change.hash(),
+                            change.deps().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                        bytes: change.raw_bytes().to_vec(),
+                        received_at: now,
+                    });
+                }
+            }
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let kept = batch.refused.len();
+        match self.writer.commit(batch, now) {
+            Ok(_) => {
+                tracing::info!(kept, "changes that waited for a dependency were kept as refused uploads")
+            }
+            Err(e) => tracing::error!(kept, error = %e, "could not keep waiting changes of ended exchanges"),
+        }
     }
 
     /// Whether a document may be created on this server: its place is in the
@@ -372,25 +455,48 @@ impl Shared {
     /// The exchange for a key, created if new; forgets idle ones when there are many.
     pub fn exchange(&self, key: ExchangeKey) -> Arc<Mutex<ExchangeState>> {
         let mut all = self.exchanges.lock().expect("exchanges");
+        let mut ended = Vec::new();
         if all.len() > 4096 {
             let idle = self.limits.exchange_idle / 10;
-            all.retain(|_, e| match e.try_lock() {
-                Ok(e) => e.last_used.map(|t| t.elapsed() < idle).unwrap_or(false),
-                Err(_) => true,
-            });
+            ended = take_idle(&mut all, idle, false);
         }
-        all.entry(key).or_default().clone()
+        let exchange = all.entry(key).or_default().clone();
+        drop(all);
+        self.end_exchanges(ended);
+        exchange
     }
 
     /// Forgets exchanges unused for the idle limit; returns how many.
     pub fn expire_exchanges(&self) -> usize {
-        let mut all = self.exchanges.lock().expect("exchanges");
-        let before = all.len();
-        let idle = self.limits.exchange_idle;
-        all.retain(|_, e| match e.try_lock() {
-            Ok(e) => e.last_used.map(|t| t.elapsed() < idle).unwrap_or(true),
-            Err(_) => true,
-        });
-        before - all.len()
+        let ended =
+            take_idle(&mut self.exchanges.lock().expect("exchanges"), self.limits.exchange_idle, true);
+        let n = ended.len();
+        self.end_exchanges(ended);
+        n
     }
+}
+
+/// Removes the exchanges unused for `idle` (one never used counts as idle
+/// unless `keep_unused`) and hands back their state; one in use stays.
+fn take_idle(
+    all: &mut HashMap<ExchangeKey, Arc<Mutex<ExchangeState>>>,
+    idle: Duration,
+    keep_unused: bool,
+) -> Vec<(ExchangeKey, ExchangeState)> {
+    let expired: Vec<ExchangeKey> = all
+        .iter()
+        .filter(|(_, e)| match e.try_lock() {
+            Ok(e) => e.last_used.map(|t| t.elapsed() >= idle).unwrap_or(!keep_unused),
+            Err(_) => false,
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    expired
+        .into_iter()
+        .filter_map(|k| {
+            let e = all.remove(&k)?;
+            let state = std::mem::take(&mut *e.lock().unwrap_or_else(|p| p.into_inner()));
+            Some((k, state))
+        })
+        .collect()
 }

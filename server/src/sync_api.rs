@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use sync_core::ids::{check_id, DocumentId, PeerId};
 use sync_core::store::{NewRefusedUpload, Store, WriteBatch};
-use sync_core::sync::{ChangeRecord, DocSession, RefusalCode, Trust};
+use sync_core::sync::{ChangeRecord, DocSession, RefusalCode, Uploader};
 
 use crate::error::{refusal_code_name, ApiError, ErrorBody};
 use sync_core::access::{AuditEvent, DeviceRecord};
@@ -93,8 +93,9 @@ pub async fn sync(
             for id in &touched.documents {
                 state.shared.docs.evict(id);
             }
-            if let Some(key) = &touched.exchange {
-                state.shared.exchanges.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+            if let Some(key) = touched.exchange {
+                let shared = state.shared.clone();
+                let _ = tokio::task::spawn_blocking(move || shared.forget_exchange(&key)).await;
             }
             tracing::error!(error = %e, documents = touched.documents.len(), "the sync worker failed; its documents were evicted");
             let mut err = ApiError::internal(
@@ -139,6 +140,22 @@ fn refuse_body(shared: &Shared, body: &[u8], source: Option<String>, why: String
         Err(e) => return ApiError::store(e),
     }
     err
+}
+
+/// Queues the session's shared heads for the batch when they changed since
+/// they were last persisted.
+fn persist_session(
+    batch: &mut WriteBatch,
+    persisted: &mut BTreeMap<DocumentId, Vec<u8>>,
+    device: &PeerId,
+    id: &DocumentId,
+    session: &DocSession,
+) {
+    let state = session.persisted();
+    if persisted.get(id) != Some(&state) {
+        batch.sync_states.push((device.clone(), id.clone(), state.clone()));
+        persisted.insert(id.clone(), state);
+    }
 }
 
 fn handle(
@@ -403,42 +420,37 @@ fn handle(
             if shared.fault_document.as_deref() == Some(id.to_string().as_str()) {
                 panic!("fault injected while handling {id}");
             }
-            let mut conflict: Option<(String, String)> = None;
-            let mut admit = |change: &ChangeRecord| -> Result<(), String> {
-                if change.structural {
-                    return Ok(());
-                }
-                match shared.bind_actor(&change.actor, &record.id, now) {
-                    Ok(None) => Ok(()),
-                    Ok(Some(other)) => {
-                        conflict = Some((change.actor.clone(), other));
-                        Err(format!(
-                            "actor {} is already bound to another device; this device must write with its own actor id",
-                            change.actor
-                        ))
-                    }
-                    Err(e) => Err(format!("the actor binding could not be stored: {e}")),
-                }
-            };
-            match session.receive_admitting(doc, &bytes, Trust::Validate, &mut admit) {
+            let before = session.waiting();
+            let mut limits = shared.limits.input.clone();
+            let elsewhere = shared.waiting_of(&device).saturating_sub(before);
+            limits.max_waiting_per_document =
+                limits.max_waiting_per_document.min(limits.max_waiting_per_device.saturating_sub(elsewhere));
+            let legacy_owner = |actor: &str| shared.actor_owner(actor).map_err(|e| e.to_string());
+            let uploader = Uploader { device: &record.id, limits: &limits, legacy_owner: &legacy_owner };
+            match session.receive_from(doc, &bytes, &uploader) {
                 Ok(received) => {
+                    shared.note_waiting(&device, before, received.pending);
                     reply.stored = received.new_changes.len();
+                    reply.message = received.reply.map(|m| B64.encode(m));
                     batch.changes.extend(received.new_changes);
+                    batch.actor_bindings.extend(received.actors.into_iter().map(|a| (a, record.id.clone())));
+                    persist_session(&mut batch, &mut ex.persisted, &device, id, session);
+                    replies.insert(id.clone(), reply);
+                    continue;
                 }
                 Err(refusal) => {
                     refusals += 1;
                     tracing::info!(%device, document = %id, code = ?refusal.code, "message refused");
                     ex.refused.insert(id.clone());
-                    let mut body = ErrorBody::from_refusal(&refusal);
-                    if let Some((actor, other)) = &conflict {
-                        body.code = "actor_conflict".into();
+                    if refusal.code == RefusalCode::ActorConflict {
                         audits.push(audit_event(
                             &who,
                             "actor.conflict",
                             &id.to_string(),
-                            format!("actor {actor} is bound to device {other}"),
+                            refusal.message.clone(),
                         ));
                     }
+                    let body = ErrorBody::from_refusal(&refusal);
                     refuse(&mut batch, &mut replies, id, refusal.code, body, bytes);
                     continue;
                 }
@@ -447,18 +459,25 @@ fn handle(
         if ex.refused.contains(id) {
             continue;
         }
-        reply.message = session.generate(doc).map(|m| B64.encode(m));
-        let state = session.persisted();
-        if ex.persisted.get(id) != Some(&state) {
-            batch.sync_states.push((device.clone(), id.clone(), state.clone()));
-            ex.persisted.insert(id.clone(), state);
+        match session.try_generate(doc) {
+            Ok(message) => reply.message = message.map(|m| B64.encode(m)),
+            Err(refusal) => {
+                refusals += 1;
+                ex.refused.insert(id.clone());
+                let body = ErrorBody::from_refusal(&refusal);
+                refuse(&mut batch, &mut replies, id, refusal.code, body, Vec::new());
+                continue;
+            }
         }
+        persist_session(&mut batch, &mut ex.persisted, &device, id, session);
         replies.insert(id.clone(), reply);
     }
 
     if !batch.is_empty() {
+        let committed_bindings = batch.actor_bindings.clone();
         match shared.writer.commit(std::mem::take(&mut batch), now) {
             Ok(summary) => {
+                shared.note_bindings(&committed_bindings);
                 if let Some(first) = summary.first_refused_id {
                     for (doc, pos) in &refused_at {
                         if let Some(r) = replies.get_mut(doc).and_then(|r| r.error.as_mut()) {
@@ -470,7 +489,9 @@ fn handle(
             Err(e) => {
                 evict_all(&mut guards);
                 drop(guards);
-                shared.exchanges.lock().expect("exchanges").remove(&key);
+                let ended = std::mem::take(&mut *ex);
+                shared.exchanges.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                shared.end_exchanges(vec![(key, ended)]);
                 return Err(ApiError::store(e));
             }
         }

@@ -78,7 +78,9 @@ mod tests {
         let id: crate::ids::DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
         assert_eq!(actor_device(&crate::survey::genesis_actor(&id)), None);
         assert_eq!(actor_device(&crate::survey::household_actor(&id, "hh-01")), None);
-        for bad in [&b"tsd//12345678"[..], b"tsd/Bad/12345678", b"tsd/a/1234567", b"tsd/a/123456789", b"tsd/a"] {
+        for bad in
+            [&b"tsd//12345678"[..], b"tsd/Bad/12345678", b"tsd/a/1234567", b"tsd/a/123456789", b"tsd/a"]
+        {
             assert_eq!(actor_device(&ActorId::from(bad)), None, "{bad:?}");
         }
     }

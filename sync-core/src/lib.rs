@@ -8,6 +8,7 @@
 //! - [`survey`]: one Automerge document per village or commune per round,
 //!   with a typed edit and read API and deterministic shared structure.
 //! - [`validate`]: type rules on incoming changes, data-quality issues, conflicts.
+//! - [`inbound`]: a peer's sync message checked byte by byte before automerge sees it.
 //! - [`sync`]: the sans-IO sync engine over automerge's sync protocol.
 //! - [`store`]: the `Store` trait, its SQLite backend and its conformance suite.
 //! - [`registry`]: places, the bundled Bắc Kạn sample, CSV loading.
@@ -18,6 +19,7 @@ pub mod actors;
 pub mod error;
 pub mod history;
 pub mod ids;
+pub mod inbound;
 pub mod registry;
 pub mod report;
 pub mod schema;

@@ -17,13 +17,15 @@
 //! the session state; only when every new change passes the type rules do
 //! the fork and the state replace the originals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use automerge::sync::{Message, State, SyncDoc};
-use automerge::{Automerge, Change, ReadDoc};
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::DocumentId;
+use crate::inbound::{check_message, contained, Inbound};
+pub use crate::inbound::{offered_changes, InputLimits};
 use crate::survey::SurveyDocument;
 use crate::validate::{check_change, RuleBreach};
 
@@ -100,7 +102,7 @@ pub enum RefusalCode {
     /// More fresh actor ids in one message than a device ever needs.
     TooManyActors,
     /// A `have` Bloom filter with parameters automerge never writes, more
-    /// entries than the document has changes, or more than one filter.
+    /// than one filter, or a hash listed twice in `heads` or `need`.
     BadFilter,
     /// Change data that inflates past the limit, or a change whose commit
     /// message or extra bytes are over theirs.
@@ -131,81 +133,67 @@ pub struct Refusal {
 pub struct Received {
     /// Changes now in the document that were not before: store them.
     pub new_changes: Vec<ChangeRecord>,
-    /// Missing dependencies of changes that were received but cannot apply
-    /// yet; those changes wait in the document's queue (unvalidated, never
-    /// stored) and the peer is asked for what they need.
+    /// Changes of this peer waiting for a dependency, held in its session
+    /// (never in the shared document, never stored): they apply only in this
+    /// session's later rounds, judged and attributed as this peer's.
     pub pending: usize,
+    /// Device actors (hex) among the new changes, to record the binding of
+    /// each to its device in the same commit.
+    pub actors: Vec<String>,
+    /// The reply to send, generated from the new state before anything was
+    /// kept (only from [`DocSession::receive_from`]).
+    pub reply: Option<Vec<u8>>,
 }
 
-/// Automerge storage chunks start with these bytes.
-const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// A check run on every change a message brings, before anything applies.
+type Admit<'a> = dyn FnMut(&ChangeRecord) -> Result<(), (RefusalCode, String)> + 'a;
 
-/// Splits a run of concatenated automerge chunks (what a sync message's
-/// `changes` carry and `load_incremental` reads) into whole chunks, refusing
-/// anything that is not exactly a sequence of chunks: `load_incremental`
-/// would silently drop such bytes.
-fn split_chunks(mut bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
-    let mut chunks = Vec::new();
-    while !bytes.is_empty() {
-        let offset_note = || format!("at chunk {}", chunks.len());
-        if bytes.len() < 9 || bytes[..4] != CHUNK_MAGIC {
-            return Err(format!("bytes that are not an automerge chunk {}", offset_note()));
-        }
-        let kind = bytes[8];
-        let (mut len, mut shift, mut pos) = (0u64, 0u32, 9usize);
-        loop {
-            let Some(&b) = bytes.get(pos) else {
-                return Err(format!("truncated chunk header {}", offset_note()));
-            };
-            if shift > 56 {
-                return Err(format!("chunk length too long {}", offset_note()));
-            }
-            len |= u64::from(b & 0x7f) << shift;
-            shift += 7;
-            pos += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let end = usize::try_from(len).ok().and_then(|l| pos.checked_add(l)).filter(|&e| e <= bytes.len());
-        let Some(end) = end else { return Err(format!("truncated chunk {}", offset_note())) };
-        chunks.push((kind, &bytes[..end]));
-        bytes = &bytes[end..];
-    }
-    Ok(chunks)
+/// Who sent a message to the hub, and the limits their input is held to.
+pub struct Uploader<'a> {
+    /// The device whose token the message came with.
+    pub device: &'a str,
+    /// Bounds on the input.
+    pub limits: &'a InputLimits,
+    /// The device a legacy actor (not of the device shape, see
+    /// [`crate::actors`]) is bound to in the store, if any.
+    pub legacy_owner: &'a dyn Fn(&str) -> Result<Option<String>, String>,
 }
 
-/// The changes one element of a sync message's change data carries,
-/// checking that every byte belongs to a chunk that parses whole.
-pub fn offered_changes(data: &[u8]) -> Result<Vec<Change>, String> {
-    let mut out = Vec::new();
-    for (kind, chunk) in split_chunks(data)? {
-        match kind {
-            1 | 2 => out.push(Change::try_from(chunk).map_err(|e| e.to_string())?),
-            0 => out.extend(Automerge::load(chunk).map_err(|e| e.to_string())?.get_changes(&[])),
-            3 => out.extend(
-                automerge::Bundle::try_from(chunk)
-                    .map_err(|e| e.to_string())?
-                    .to_changes()
-                    .map_err(|e| e.to_string())?,
-            ),
-            other => return Err(format!("unknown chunk type {other}")),
+impl Uploader<'_> {
+    /// Whether the uploader may write under `record`'s actor.
+    fn admit(&self, record: &ChangeRecord) -> Result<(), (RefusalCode, String)> {
+        if record.structural {
+            return Ok(());
+        }
+        let conflict = |why: String| Err((RefusalCode::ActorConflict, why));
+        let (actor, hash) = (&record.actor, &record.hash);
+        match crate::actors::hex_actor_device(actor) {
+            Some(d) if d == self.device => Ok(()),
+            Some(other) => conflict(format!(
+                "change {hash} is written under actor {actor}, which is device {other}'s; a device uploads only its own changes"
+            )),
+            None => match (self.legacy_owner)(actor) {
+                Ok(Some(d)) if d == self.device => Ok(()),
+                Ok(Some(other)) => {
+                    conflict(format!("change {hash} is written under actor {actor}, which is bound to device {other}"))
+                }
+                Ok(None) => conflict(format!(
+                    "change {hash} is written under actor {actor}, which is no device's: a derived (genesis) \
+                     actor writes only its genesis, and a device writes under its own device actor \
+                     (tsd/<device>/<instance>)"
+                )),
+                Err(e) => Err((RefusalCode::NotAdmitted, format!("the actor of change {hash} could not be checked: {e}"))),
+            },
         }
     }
-    Ok(out)
-}
-
-/// Runs automerge on untrusted input, turning a panic inside it (seen with
-/// damaged bytes while fuzzing) into an error.
-fn contained<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err("automerge failed on these bytes (they are damaged)".into()))
 }
 
 /// One peer's sync session for one document.
 #[derive(Debug, Clone, Default)]
 pub struct DocSession {
     state: State,
+    /// Changes this peer sent that wait for a dependency, in arrival order.
+    waiting: Vec<Change>,
 }
 
 impl DocSession {
@@ -217,7 +205,7 @@ impl DocSession {
     /// lost messages), a fresh one cannot.
     pub fn resume(persisted: Option<&[u8]>) -> Self {
         let state = persisted.and_then(|b| State::decode(b).ok()).unwrap_or_default();
-        Self { state }
+        Self { state, waiting: Vec::new() }
     }
 
     /// The part of the session worth keeping across exchanges: the heads
@@ -226,10 +214,71 @@ impl DocSession {
         self.state.encode()
     }
 
+    /// Changes of the peer waiting for a dependency in this session.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Takes the waiting changes out (the exchange ends: the caller keeps
+    /// their bytes as refused uploads rather than drop them).
+    pub fn take_waiting(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.waiting)
+    }
+
     /// The next message to send for `doc`, or `None` when this side has
     /// nothing more to say.
     pub fn generate(&mut self, doc: &SurveyDocument) -> Option<Vec<u8>> {
-        doc.automerge().generate_sync_message(&mut self.state).map(Message::encode)
+        let message = doc.automerge().generate_sync_message(&mut self.state);
+        self.ask_for_waiting(doc.automerge(), message)
+    }
+
+    /// [`DocSession::generate`] on the hub, where the session state holds
+    /// what a peer said: a panic inside automerge is contained and the
+    /// session is left as it was.
+    pub fn try_generate(&mut self, doc: &SurveyDocument) -> Result<Option<Vec<u8>>, Refusal> {
+        let mut state = self.state.clone();
+        let am = doc.automerge();
+        let message = contained(|| Ok(am.generate_sync_message(&mut state))).map_err(|reason| Refusal {
+            code: RefusalCode::BadChange,
+            document: doc.id().clone(),
+            message: format!("the reply could not be made after this peer's messages: {reason}"),
+            breach: None,
+        })?;
+        self.state = state;
+        Ok(self.ask_for_waiting(am, message))
+    }
+
+    /// Rewrites a reply so that it asks for the missing dependencies of the
+    /// changes waiting here, never for the waiting changes themselves (the
+    /// peer would resend them forever).
+    fn ask_for_waiting(&self, doc: &Automerge, message: Option<Message>) -> Option<Vec<u8>> {
+        if self.waiting.is_empty() {
+            return message.map(Message::encode);
+        }
+        let waiting: HashSet<ChangeHash> = self.waiting.iter().map(Change::hash).collect();
+        let mut missing: Vec<ChangeHash> = self
+            .waiting
+            .iter()
+            .flat_map(|c| c.deps().iter().copied())
+            .filter(|d| !waiting.contains(d) && doc.get_change_meta_by_hash(d).is_none())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        let mut message = message.unwrap_or_else(|| Message {
+            heads: doc.get_heads(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        });
+        message.need.retain(|h| !waiting.contains(h));
+        for h in missing {
+            if !message.need.contains(&h) {
+                message.need.push(h);
+            }
+        }
+        Some(message.encode())
     }
 
     /// Receives one message for `doc`.
@@ -242,9 +291,10 @@ impl DocSession {
         self.receive_admitting(doc, bytes, trust, |_| Ok(()))
     }
 
-    /// Receives one message for `doc`, asking `admit` about every new change
-    /// before anything is applied (with [`Trust::Validate`]); an `Err(reason)`
-    /// refuses the whole message with [`RefusalCode::NotAdmitted`].
+    /// Receives one message for `doc`, asking `admit` about every change it
+    /// brings before anything is applied (with [`Trust::Validate`]); an
+    /// `Err(reason)` refuses the whole message with [`RefusalCode::NotAdmitted`].
+    /// Input is held to the default [`InputLimits`].
     pub fn receive_admitting(
         &mut self,
         doc: &mut SurveyDocument,
@@ -252,48 +302,119 @@ impl DocSession {
         trust: Trust,
         mut admit: impl FnMut(&ChangeRecord) -> Result<(), String>,
     ) -> Result<Received, Refusal> {
+        if trust == Trust::Peer {
+            return self.receive_trusted(doc, bytes);
+        }
+        let limits = InputLimits::default();
+        let mut admit = |r: &ChangeRecord| admit(r).map_err(|why| (RefusalCode::NotAdmitted, why));
+        self.receive_validated(doc, bytes, &limits, &mut admit, false)
+    }
+
+    /// Receives one message on the hub from `uploader`: the input checks of
+    /// [`crate::inbound`], the actor rule of [`crate::actors`], the type
+    /// rules, then the reply, all on a fork. One verdict for the message:
+    /// either all of it is kept (its changes, its actors, its waiting
+    /// changes, the new session state) or none of it is.
+    pub fn receive_from(
+        &mut self,
+        doc: &mut SurveyDocument,
+        bytes: &[u8],
+        uploader: &Uploader<'_>,
+    ) -> Result<Received, Refusal> {
+        let mut actors: HashSet<String> = HashSet::new();
+        let limit = uploader.limits.max_new_actors_per_message;
+        let mut admit = |r: &ChangeRecord| {
+            uploader.admit(r)?;
+            if !r.structural && actors.insert(r.actor.clone()) && actors.len() > limit {
+                return Err((
+                    RefusalCode::TooManyActors,
+                    format!(
+                        "the message's changes use more than {limit} actor ids; a device needs one at a time"
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        self.receive_validated(doc, bytes, uploader.limits, &mut admit, true)
+    }
+
+    /// A device receiving from its server: applied as received, with
+    /// automerge's panics contained all the same.
+    fn receive_trusted(&mut self, doc: &mut SurveyDocument, bytes: &[u8]) -> Result<Received, Refusal> {
         let id = doc.id().clone();
         let refuse = |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
         let message = Message::decode(bytes)
             .map_err(|e| refuse(RefusalCode::Undecodable, format!("not an automerge sync message: {e}")))?;
-        let reencoded = message.clone().encode();
-        if reencoded.len() != bytes.len() || reencoded != bytes {
+        let old_heads = doc.heads();
+        let mut state = self.state.clone();
+        let mut fork = doc.automerge().fork();
+        let new = contained(|| {
+            fork.receive_sync_message(&mut state, message).map_err(|e| e.to_string())?;
+            Ok(fork.get_changes(&old_heads))
+        })
+        .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
+        let pending = fork.get_missing_deps(&[]).len();
+        fork.set_actor(doc.automerge().get_actor().clone());
+        *doc = SurveyDocument::from_automerge(id.clone(), fork);
+        self.state = state;
+        Ok(Received {
+            new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect(),
+            pending,
+            ..Received::default()
+        })
+    }
+
+    fn receive_validated(
+        &mut self,
+        doc: &mut SurveyDocument,
+        bytes: &[u8],
+        limits: &InputLimits,
+        admit: &mut Admit<'_>,
+        reply: bool,
+    ) -> Result<Received, Refusal> {
+        let id = doc.id().clone();
+        let refuse = |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
+        let Inbound { message, changes: offered } =
+            check_message(bytes, limits).map_err(|e| refuse(e.code, e.message))?;
+
+        // What is new: the message's changes, then those already waiting here.
+        let am = doc.automerge();
+        let known = |h: &ChangeHash| am.get_change_meta_by_hash(h).is_some();
+        let mut seen: HashSet<ChangeHash> = HashSet::new();
+        let brought: Vec<Change> =
+            offered.into_iter().filter(|c| !known(&c.hash()) && seen.insert(c.hash())).collect();
+        let held = self.waiting.iter().filter(|c| !known(&c.hash()) && seen.insert(c.hash())).cloned();
+        let brought_hashes: HashSet<ChangeHash> = brought.iter().map(Change::hash).collect();
+
+        // Judge every change this message brought by its sender, now,
+        // whether it applies now or waits.
+        for change in &brought {
+            admit(&ChangeRecord::new(&id, change.clone())).map_err(|(code, why)| refuse(code, why))?;
+        }
+        let candidates: Vec<Change> = brought.into_iter().chain(held).collect();
+        let (ready, waiting) = order_ready(candidates, known);
+        let newly_waiting = waiting.iter().filter(|c| brought_hashes.contains(&c.hash())).count();
+        if newly_waiting > 0 && waiting.len() > limits.max_waiting_per_document {
             return Err(refuse(
-                RefusalCode::TrailingBytes,
+                RefusalCode::WaitingLimit,
                 format!(
-                    "the sync message is {} bytes but {} bytes were sent; the rest belongs to nothing",
-                    reencoded.len(),
-                    bytes.len()
+                    "{} changes would wait for dependencies this document does not have; at most {} may wait",
+                    waiting.len(),
+                    limits.max_waiting_per_document
                 ),
             ));
         }
-        let mut offered = Vec::new();
-        for (i, chunk) in message.changes.iter().enumerate() {
-            offered.extend(contained(|| offered_changes(chunk)).map_err(|reason| {
-                refuse(RefusalCode::BadChange, format!("change data {i} does not parse: {reason}"))
-            })?);
-        }
-        let old_heads = doc.heads();
-        if trust == Trust::Peer {
-            let am = doc.automerge_mut();
-            am.receive_sync_message(&mut self.state, message)
-                .map_err(|e| refuse(RefusalCode::BadChange, e.to_string()))?;
-            let new: Vec<Change> = am.get_changes(&old_heads);
-            let pending = am.get_missing_deps(&[]).len();
-            return Ok(Received {
-                new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect(),
-                pending,
-            });
-        }
+
+        // Apply only what is ready, on a fork.
         let mut state = self.state.clone();
         let mut fork = doc.automerge().fork();
-        contained(|| fork.receive_sync_message(&mut state, message).map_err(|e| e.to_string()))
+        let for_automerge = Message {
+            changes: ready.iter().map(|c| c.raw_bytes().to_vec()).collect::<Vec<_>>().into(),
+            ..message
+        };
+        contained(|| fork.receive_sync_message(&mut state, for_automerge).map_err(|e| e.to_string()))
             .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
-        // A change that parsed, is not waiting for a dependency, and still is
-        // not in the document was dropped by automerge: refuse, never lose it.
-        // (`get_change_meta_by_hash` is ~60× cheaper than rebuilding the change.)
-        let known = |h: &automerge::ChangeHash| fork.get_change_meta_by_hash(h).is_some();
-        if let Some(dropped) = offered.iter().find(|c| !known(&c.hash()) && c.deps().iter().all(known)) {
+        if let Some(dropped) = ready.iter().find(|c| fork.get_change_meta_by_hash(&c.hash()).is_none()) {
             return Err(refuse(
                 RefusalCode::BadChange,
                 format!(
@@ -302,16 +423,11 @@ impl DocSession {
                 ),
             ));
         }
-        let new: Vec<Change> = fork.get_changes(&old_heads);
-        // Changes whose dependencies have not arrived stay queued inside the
-        // document (not applied, not visible, not stored): the next message
-        // then asks the peer for exactly what is missing. Dropping them would
-        // make the peer's head look missing instead, and the peer would send
-        // the same change again, forever. They are validated when they apply.
-        let pending = fork.get_missing_deps(&[]).len();
         let mut candidate = SurveyDocument::from_automerge(id.clone(), fork);
-        for change in &new {
-            if let Err(breach) = check_change(&candidate, change) {
+        for change in &ready {
+            let verdict = contained(|| Ok(check_change(&candidate, change)))
+                .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
+            if let Err(breach) = verdict {
                 return Err(Refusal {
                     code: RefusalCode::RuleBroken,
                     document: id.clone(),
@@ -320,17 +436,59 @@ impl DocSession {
                 });
             }
         }
-        let new_changes: Vec<ChangeRecord> = new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect();
-        for record in &new_changes {
-            if let Err(reason) = admit(record) {
-                return Err(refuse(RefusalCode::NotAdmitted, reason));
+        candidate.automerge_mut().set_actor(doc.automerge().get_actor().clone());
+        let mut next = DocSession { state, waiting };
+        let reply = if reply { next.try_generate(&candidate)? } else { None };
+        let new_changes: Vec<ChangeRecord> = ready.into_iter().map(|c| ChangeRecord::new(&id, c)).collect();
+        let mut actors: Vec<String> = new_changes
+            .iter()
+            .filter(|r| !r.structural && crate::actors::hex_actor_device(&r.actor).is_some())
+            .map(|r| r.actor.clone())
+            .collect();
+        actors.sort();
+        actors.dedup();
+        *doc = candidate;
+        *self = next;
+        Ok(Received { new_changes, pending: self.waiting.len(), actors, reply })
+    }
+}
+
+/// Splits changes into those that can apply now, in an order where each
+/// comes after its dependencies, and those still missing one (Kahn's
+/// algorithm: linear in changes and dependencies).
+fn order_ready(candidates: Vec<Change>, known: impl Fn(&ChangeHash) -> bool) -> (Vec<Change>, Vec<Change>) {
+    let index: HashMap<ChangeHash, usize> =
+        candidates.iter().enumerate().map(|(i, c)| (c.hash(), i)).collect();
+    let mut missing = vec![0usize; candidates.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); candidates.len()];
+    let mut queue: Vec<usize> = Vec::new();
+    for (i, change) in candidates.iter().enumerate() {
+        for dep in change.deps() {
+            if let Some(&j) = index.get(dep) {
+                missing[i] += 1;
+                dependents[j].push(i);
+            } else if !known(dep) {
+                missing[i] += 1; // not satisfiable in this round
             }
         }
-        candidate.automerge_mut().set_actor(doc.automerge().get_actor().clone());
-        *doc = candidate;
-        self.state = state;
-        Ok(Received { pending, new_changes })
+        if missing[i] == 0 {
+            queue.push(i);
+        }
     }
+    let mut order = Vec::with_capacity(candidates.len());
+    while let Some(i) = queue.pop() {
+        order.push(i);
+        for &k in &dependents[i] {
+            missing[k] -= 1;
+            if missing[k] == 0 {
+                queue.push(k);
+            }
+        }
+    }
+    let mut slots: Vec<Option<Change>> = candidates.into_iter().map(Some).collect();
+    let ready: Vec<Change> = order.iter().filter_map(|&i| slots[i].take()).collect();
+    let waiting: Vec<Change> = slots.into_iter().flatten().collect();
+    (ready, waiting)
 }
 
 /// The sessions of one multi-document exchange with one peer.

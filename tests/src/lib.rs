@@ -236,6 +236,11 @@ pub fn village(place: &str) -> DocumentId {
     format!("village:{place}:{}", sync_core::ids::DEFAULT_ROUND).parse().expect("id")
 }
 
+/// The `n`th device actor of `device`: changes under it are admitted from that device only.
+pub fn actor_of(device: &str, n: u8) -> ActorId {
+    sync_core::actors::device_actor(device, [n; sync_core::actors::INSTANCE_BYTES])
+}
+
 /// An actor id that is not any device's, for documents built in tests.
 pub fn test_actor() -> ActorId {
     ActorId::from([0xee; 16])

@@ -12,8 +12,8 @@ use sync_core::survey::{Edit, FieldValue, Survey, SurveyDocument};
 use tests::{device, hh, message_with_changes, quick, village, TestServer};
 
 /// A document with one household written by `actor`.
-fn written_by(id: &DocumentId, actor: [u8; 16], household: &str) -> SurveyDocument {
-    let mut doc = SurveyDocument::create(id.clone(), ActorId::from(actor));
+fn written_by(id: &DocumentId, actor: ActorId, household: &str) -> SurveyDocument {
+    let mut doc = SurveyDocument::create(id.clone(), actor);
     doc.apply(&[Edit::set(hh(household), "members", FieldValue::Int(4))], 1).unwrap();
     doc
 }
@@ -133,15 +133,15 @@ fn a_device_reaches_only_its_communes_and_nothing_of_a_forbidden_request_applies
     let mut b = device(root.path(), "tablet-b", &server, "song-cau");
     b.record(&village("song-cau-01"), &[Edit::set(hh("hh-001"), "members", FieldValue::Int(3))]).unwrap();
     b.sync(&quick()).unwrap();
-    let (_, token_a) = enrolled(&server, "tablet-a", &["nhu-co"]);
+    let (a, token_a) = enrolled(&server, "tablet-a", &["nhu-co"]);
     let before = server.all_heads();
 
     // A message for its own commune next to one for commune B: 403 naming B, nothing applied.
     let mine = village("nhu-co-01");
     let theirs = village("song-cau-01");
     let request = json!({"exchange": "x-1", "round": 1, "documents": [
-        {"document": mine.to_string(), "message": B64.encode(message_with_changes(&written_by(&mine, [3; 16], "hh-009")))},
-        {"document": theirs.to_string(), "message": B64.encode(message_with_changes(&written_by(&theirs, [3; 16], "hh-009")))},
+        {"document": mine.to_string(), "message": B64.encode(message_with_changes(&written_by(&mine, tests::actor_of(&a, 3), "hh-009")))},
+        {"document": theirs.to_string(), "message": B64.encode(message_with_changes(&written_by(&theirs, tests::actor_of(&a, 3), "hh-009")))},
     ]});
     let (status, answer) = server.post_sync_as(Some(&token_a), request.to_string().as_bytes());
     assert_eq!(status, 403, "{answer}");
@@ -216,14 +216,14 @@ fn an_actor_id_used_by_two_devices_is_refused_and_reported() {
     let (a, token_a) = enrolled(&server, "tablet-a", &["nhu-co"]);
     let (b, token_b) = enrolled(&server, "tablet-b", &["nhu-co"]);
     let doc = village("nhu-co-03");
-    let first = message_with_changes(&written_by(&doc, [9; 16], "hh-001"));
+    let first = message_with_changes(&written_by(&doc, tests::actor_of(&a, 9), "hh-001"));
     let (status, answer) = server.post_sync_as(Some(&token_a), &body("c-1", &doc, Some(&first)));
     assert_eq!(status, 200, "{answer}");
     assert!(answer["documents"][0]["stored"].as_u64().unwrap() >= 1);
 
     // Device B sends the next change under A's actor id.
     let before = server.all_heads();
-    let mut next = written_by(&doc, [9; 16], "hh-001");
+    let mut next = written_by(&doc, tests::actor_of(&a, 9), "hh-001");
     next.apply(&[Edit::set(hh("hh-002"), "members", FieldValue::Int(2))], 2).unwrap();
     let stolen = message_with_changes(&next);
     let (status, answer) = server.post_sync_as(Some(&token_b), &body("c-2", &doc, Some(&stolen)));
@@ -243,7 +243,7 @@ fn an_actor_id_used_by_two_devices_is_refused_and_reported() {
 
     // The binding names the surveyor: actor → device A.
     let actors = server.get_json("/v1/admin/actors");
-    let hex = ActorId::from([9u8; 16]).to_hex_string();
+    let hex = tests::actor_of(&a, 9).to_hex_string();
     assert!(
         actors.as_array().unwrap().iter().any(|p| p[0] == hex.as_str() && p[1] == a.as_str()),
         "{actors}"
@@ -258,7 +258,8 @@ fn a_panic_while_handling_a_document_is_contained() {
     let mut other = device(root.path(), "tablet-o", &server, "nhu-co");
     let before = server.all_heads();
     for n in 0..3 {
-        let message = message_with_changes(&written_by(&doc, [5; 16], "hh-001"));
+        let message =
+            message_with_changes(&written_by(&doc, tests::actor_of(&server.raw_device, 5), "hh-001"));
         let (status, answer) = server.post_sync_raw(&body(&format!("p-{n}"), &doc, Some(&message)));
         assert_eq!(status, 500, "{answer}");
         assert_eq!(answer["error"]["code"], "internal");

@@ -12,16 +12,17 @@ use sync_core::ids::DocumentId;
 use sync_core::store::{load_survey, SqliteStore, Store, WriteBatch};
 use sync_core::survey::{Edit, FieldValue, Survey, SurveyDocument};
 use sync_core::sync::ChangeRecord;
-use tests::{device, hh, message_with_changes, quick, village, TestServer};
+use tests::{actor_of, device, hh, message_with_changes, quick, village, TestServer};
 
-fn good_doc(id: &DocumentId) -> SurveyDocument {
-    let mut doc = SurveyDocument::create(id.clone(), sync_core::automerge::ActorId::from([7; 16]));
+/// A document edited by the server's raw-request device.
+fn good_doc(server: &TestServer, id: &DocumentId) -> SurveyDocument {
+    let mut doc = SurveyDocument::create(id.clone(), actor_of(&server.raw_device, 7));
     doc.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(4))], 1).unwrap();
     doc
 }
 
-fn rule_breaking_doc(id: &DocumentId) -> SurveyDocument {
-    let mut doc = good_doc(id);
+fn rule_breaking_doc(server: &TestServer, id: &DocumentId) -> SurveyDocument {
+    let mut doc = good_doc(server, id);
     let obj = doc.household_obj("hh-001").unwrap();
     let mut tx = doc.automerge_mut().transaction();
     tx.put(&obj, "adults", ScalarValue::Int(-3)).unwrap();
@@ -57,14 +58,14 @@ fn hostile_bytes_get_the_documented_error_are_kept_and_the_server_keeps_serving(
     assert_eq!(kept[0]["bytes_len"], junk.len());
 
     // Sync messages that are broken in different ways.
-    let full = message_with_changes(&good_doc(&doc));
+    let full = message_with_changes(&good_doc(&server, &doc));
     let mut padded = full.clone();
     padded.extend_from_slice(b"\x00junk that belongs to nothing");
     let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
         ("random", junk.clone(), &["undecodable"]),
         ("truncated", full[..full.len() - 7].to_vec(), &["undecodable", "bad_change"]),
         ("padded", padded, &["trailing_bytes", "undecodable", "bad_change"]),
-        ("rule", message_with_changes(&rule_breaking_doc(&doc)), &["rule_broken"]),
+        ("rule", message_with_changes(&rule_breaking_doc(&server, &doc)), &["rule_broken"]),
     ];
     for (n, (name, bytes, codes)) in cases.iter().enumerate() {
         let body = envelope(&format!("h-{n}"), &[(&doc, Some(B64.encode(bytes)))]);
@@ -99,7 +100,7 @@ fn hostile_bytes_get_the_documented_error_are_kept_and_the_server_keeps_serving(
     // 403 naming it, and nothing of the request applies.
     let other = village("con-minh-02");
     let nowhere: DocumentId = "village:nowhere:2024-1".parse().unwrap();
-    let good = message_with_changes(&good_doc(&other));
+    let good = message_with_changes(&good_doc(&server, &other));
     let before = server.all_heads();
     let body = envelope("h-mixed", &[(&other, Some(B64.encode(&good))), (&nowhere, Some(B64.encode(b"x")))]);
     let (status, answer) = server.post_sync_raw(&body);

@@ -13,7 +13,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use sync_core::automerge::ActorId;
 use sync_core::ids::DocumentId;
 use sync_core::survey::{Edit, FieldValue, SurveyDocument};
 use sync_core::sync::{DocSession, Trust};
@@ -275,7 +274,7 @@ fn random_truncated_and_dependency_less_messages_change_nothing() {
         assert!(answer["error"]["refused_upload"].is_i64(), "{answer}");
     }
     // A change whose dependency never arrives: queued, asked for, never stored.
-    let mut hub = SurveyDocument::create(doc.clone(), ActorId::from([0x31; 16]));
+    let mut hub = SurveyDocument::create(doc.clone(), tests::actor_of(&server.raw_device, 0x31));
     hub.apply(&[Edit::set(hh("hh-050"), "members", FieldValue::Int(1))], 1).unwrap();
     let mut mine = hub.clone();
     mine.apply(&[Edit::set(hh("hh-050"), "members", FieldValue::Int(2))], 2).unwrap();
@@ -292,7 +291,7 @@ fn random_truncated_and_dependency_less_messages_change_nothing() {
 fn replayed_requests_store_nothing_twice() {
     let (server, _root, mut honest) = setup();
     let doc = village("nhu-co-03");
-    let mut mine = SurveyDocument::create(doc.clone(), ActorId::from([0x44; 16]));
+    let mut mine = SurveyDocument::create(doc.clone(), tests::actor_of(&server.raw_device, 0x44));
     mine.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(3))], 1).unwrap();
     let message = message_to(&mine, &SurveyDocument::empty(doc.clone(), test_actor()));
     let body = sync_body("p-1", &[(&doc, Some(message))]);

@@ -222,6 +222,12 @@ fn random_hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
+/// A fresh device actor for `device`: the server admits changes under it
+/// only from this device (see `sync_core::actors`).
+fn new_actor(device: &str) -> ActorId {
+    sync_core::actors::device_actor(device, rand::random())
+}
+
 const K_SERVER: &str = "device.server";
 const K_ID: &str = "device.id";
 const K_ACTOR: &str = "device.actor";
@@ -288,7 +294,7 @@ impl Device {
             store.put_setting(K_NAME, &enrolled.name)?;
         }
         store.put_setting(K_TOKEN, &enrolled.token)?;
-        store.put_setting(K_ACTOR, &random_hex(16))?;
+        store.put_setting(K_ACTOR, &new_actor(id.as_str()).to_hex_string())?;
         store.put_setting(K_ID, id.as_str())?;
         drop(store);
         Self::open(dir)
@@ -300,7 +306,7 @@ impl Device {
         if !path.exists() {
             return Err(DeviceError::NotInitialised(dir.to_owned()));
         }
-        let store = SqliteStore::open(&path)?;
+        let mut store = SqliteStore::open(&path)?;
         let get = |k: &str| -> Result<String, DeviceError> {
             store.setting(k)?.ok_or_else(|| DeviceError::NotInitialised(dir.to_owned()))
         };
@@ -313,6 +319,14 @@ impl Device {
             round: Round::new(get(K_ROUND)?).map_err(|e| bad(&e))?,
             name: store.setting(K_NAME)?,
         };
+        let mut config = config;
+        if sync_core::actors::actor_device(&config.actor) != Some(config.device.as_str()) {
+            // An actor from before device actors: new edits go under a device
+            // actor (changes already made keep theirs; the server still
+            // accepts the old one from this device when it was bound to it).
+            config.actor = new_actor(config.device.as_str());
+            store.put_setting(K_ACTOR, &config.actor.to_hex_string())?;
+        }
         let client = Client::new(&config.server, Duration::from_secs(60)).with_token(store.setting(K_TOKEN)?);
         Ok(Self { dir: dir.to_owned(), store, config, docs: BTreeMap::new(), client })
     }
@@ -671,7 +685,7 @@ impl Device {
         self.store
             .put_setting(&format!("{K_REFUSED}{id}"), &serde_json::to_string(&aside).expect("serialises"))?;
         // A new actor: the refused change's sequence number is never reused.
-        let actor = ActorId::from(rand::random::<[u8; 16]>());
+        let actor = new_actor(self.config.device.as_str());
         self.store.put_setting(K_ACTOR, &actor.to_hex_string())?;
         self.config.actor = actor.clone();
         for d in self.docs.values_mut() {

@@ -89,6 +89,19 @@ pub fn devices_credentials_and_actors<S: Store>(mut store: S) {
     assert_eq!(store.bind_actor("aa11", "phone-a", 2).expect("bind"), None, "same device again is fine");
     assert_eq!(store.bind_actor("aa11", "phone-b", 3).expect("bind"), Some("phone-a".into()));
     assert_eq!(store.actor_devices().expect("list"), vec![("aa11".into(), "phone-a".into())]);
+
+    // Bindings committed with a batch: all or nothing, the first device kept.
+    let batch = WriteBatch {
+        actor_bindings: vec![("bb22".into(), "phone-b".into()), ("aa11".into(), "phone-b".into())],
+        ..WriteBatch::default()
+    };
+    store.commit(&batch, 4).expect("commit bindings");
+    assert_eq!(
+        store.actor_devices().expect("list"),
+        vec![("aa11".into(), "phone-a".into()), ("bb22".into(), "phone-b".into())]
+    );
+    assert_eq!(store.actor_owner("bb22").expect("owner"), Some("phone-b".into()));
+    assert_eq!(store.actor_owner("cc33").expect("owner"), None);
 }
 
 /// The audit log keeps events newest first; admin tokens find their name.

@@ -84,18 +84,25 @@ pub struct WriteBatch {
     pub sync_states: Vec<(PeerId, DocumentId, Vec<u8>)>,
     /// Refused uploads to keep.
     pub refused: Vec<NewRefusedUpload>,
+    /// Actor bindings (actor hex, device) of the changes in this batch; an
+    /// actor already bound keeps its first device.
+    pub actor_bindings: Vec<(String, String)>,
 }
 
 impl WriteBatch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.sync_states.is_empty() && self.refused.is_empty()
+        self.changes.is_empty()
+            && self.sync_states.is_empty()
+            && self.refused.is_empty()
+            && self.actor_bindings.is_empty()
     }
     /// Appends another batch.
     pub fn extend(&mut self, other: WriteBatch) {
         self.changes.extend(other.changes);
         self.sync_states.extend(other.sync_states);
         self.refused.extend(other.refused);
+        self.actor_bindings.extend(other.actor_bindings);
     }
 }
 
@@ -206,6 +213,8 @@ pub trait Store: Send {
     /// Binds an actor id to the device that first used it. Returns the other
     /// device if the actor is already bound elsewhere (and binds nothing).
     fn bind_actor(&mut self, actor: &str, device: &str, now: i64) -> Result<Option<String>, StoreError>;
+    /// The device an actor is bound to, if any.
+    fn actor_owner(&self, actor: &str) -> Result<Option<String>, StoreError>;
     /// Every (actor, device) binding.
     fn actor_devices(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Appends to the audit log.

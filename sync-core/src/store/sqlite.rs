@@ -293,6 +293,14 @@ impl Store for SqliteStore {
                     .map_err(backend)?;
                 summary.first_refused_id.get_or_insert(tx.last_insert_rowid());
             }
+            let mut bind = tx
+                .prepare_cached(
+                    "INSERT INTO actors (actor, device, bound_at) VALUES (?1, ?2, ?3) ON CONFLICT (actor) DO NOTHING",
+                )
+                .map_err(backend)?;
+            for (actor, device) in &batch.actor_bindings {
+                bind.execute(params![actor, device, now]).map_err(backend)?;
+            }
         }
         tx.commit().map_err(backend)?;
         Ok(summary)
@@ -607,6 +615,13 @@ impl Store for SqliteStore {
             self.conn.prepare("SELECT actor, device FROM actors ORDER BY actor").map_err(backend)?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn actor_owner(&self, actor: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT device FROM actors WHERE actor = ?1")
+            .and_then(|mut s| s.query_row([actor], |r| r.get(0)).optional())
+            .map_err(backend)
     }
 
     fn append_audit(&mut self, e: &AuditEvent) -> Result<(), StoreError> {
