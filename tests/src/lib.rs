@@ -15,6 +15,8 @@ use sync_core::survey::SurveyDocument;
 
 pub use server::ServerHandle;
 
+pub mod attacks;
+
 /// A server on a temporary database that outlives restarts.
 pub struct TestServer {
     /// Keeps the database directory alive.
@@ -179,6 +181,23 @@ impl TestServer {
             self.post_admin("/v1/admin/devices", serde_json::json!({"name": name, "communes": communes}));
         assert_eq!(status, 200, "{answer}");
         (answer["device"]["id"].as_str().unwrap().to_owned(), answer["code"].as_str().unwrap().to_owned())
+    }
+
+    /// Adds a device and enrolls it over HTTP (`POST /v1/enroll`): its id and token.
+    pub fn enrolled(&self, name: &str, communes: &[&str]) -> (String, String) {
+        let (id, code) = self.add_device(name, communes);
+        let mut resp = Self::agent()
+            .post(format!("{}/v1/enroll", self.url()))
+            .send_json(serde_json::json!({"code": code}))
+            .expect("POST /v1/enroll");
+        assert_eq!(resp.status().as_u16(), 200, "the new device enrolls");
+        let answer: serde_json::Value = resp.body_mut().read_json().expect("JSON");
+        (id, answer["token"].as_str().expect("a token").to_owned())
+    }
+
+    /// Who the server says wrote under each actor (`GET /v1/admin/actors`).
+    pub fn actor_owners(&self) -> Vec<(String, String)> {
+        serde_json::from_value(self.get_json("/v1/admin/actors")).expect("[[actor, device], ...]")
     }
 
     /// The heads of every stored document, to show that nothing changed.

@@ -3,15 +3,23 @@
 //! commune of V villages × H households, syncing at once; then one small
 //! edit each and a re-sync. Prints throughput, bytes, latency and the
 //! server's peak resident memory. Not a test: it never fails on a slow machine.
+//!
+//! With `--hostile N` it runs twice on fresh databases: once as above (the
+//! baseline), then with N hostile loops that, while the honest devices sync,
+//! send every attack of `tests::attacks` in turn with an enrolled device's
+//! own token; it prints both runs' latencies and peak memory side by side.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use cli::device::{Device, SyncOptions, SyncReport};
+use sync_core::ids::DocumentId;
 use sync_core::registry::{Place, PlaceKind};
 use sync_core::store::{SqliteStore, Store};
 use sync_core::survey::{Edit, FieldValue, Target};
@@ -30,6 +38,10 @@ struct Args {
     /// Households per village.
     #[arg(long, default_value_t = 60)]
     households: usize,
+    /// Also run the phases with this many hostile loops sending attacks,
+    /// after a baseline run without them, and compare.
+    #[arg(long)]
+    hostile: Option<usize>,
     /// Internal: run only the server on this database and print its address.
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -37,13 +49,65 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(db) = args.serve {
-        return serve(&db);
+    if let Some(db) = &args.serve {
+        return serve(db);
     }
+    let Some(loops) = args.hostile else {
+        run(&args, 0)?;
+        return Ok(());
+    };
+    println!("== baseline: honest devices only ==");
+    let calm = run(&args, 0)?;
+    println!();
+    println!("== the same with {loops} hostile loops ==");
+    let hostile = run(&args, loops)?;
+    println!();
+    println!("honest devices without / with {loops} hostile loops:");
+    for (name, a, b) in [("first sync", calm.first, hostile.first), ("re-sync", calm.again, hostile.again)] {
+        println!(
+            "  {name}: p50 {} → {} ms (×{:.2}), p99 {} → {} ms (×{:.2})",
+            ms(a.0),
+            ms(b.0),
+            ratio(a.0, b.0),
+            ms(a.1),
+            ms(b.1),
+            ratio(a.1, b.1)
+        );
+    }
+    match (calm.peak_kb, hostile.peak_kb) {
+        (Some(a), Some(b)) => println!(
+            "  server peak resident memory (VmHWM): {:.1} → {:.1} MB (×{:.2})",
+            a as f64 / 1024.0,
+            b as f64 / 1024.0,
+            b as f64 / a.max(1) as f64
+        ),
+        _ => println!("  server peak resident memory: unknown"),
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    b.as_secs_f64() / a.as_secs_f64().max(1e-6)
+}
+
+/// p50 and p99 of the honest devices per phase, and the server's VmHWM (kB).
+struct Figures {
+    first: (Duration, Duration),
+    again: (Duration, Duration),
+    peak_kb: Option<u64>,
+}
+
+/// One benchmark run on a fresh database, with `hostile` attack loops during the phases.
+fn run(args: &Args, hostile: usize) -> anyhow::Result<Figures> {
     let tmp = tempfile::tempdir()?;
     let db = tmp.path().join("bench.sqlite");
     write_registry(&db, args.devices, args.villages)?;
     let codes = enroll_devices(&db, args.devices)?;
+    let attacker = if hostile > 0 { Some(enroll_attacker(&db)?) } else { None };
 
     let mut child = Command::new(std::env::current_exe()?)
         .arg("--serve")
@@ -89,7 +153,60 @@ fn main() -> anyhow::Result<()> {
     println!("devices recorded their round offline in {:.1} s", setup.elapsed().as_secs_f64());
 
     let docs = args.devices * (args.villages + 1);
-    let first = run_all(&mut devices)?;
+    let stop = AtomicBool::new(false);
+    let attacks = match &attacker {
+        Some((id, _)) => {
+            let victim = devices[0].config().device.to_string();
+            hostile_attacks(id, &victim, args.devices)
+        }
+        None => Vec::new(),
+    };
+    let (first, again) = std::thread::scope(|s| -> anyhow::Result<_> {
+        let loops: Vec<_> = match &attacker {
+            Some((_, token)) => (0..hostile)
+                .map(|n| {
+                    let (url, attacks, stop) = (&url, &attacks, &stop);
+                    s.spawn(move || hostile_loop(url, token, attacks, n, stop))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let phases = honest_phases(&mut devices, docs);
+        stop.store(true, Ordering::Relaxed);
+        let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+        for l in loops {
+            for (k, v) in l.join().expect("hostile loop") {
+                *answers.entry(k).or_default() += v;
+            }
+        }
+        if hostile > 0 {
+            let list: Vec<String> = answers.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+            println!("  hostile requests answered: {}", list.join(", "));
+        }
+        phases
+    })?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+    let field = |k: &str| status.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_owned());
+    println!(
+        "server peak resident memory (VmHWM): {}; now (VmRSS): {}",
+        field("VmHWM:").unwrap_or_else(|| "unknown".into()),
+        field("VmRSS:").unwrap_or_else(|| "unknown".into())
+    );
+    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    println!("database: {:.1} MB", size as f64 / 1e6);
+    drop(child.stdin.take());
+    child.wait()?;
+    let pct = |p: &Phase| (percentile(&p.latencies, 0.5), percentile(&p.latencies, 0.99));
+    Ok(Figures { first: pct(&first), again: pct(&again), peak_kb })
+}
+
+/// The honest phases: everyone's first sync, then one small edit each and a re-sync.
+fn honest_phases(devices: &mut [Device], docs: usize) -> anyhow::Result<(Phase, Phase)> {
+    let first = run_all(devices)?;
     print_phase("first sync", &first, docs);
 
     for (d, device) in devices.iter_mut().enumerate() {
@@ -97,7 +214,7 @@ fn main() -> anyhow::Result<()> {
         device
             .record(&id, &[Edit::set(Target::Household("hh-007".parse()?), "members", FieldValue::Int(9))])?;
     }
-    let again = run_all(&mut devices)?;
+    let again = run_all(devices)?;
     print_phase("re-sync after one small edit", &again, docs);
     let n = again.reports.len().max(1);
     let sum = |f: fn(&SyncReport) -> usize| again.reports.iter().map(f).sum::<usize>() / n;
@@ -109,18 +226,7 @@ fn main() -> anyhow::Result<()> {
         sum(|r| r.message_bytes_received)
     );
 
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |k: &str| status.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_owned());
-    println!(
-        "server peak resident memory (VmHWM): {}; now (VmRSS): {}",
-        field("VmHWM:").unwrap_or_else(|| "unknown".into()),
-        field("VmRSS:").unwrap_or_else(|| "unknown".into())
-    );
-    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
-    println!("database: {:.1} MB", size as f64 / 1e6);
-    drop(child.stdin.take());
-    child.wait()?;
-    Ok(())
+    Ok((first, again))
 }
 
 /// The outcome of all devices syncing at once.
@@ -250,6 +356,104 @@ fn enroll_devices(db: &Path, devices: usize) -> anyhow::Result<Vec<String>> {
             Ok(code)
         })
         .collect()
+}
+
+/// A device enrolled for every commune, added straight into the database,
+/// that will attack: its id and token.
+fn enroll_attacker(db: &Path) -> anyhow::Result<(String, String)> {
+    let mut store = SqliteStore::open(db)?;
+    let registry = sync_core::registry::Registry::new(store.places()?)?;
+    let communes: Vec<String> = registry.of_kind(PlaceKind::Commune).map(|p| p.id.clone()).collect();
+    let now = server::state::now_ms();
+    let (record, code) =
+        server::auth::add_device(&mut store, &registry, "hostile device", &communes, "admin:bench", now)?;
+    let (_, token) = server::auth::enroll(&mut store, &code, None, now)?;
+    Ok((record.id, token))
+}
+
+/// Every attack of `tests::attacks`, aimed at the first village of each
+/// commune in turn (`victim` is an honest device whose change is replayed).
+fn hostile_attacks(attacker: &str, victim: &str, communes: usize) -> Vec<(DocumentId, Vec<u8>)> {
+    use tests::attacks as a;
+    let mut out = Vec::new();
+    for c in 0..communes.min(4) {
+        let doc = tests::village(&format!("commune-{c:03}-v00"));
+        let d = &doc;
+        for attack in [
+            a::bloom_probes(1 << 27),
+            a::bloom_zero_bits(),
+            a::too_many_haves(5000),
+            a::inflation_bomb(d, attacker, 256 << 20),
+            a::squat_household(d, "hh-not-yet"),
+            a::squat_genesis(d),
+            a::edit_depending_on(d, attacker, "hh-x"),
+            a::rule_break_depending_on(d, attacker, "hh-y"),
+            a::dependency_less(d, attacker, 64),
+            a::fresh_actor_then_rule_break(d, attacker),
+            a::many_actors(d, Some(attacker), 8),
+            a::many_actors(d, None, 8),
+            a::counter_key_patched(d, attacker),
+            a::bad_checksum_missing_dep(d, attacker),
+            a::huge_commit_message(d, attacker, 2 << 20),
+            a::timestamp(d, attacker, a::YEAR_2100_MS),
+            a::timestamp(d, attacker, -86_400_000),
+            a::replay(d, victim),
+        ] {
+            out.push((doc.clone(), attack.message));
+        }
+        let (unknown, attack) = a::in_unknown_round(&format!("commune-{c:03}-v00"), attacker);
+        out.push((unknown, attack.message));
+    }
+    out
+}
+
+/// Most requests one hostile loop sends, whatever the phases' length.
+const MAX_HOSTILE_REQUESTS: usize = 100_000;
+
+/// Sends the attacks in turn (loop `n` starts at the `n`th) until `stop`;
+/// how many answers of each status and code it got.
+fn hostile_loop(
+    url: &str,
+    token: &str,
+    attacks: &[(DocumentId, Vec<u8>)],
+    n: usize,
+    stop: &AtomicBool,
+) -> BTreeMap<String, usize> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut answers = BTreeMap::new();
+    for i in 0..MAX_HOSTILE_REQUESTS {
+        if stop.load(Ordering::Relaxed) || attacks.is_empty() {
+            break;
+        }
+        let (doc, message) = &attacks[(n + i) % attacks.len()];
+        let exchange = tests::attacks::exchange_id(&format!("hostile-{n}"));
+        let body = tests::attacks::request_body(&exchange, 1, &[(doc, Some(message))]);
+        let key = match agent
+            .post(format!("{url}/v1/sync"))
+            .header("Content-Type", "application/json")
+            .header("Authorization", format!("Bearer {token}"))
+            .send(&body[..])
+        {
+            Ok(mut resp) => {
+                let status = resp.status().as_u16();
+                let json: serde_json::Value = resp.body_mut().read_json().unwrap_or_default();
+                let entry = &json["documents"][0];
+                let code = json["error"]["code"]
+                    .as_str()
+                    .or(entry["error"]["code"].as_str())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("stored {}", entry["stored"]));
+                format!("{status} {code}")
+            }
+            Err(e) => format!("no answer ({e})"),
+        };
+        *answers.entry(key).or_insert(0) += 1;
+    }
+    answers
 }
 
 /// The child process: a server until stdin closes.
