@@ -152,6 +152,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         seen: Mutex::new(Default::default()),
         actor_owners: Mutex::new(Default::default()),
         waiting: Mutex::new(Default::default()),
+        turns: Mutex::new(Default::default()),
         fault_document: config.fault_document.clone(),
         enroll_throttle: Mutex::new(throttle::Throttle::new(
             config.limits.enroll_per_minute_per_address,

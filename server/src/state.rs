@@ -259,6 +259,8 @@ pub struct Shared {
     pub actor_owners: Mutex<HashMap<String, String>>,
     /// Changes waiting for a dependency, per device, over all its exchanges.
     pub waiting: Mutex<HashMap<PeerId, usize>>,
+    /// A turn per device: its sync requests are handled one at a time.
+    pub turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// A document whose handling panics on purpose: how tests prove that a
     /// panic is contained. Never set by the server binary.
     pub fault_document: Option<String>,
@@ -344,6 +346,19 @@ impl Shared {
         for (actor, device) in bindings {
             owners.entry(actor.clone()).or_insert_with(|| device.clone());
         }
+    }
+
+    /// Waits for `device`'s turn: its sync requests run one at a time, so
+    /// however many connections one token opens, it holds one worker.
+    pub async fn device_turn(&self, device: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = self
+            .turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(device.to_owned())
+            .or_default()
+            .clone();
+        turn.lock_owned().await
     }
 
     /// Changes `device` has waiting for a dependency in all its exchanges.

@@ -78,6 +78,9 @@ pub async fn sync(
         Ok(b) => b,
         Err(e) => return body_error(e, shared.limits.max_body_bytes).into_response(),
     };
+    // One sync request per device at a time: a device (or a stolen token
+    // used from many connections) gets at most one worker thread.
+    let _turn = shared.device_turn(&device.id).await;
     let touched = Arc::new(Mutex::new(Touched::default()));
     let mine = touched.clone();
     let outcome = tokio::task::spawn_blocking(move || handle(&shared, &device, &body, &mine)).await;
