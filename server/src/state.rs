@@ -7,21 +7,20 @@
 //! kept until the writer committed those changes; when the commit fails the
 //! slot is emptied, so the next request reloads the document from the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::automerge::{ActorId, ReadDoc};
+use sync_core::exchange::HubExchange;
 use sync_core::ids::{DocumentId, DocumentKind, PeerId, Round};
 use sync_core::registry::{PlaceKind, Registry};
-use sync_core::store::{NewRefusedUpload, WriteBatch};
-use sync_core::store::{SqliteStore, Store, StoreError};
+use sync_core::store::{SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::SurveyDocument;
-use sync_core::sync::{DocSession, InputLimits, RefusalCode};
+use sync_core::sync::InputLimits;
 
-use crate::wire::SyncResponse;
 use crate::writer::Writer;
 
 /// Limits the server enforces, each refused with a clear error.
@@ -209,19 +208,12 @@ impl DocCache {
     }
 }
 
-/// One exchange in progress: the in-memory sessions of one sync attempt by one device.
+/// One exchange in progress: its engine (sessions, rounds, the last answer
+/// for a replay) and when it was last used.
 #[derive(Default)]
 pub struct ExchangeState {
-    /// The last round answered (0 before the first).
-    pub round: u32,
-    /// The answer to that round, replayed if the same request arrives again.
-    pub last_response: Option<(u16, SyncResponse)>,
-    /// A session per document of the exchange, fresh from the persisted heads at first use.
-    pub sessions: BTreeMap<DocumentId, DocSession>,
-    /// The session bytes last persisted, so unchanged sessions are not rewritten.
-    pub persisted: BTreeMap<DocumentId, Vec<u8>>,
-    /// Documents refused in this exchange: no more messages for them until a new exchange.
-    pub refused: BTreeSet<DocumentId>,
+    /// The engine, made at the exchange's first round.
+    pub hub: Option<HubExchange>,
     /// When the exchange was last used, for expiry.
     pub last_used: Option<Instant>,
 }
@@ -394,24 +386,10 @@ impl Shared {
     pub fn end_exchanges(&self, ended: Vec<(ExchangeKey, ExchangeState)>) {
         let now = now_ms();
         let mut batch = WriteBatch::default();
-        for ((device, exchange), mut state) in ended {
-            for (id, session) in state.sessions.iter_mut() {
-                let waiting = session.take_waiting();
-                self.note_waiting(&device, waiting.len(), 0);
-                for change in waiting {
-                    batch.refused.push(NewRefusedUpload {
-                        source: Some(device.to_string()),
-                        document: Some(id.to_string()),
-                        code: RefusalCode::WaitingExpired,
-                        reason: format!(
-                            "change {} waited for dependencies {} that never arrived in exchange {exchange}",
-                            change.hash(),
-                            change.deps().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-                        ),
-                        bytes: change.raw_bytes().to_vec(),
-                        received_at: now,
-                    });
-                }
+        for ((device, _), state) in ended {
+            if let Some(mut hub) = state.hub {
+                self.note_waiting(&device, hub.waiting(), 0);
+                batch.extend(hub.end(now));
             }
         }
         if batch.is_empty() {

@@ -16,18 +16,18 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
+use sync_core::exchange::{Begin, HubEnv, HubError, HubExchange};
 use sync_core::ids::{check_id, DocumentId, PeerId};
 use sync_core::store::{NewRefusedUpload, Store, WriteBatch};
-use sync_core::sync::{ChangeRecord, DocSession, RefusalCode, Uploader};
+use sync_core::survey::SurveyDocument;
+use sync_core::sync::{ChangeRecord, RefusalCode};
 
-use crate::error::{refusal_code_name, ApiError, ErrorBody};
+use crate::error::ApiError;
 use sync_core::access::{AuditEvent, DeviceRecord};
 
 use crate::auth::AuthedDevice;
 use crate::state::{now_ms, ExchangeKey, ExchangeState, Shared};
-use crate::wire::{DocumentReply, SyncRequest, SyncResponse};
+use crate::wire::{SyncRequest, SyncResponse};
 use crate::AppState;
 
 /// Maps a body extraction failure to the error shape (413 for a body over the limit).
@@ -145,22 +145,6 @@ fn refuse_body(shared: &Shared, body: &[u8], source: Option<String>, why: String
     err
 }
 
-/// Queues the session's shared heads for the batch when they changed since
-/// they were last persisted.
-fn persist_session(
-    batch: &mut WriteBatch,
-    persisted: &mut BTreeMap<DocumentId, Vec<u8>>,
-    device: &PeerId,
-    id: &DocumentId,
-    session: &DocSession,
-) {
-    let state = session.persisted();
-    if persisted.get(id) != Some(&state) {
-        batch.sync_states.push((device.clone(), id.clone(), state.clone()));
-        persisted.insert(id.clone(), state);
-    }
-}
-
 fn handle(
     shared: &Shared,
     record: &DeviceRecord,
@@ -258,243 +242,89 @@ fn handle(
         }
     };
     ex.last_used = Some(std::time::Instant::now());
-    if let Some((status, response)) = &ex.last_response {
-        if response.round == request.round {
+    let limits = &shared.limits;
+    let hub = ex.hub.get_or_insert_with(|| {
+        HubExchange::new(device.clone(), request.exchange.clone(), limits.max_documents, limits.max_rounds)
+    });
+    let env = ServerEnv { shared, device: &device };
+    let round = match hub.begin(&request, &named, &env).map_err(hub_error)? {
+        Begin::Replay(status, response) => {
             tracing::debug!(%device, exchange = %request.exchange, round = request.round, "duplicate round answered again");
-            return Ok((*status, response.clone()));
+            return Ok((status, response));
         }
-    }
-    if request.round != ex.round + 1 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "exchange_out_of_step",
-            format!(
-                "round {} of exchange {} was not expected (last answered: {}); start a new exchange",
-                request.round, request.exchange, ex.round
-            ),
-        ));
-    }
-    if request.round > shared.limits.max_rounds {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "too_many_rounds",
-            format!(
-                "an exchange may take at most {} rounds; start a new exchange to continue",
-                shared.limits.max_rounds
-            ),
-        ));
-    }
-
-    let now = now_ms();
-    let mut batch = WriteBatch::default();
-    let mut replies: BTreeMap<DocumentId, DocumentReply> = BTreeMap::new();
-    let mut incoming: BTreeMap<DocumentId, Vec<u8>> = BTreeMap::new();
-    // (document, position in batch.refused) for refused ids after the commit.
-    let mut refused_at: Vec<(DocumentId, usize)> = Vec::new();
-    let mut messages = 0usize;
-    let mut refusals = 0usize;
-    let mut first_refusal: Option<DocumentId> = None;
-
-    let mut refuse = |batch: &mut WriteBatch,
-                      replies: &mut BTreeMap<DocumentId, DocumentReply>,
-                      doc: &DocumentId,
-                      code: RefusalCode,
-                      body: ErrorBody,
-                      bytes: Vec<u8>| {
-        refused_at.push((doc.clone(), batch.refused.len()));
-        batch.refused.push(NewRefusedUpload {
-            source: Some(device.to_string()),
-            document: Some(doc.to_string()),
-            code,
-            reason: body.message.clone(),
-            bytes,
-            received_at: now,
-        });
-        replies.insert(
-            doc.clone(),
-            DocumentReply { document: doc.to_string(), message: None, stored: 0, error: Some(body) },
-        );
-        first_refusal.get_or_insert(doc.clone());
+        Begin::Round(round) => round,
     };
 
-    for (entry, id) in request.documents.iter().zip(named) {
-        let Some(text) = &entry.message else {
-            ex.sessions.entry(id.clone()).or_default();
-            continue;
-        };
-        messages += 1;
-        let bytes = match B64.decode(text) {
-            Ok(b) => b,
-            Err(e) => {
-                refusals += 1;
-                let body = ErrorBody::new(
-                    &refusal_code_name(RefusalCode::Undecodable),
-                    format!("the message is not base64: {e}"),
-                )
-                .with_document(&id);
-                refuse(
-                    &mut batch,
-                    &mut replies,
-                    &id,
-                    RefusalCode::Undecodable,
-                    body,
-                    text.as_bytes().to_vec(),
-                );
-                continue;
-            }
-        };
-        let known = ex.sessions.contains_key(&id)
-            || shared.in_registry(&id)
-            || shared.docs.peek(&id).is_some()
-            || shared
-                .readers
-                .with(|s| s.has_change(&id, &sync_core::survey::genesis_change(&id).hash().to_string()))?;
-        if !known {
-            refusals += 1;
-            let body = ErrorBody::new(
-                &refusal_code_name(RefusalCode::UnknownDocument),
-                if shared.rounds.read().unwrap_or_else(|p| p.into_inner()).contains(&id.round) {
-                    format!("{id} is not in this server's registry; ask GET /v1/registry/communes/<commune> for the documents to sync")
-                } else {
-                    format!(
-                        "survey round {} is not open on this server, so {id} cannot be created; an administrator opens it with `thonsync rounds open {}`",
-                        id.round, id.round
-                    )
-                },
-            )
-            .with_document(&id);
-            refuse(&mut batch, &mut replies, &id, RefusalCode::UnknownDocument, body, bytes);
-            continue;
-        }
-        ex.sessions.entry(id.clone()).or_default();
-        incoming.insert(id, bytes);
-    }
-    if ex.sessions.len() > shared.limits.max_documents {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_documents",
-            format!(
-                "an exchange may hold at most {} documents; split them across exchanges",
-                shared.limits.max_documents
-            ),
-        ));
-    }
-
-    // Lock every document of the exchange in id order (no deadlock between exchanges).
-    let ids: Vec<DocumentId> = ex.sessions.keys().cloned().collect();
+    // Lock every document of the exchange in id order (no deadlock between
+    // exchanges) and load them; the engine plays the round on them.
+    let now = now_ms();
+    let ids = hub.documents();
     touched.lock().unwrap_or_else(|p| p.into_inner()).documents = ids.clone();
     let slots: Vec<_> = ids.iter().map(|id| shared.docs.slot(id)).collect();
     let mut guards: Vec<_> = slots.iter().map(|s| s.lock()).collect();
+    if let Some(fault) = shared.fault_document.as_deref() {
+        if ids.iter().any(|id| id.to_string() == fault && round.has_message(id)) {
+            panic!("fault injected while handling {fault}");
+        }
+    }
     let evict_all = |guards: &mut Vec<std::sync::MutexGuard<'_, Option<_>>>| {
         for g in guards.iter_mut() {
             **g = None;
         }
     };
-    let mut fresh_sessions = Vec::new();
+    let mut genesis: Vec<ChangeRecord> = Vec::new();
     for (id, guard) in ids.iter().zip(guards.iter_mut()) {
         match shared.ensure_loaded(id, guard) {
             Ok(Some(true)) => {
                 let doc = guard.as_ref().expect("loaded");
-                for change in doc.automerge().get_changes(&[]) {
-                    batch.changes.push(ChangeRecord::new(id, change));
-                }
+                genesis
+                    .extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(id, c)));
             }
             Ok(Some(false)) => {}
-            Ok(None) => {
-                // Known when the exchange started, gone now (registry replaced): drop it.
-                ex.sessions.remove(id);
-                continue;
-            }
+            // Known when the exchange started, gone now (registry replaced): drop it.
+            Ok(None) => hub.forget(id),
             Err(e) => {
                 evict_all(&mut guards);
                 return Err(ApiError::store(e).with_document(id));
             }
         }
-        if !ex.persisted.contains_key(id) {
-            fresh_sessions.push(id.clone());
+    }
+    let waiting_before = hub.waiting();
+    let elsewhere = shared.waiting_of(&device).saturating_sub(waiting_before);
+    let mut docs: BTreeMap<DocumentId, &mut SurveyDocument> =
+        ids.iter().cloned().zip(guards.iter_mut().filter_map(|g| g.as_mut())).collect();
+    let applied = hub.apply(round, &mut docs, &limits.input, elsewhere, &env, now);
+    drop(docs);
+    let mut out = match applied {
+        Ok(out) => out,
+        Err(e) => {
+            evict_all(&mut guards);
+            return Err(hub_error(e));
         }
-    }
-    for id in fresh_sessions {
-        let saved = shared.readers.with(|s| s.sync_state(&device, &id))?;
-        ex.sessions.insert(id.clone(), DocSession::resume(saved.as_deref()));
-        ex.persisted.insert(id, saved.unwrap_or_default());
-    }
+    };
+    shared.note_waiting(&device, waiting_before, out.waiting);
+    out.batch.changes.splice(0..0, genesis);
 
-    let ex = &mut *ex;
     let mut audits: Vec<AuditEvent> = Vec::new();
-    for (id, guard) in ids.iter().zip(guards.iter_mut()) {
-        let Some(session) = ex.sessions.get_mut(id) else { continue };
-        let doc = guard.as_mut().expect("loaded");
-        let mut reply = DocumentReply { document: id.to_string(), message: None, stored: 0, error: None };
-        if let Some(bytes) = incoming.remove(id) {
-            if shared.fault_document.as_deref() == Some(id.to_string().as_str()) {
-                panic!("fault injected while handling {id}");
-            }
-            let before = session.waiting();
-            let mut limits = shared.limits.input.clone();
-            let elsewhere = shared.waiting_of(&device).saturating_sub(before);
-            limits.max_waiting_per_document =
-                limits.max_waiting_per_document.min(limits.max_waiting_per_device.saturating_sub(elsewhere));
-            let legacy_owner = |actor: &str| shared.actor_owner(actor).map_err(|e| e.to_string());
-            let uploader = Uploader { device: &record.id, limits: &limits, legacy_owner: &legacy_owner };
-            match session.receive_from(doc, &bytes, &uploader) {
-                Ok(received) => {
-                    shared.note_waiting(&device, before, received.pending);
-                    reply.stored = received.new_changes.len();
-                    reply.message = received.reply.map(|m| B64.encode(m));
-                    batch.changes.extend(received.new_changes);
-                    batch.actor_bindings.extend(received.actors.into_iter().map(|a| (a, record.id.clone())));
-                    persist_session(&mut batch, &mut ex.persisted, &device, id, session);
-                    replies.insert(id.clone(), reply);
-                    continue;
-                }
-                Err(refusal) => {
-                    refusals += 1;
-                    tracing::info!(%device, document = %id, code = ?refusal.code, "message refused");
-                    ex.refused.insert(id.clone());
-                    if refusal.code == RefusalCode::ActorConflict {
-                        audits.push(audit_event(
-                            &who,
-                            "actor.conflict",
-                            &id.to_string(),
-                            refusal.message.clone(),
-                        ));
-                    }
-                    let body = ErrorBody::from_refusal(&refusal);
-                    refuse(&mut batch, &mut replies, id, refusal.code, body, bytes);
-                    continue;
-                }
-            }
+    for refusal in &out.refusals {
+        tracing::info!(%device, document = %refusal.document, code = ?refusal.code, "message refused");
+        if refusal.code == RefusalCode::ActorConflict {
+            audits.push(audit_event(
+                &who,
+                "actor.conflict",
+                &refusal.document.to_string(),
+                refusal.message.clone(),
+            ));
         }
-        if ex.refused.contains(id) {
-            continue;
-        }
-        match session.try_generate(doc) {
-            Ok(message) => reply.message = message.map(|m| B64.encode(m)),
-            Err(refusal) => {
-                refusals += 1;
-                ex.refused.insert(id.clone());
-                let body = ErrorBody::from_refusal(&refusal);
-                refuse(&mut batch, &mut replies, id, refusal.code, body, Vec::new());
-                continue;
-            }
-        }
-        persist_session(&mut batch, &mut ex.persisted, &device, id, session);
-        replies.insert(id.clone(), reply);
     }
-
-    if !batch.is_empty() {
-        let committed_bindings = batch.actor_bindings.clone();
-        match shared.writer.commit(std::mem::take(&mut batch), now) {
+    let mut first_refused_id = None;
+    if !out.batch.is_empty() {
+        let batch = std::mem::take(&mut out.batch);
+        let bindings = batch.actor_bindings.clone();
+        match shared.writer.commit(batch, now) {
             Ok(summary) => {
-                shared.note_bindings(&committed_bindings);
-                if let Some(first) = summary.first_refused_id {
-                    for (doc, pos) in &refused_at {
-                        if let Some(r) = replies.get_mut(doc).and_then(|r| r.error.as_mut()) {
-                            r.refused_upload = Some(first + *pos as i64);
-                        }
-                    }
-                }
+                shared.note_bindings(&bindings);
+                first_refused_id = summary.first_refused_id;
             }
             Err(e) => {
                 evict_all(&mut guards);
@@ -507,7 +337,9 @@ fn handle(
         }
     }
     drop(guards);
-    for reply in replies.values() {
+    let hub = ex.hub.as_mut().expect("the exchange's engine");
+    let (status, response) = hub.finish(out, first_refused_id);
+    for reply in &response.documents {
         if let Some(e) = &reply.error {
             let kept =
                 e.refused_upload.map(|id| format!(", kept as refused upload {id}")).unwrap_or_default();
@@ -520,20 +352,44 @@ fn handle(
         }
     }
     shared.audit(audits);
-
-    let error = if messages > 0 && refusals == messages {
-        first_refusal.and_then(|d| replies.get(&d)).and_then(|r| r.error.clone())
-    } else {
-        None
-    };
-    let status = if error.is_some() { 422 } else { 200 };
-    let response = SyncResponse {
-        exchange: request.exchange.clone(),
-        round: request.round,
-        documents: replies.into_values().collect(),
-        error,
-    };
-    ex.round = request.round;
-    ex.last_response = Some((status, response.clone()));
     Ok((status, response))
+}
+
+/// The store's and registry's answers the exchange engine asks for.
+struct ServerEnv<'a> {
+    shared: &'a Shared,
+    device: &'a PeerId,
+}
+
+impl HubEnv for ServerEnv<'_> {
+    fn is_known(&self, id: &DocumentId) -> Result<bool, String> {
+        if self.shared.in_registry(id) || self.shared.docs.peek(id).is_some() {
+            return Ok(true);
+        }
+        let genesis = sync_core::survey::genesis_change(id).hash().to_string();
+        self.shared.readers.with(|s| s.has_change(id, &genesis)).map_err(|e| e.to_string())
+    }
+
+    fn persisted_state(&self, id: &DocumentId) -> Result<Option<Vec<u8>>, String> {
+        self.shared.readers.with(|s| s.sync_state(self.device, id)).map_err(|e| e.to_string())
+    }
+
+    fn legacy_owner(&self, actor: &str) -> Result<Option<String>, String> {
+        self.shared.actor_owner(actor).map_err(|e| e.to_string())
+    }
+}
+
+/// The error answer of a round that cannot be played.
+fn hub_error(e: HubError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        HubError::OutOfStep { .. } => ApiError::new(StatusCode::CONFLICT, "exchange_out_of_step", message),
+        HubError::TooManyRounds { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "too_many_rounds", message)
+        }
+        HubError::TooManyDocuments { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_documents", message)
+        }
+        HubError::Store(e) => ApiError::store(e),
+    }
 }

@@ -9,6 +9,7 @@
 //!   with a typed edit and read API and deterministic shared structure.
 //! - [`validate`]: type rules on incoming changes, data-quality issues, conflicts.
 //! - [`inbound`]: a peer's sync message checked byte by byte before automerge sees it.
+//! - [`exchange`]: the exchange of protocol v1, sans IO: the hub's and the device's state machines.
 //! - [`sync`]: the sans-IO sync engine over automerge's sync protocol.
 //! - [`store`]: the `Store` trait, its SQLite backend and its conformance suite.
 //! - [`registry`]: places, the bundled Bắc Kạn sample, CSV loading.
@@ -17,6 +18,7 @@
 pub mod access;
 pub mod actors;
 pub mod error;
+pub mod exchange;
 pub mod history;
 pub mod ids;
 pub mod inbound;

@@ -23,7 +23,7 @@
 //! change whose dependencies are missing never enters the shared document;
 //! it applies only in a later round of the session that received it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
@@ -495,41 +495,4 @@ fn order_ready(candidates: Vec<Change>, known: impl Fn(&ChangeHash) -> bool) -> 
     let ready: Vec<Change> = order.iter().filter_map(|&i| slots[i].take()).collect();
     let waiting: Vec<Change> = slots.into_iter().flatten().collect();
     (ready, waiting)
-}
-
-/// The sessions of one multi-document exchange with one peer.
-///
-/// Holds a [`DocSession`] per document for the length of the exchange and
-/// counts rounds, so that no two peers can loop forever.
-#[derive(Debug, Default)]
-pub struct Exchange {
-    sessions: BTreeMap<DocumentId, DocSession>,
-    rounds: u32,
-}
-
-impl Exchange {
-    /// A new exchange; sessions start from the states `persisted` returns.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The session for `id`, resumed from `persisted` on first use.
-    pub fn session(
-        &mut self,
-        id: &DocumentId,
-        persisted: impl FnOnce() -> Option<Vec<u8>>,
-    ) -> &mut DocSession {
-        self.sessions.entry(id.clone()).or_insert_with(|| DocSession::resume(persisted().as_deref()))
-    }
-
-    /// Counts a round; `false` once [`MAX_ROUNDS`] are used up.
-    pub fn next_round(&mut self) -> bool {
-        self.rounds += 1;
-        self.rounds <= MAX_ROUNDS
-    }
-
-    /// Rounds taken so far.
-    pub fn rounds(&self) -> u32 {
-        self.rounds
-    }
 }

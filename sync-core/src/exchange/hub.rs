@@ -1,0 +1,389 @@
+//! The hub's side of an exchange: one state machine per (device, exchange).
+//!
+//! A round goes [`HubExchange::begin`] (numbering, replay, decoding, which
+//! documents are known) → the shell locks and loads [`HubExchange::documents`]
+//! → [`HubExchange::apply`] (receive, reply, the batch) → the shell commits
+//! [`RoundOutput::batch`] → [`HubExchange::finish`] (the response, kept for a
+//! replay). Nothing is answered before the commit, and a round whose commit
+//! failed is never finished: the shell drops the exchange.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use crate::ids::{DocumentId, PeerId};
+use crate::store::{NewRefusedUpload, WriteBatch};
+use crate::survey::SurveyDocument;
+use crate::sync::{DocSession, InputLimits, Refusal, RefusalCode, Uploader};
+use crate::wire::{DocumentReply, ErrorBody, SyncRequest, SyncResponse};
+
+/// Answers of the store and the registry the hub needs during a round.
+/// Failures are strings: the shell logs them and answers "store unavailable".
+pub trait HubEnv {
+    /// Whether a document may be synced: it is stored, or it may be created
+    /// (its place is in the registry and its round is open).
+    fn is_known(&self, id: &DocumentId) -> Result<bool, String>;
+    /// The persisted sync state of the exchange's device for a document.
+    fn persisted_state(&self, id: &DocumentId) -> Result<Option<Vec<u8>>, String>;
+    /// The device a legacy actor is bound to (see [`crate::actors`]).
+    fn legacy_owner(&self, actor: &str) -> Result<Option<String>, String>;
+}
+
+/// Why a round cannot be played at all (nothing of it applies).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// The round is neither the next one nor a repeat of the last.
+    #[error(
+        "round {round} of exchange {exchange} was not expected (last answered: {last}); start a new exchange"
+    )]
+    OutOfStep {
+        /// The exchange.
+        exchange: String,
+        /// The round asked for.
+        round: u32,
+        /// The last round answered.
+        last: u32,
+    },
+    /// The exchange used up its rounds.
+    #[error("an exchange may take at most {max} rounds; start a new exchange to continue")]
+    TooManyRounds {
+        /// The cap.
+        max: u32,
+    },
+    /// The exchange would hold more documents than allowed.
+    #[error("an exchange may hold at most {max} documents; split them across exchanges")]
+    TooManyDocuments {
+        /// The cap.
+        max: usize,
+    },
+    /// The store could not answer.
+    #[error("the store could not answer: {0}")]
+    Store(String),
+}
+
+/// What [`HubExchange::begin`] decided.
+#[derive(Debug)]
+pub enum Begin {
+    /// The same round again: answer it exactly as before, change nothing.
+    Replay(u16, SyncResponse),
+    /// A new round to play.
+    Round(HubRound),
+}
+
+/// A round in progress, between [`HubExchange::begin`] and [`HubExchange::apply`].
+#[derive(Debug)]
+pub struct HubRound {
+    number: u32,
+    /// Decoded messages of known documents.
+    incoming: BTreeMap<DocumentId, Vec<u8>>,
+    /// Refusals decided before any document is touched (base64, unknown).
+    early: Vec<(Refusal, Vec<u8>)>,
+    /// Messages in the request.
+    messages: usize,
+}
+
+impl HubRound {
+    /// Whether the round carries a message for `id`.
+    pub fn has_message(&self, id: &DocumentId) -> bool {
+        self.incoming.contains_key(id)
+    }
+}
+
+/// What a round produced, before its commit.
+#[derive(Debug, Default)]
+pub struct RoundOutput {
+    /// Everything to commit, in one transaction, before answering.
+    pub batch: WriteBatch,
+    /// Every refusal of the round, for the shell's log and audit.
+    pub refusals: Vec<Refusal>,
+    /// Changes of the device waiting for a dependency in this exchange, after the round.
+    pub waiting: usize,
+    replies: BTreeMap<DocumentId, DocumentReply>,
+    /// (document, index in `batch.refused`) of each refused message.
+    refused_at: Vec<(DocumentId, usize)>,
+    messages: usize,
+    number: u32,
+}
+
+/// One device's exchange on the hub.
+#[derive(Debug)]
+pub struct HubExchange {
+    device: PeerId,
+    id: String,
+    max_documents: usize,
+    max_rounds: u32,
+    /// The last round answered (0 before the first).
+    round: u32,
+    /// Its answer, replayed when the same round arrives again.
+    last: Option<(u16, SyncResponse)>,
+    /// A session per document, fresh from the persisted state at first use.
+    sessions: BTreeMap<DocumentId, DocSession>,
+    /// The session bytes last persisted, so unchanged sessions are not rewritten.
+    persisted: BTreeMap<DocumentId, Vec<u8>>,
+    /// Documents refused in this exchange: no more messages for them.
+    refused: BTreeSet<DocumentId>,
+}
+
+impl HubExchange {
+    /// A new exchange `id` of `device`, holding at most `max_documents`
+    /// documents over at most `max_rounds` rounds.
+    pub fn new(device: PeerId, id: String, max_documents: usize, max_rounds: u32) -> Self {
+        Self {
+            device,
+            id,
+            max_documents,
+            max_rounds,
+            round: 0,
+            last: None,
+            sessions: BTreeMap::new(),
+            persisted: BTreeMap::new(),
+            refused: BTreeSet::new(),
+        }
+    }
+
+    /// Starts a round of `request`, whose documents (`named`, parsed and
+    /// checked against the device's scope by the shell) are in request order.
+    pub fn begin(
+        &mut self,
+        request: &SyncRequest,
+        named: &[DocumentId],
+        env: &dyn HubEnv,
+    ) -> Result<Begin, HubError> {
+        if let Some((status, response)) = &self.last {
+            if response.round == request.round {
+                return Ok(Begin::Replay(*status, response.clone()));
+            }
+        }
+        if request.round != self.round + 1 {
+            return Err(HubError::OutOfStep {
+                exchange: self.id.clone(),
+                round: request.round,
+                last: self.round,
+            });
+        }
+        if request.round > self.max_rounds {
+            return Err(HubError::TooManyRounds { max: self.max_rounds });
+        }
+        let mut round =
+            HubRound { number: request.round, incoming: BTreeMap::new(), early: Vec::new(), messages: 0 };
+        let mut new_documents = BTreeSet::new();
+        for (entry, id) in request.documents.iter().zip(named) {
+            let refuse =
+                |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
+            if !self.sessions.contains_key(id) {
+                new_documents.insert(id.clone());
+            }
+            let Some(text) = &entry.message else { continue };
+            round.messages += 1;
+            let bytes = match B64.decode(text) {
+                Ok(b) => b,
+                Err(e) => {
+                    let r = refuse(RefusalCode::Undecodable, format!("the message is not base64: {e}"));
+                    round.early.push((r, text.as_bytes().to_vec()));
+                    continue;
+                }
+            };
+            if !self.sessions.contains_key(id) && !env.is_known(id).map_err(HubError::Store)? {
+                new_documents.remove(id);
+                let r = refuse(
+                    RefusalCode::UnknownDocument,
+                    format!("{id} is not in this server's registry, or its survey round is not open; ask GET /v1/registry/communes/<commune> for the documents to sync"),
+                );
+                round.early.push((r, bytes));
+                continue;
+            }
+            round.incoming.insert(id.clone(), bytes);
+        }
+        if self.sessions.len() + new_documents.len() > self.max_documents {
+            return Err(HubError::TooManyDocuments { max: self.max_documents });
+        }
+        for id in new_documents {
+            self.sessions.entry(id).or_default();
+        }
+        Ok(Begin::Round(round))
+    }
+
+    /// The documents of the exchange, in id order: the shell locks (in this
+    /// order, so rounds cannot deadlock) and loads them for [`HubExchange::apply`].
+    pub fn documents(&self) -> Vec<DocumentId> {
+        self.sessions.keys().cloned().collect()
+    }
+
+    /// Drops a document that no longer exists (the registry was replaced).
+    pub fn forget(&mut self, id: &DocumentId) {
+        self.sessions.remove(id);
+        self.persisted.remove(id);
+    }
+
+    /// Changes of the device waiting for a dependency in this exchange.
+    pub fn waiting(&self) -> usize {
+        self.sessions.values().map(DocSession::waiting).sum()
+    }
+
+    /// Plays a round on the exchange's documents (`docs`, loaded and locked
+    /// by the shell; a document missing from it is skipped). `waiting_elsewhere`
+    /// is what the device has waiting in its other exchanges.
+    pub fn apply(
+        &mut self,
+        round: HubRound,
+        docs: &mut BTreeMap<DocumentId, &mut SurveyDocument>,
+        limits: &InputLimits,
+        waiting_elsewhere: usize,
+        env: &dyn HubEnv,
+        now: i64,
+    ) -> Result<RoundOutput, HubError> {
+        let HubRound { number, mut incoming, early, messages } = round;
+        let mut out = RoundOutput { messages, number, ..RoundOutput::default() };
+        for (refusal, bytes) in early {
+            self.refuse(&mut out, refusal, bytes, now);
+        }
+        for id in docs.keys() {
+            if !self.persisted.contains_key(id) {
+                let saved = env.persisted_state(id).map_err(HubError::Store)?;
+                self.sessions.insert(id.clone(), DocSession::resume(saved.as_deref()));
+                self.persisted.insert(id.clone(), saved.unwrap_or_default());
+            }
+        }
+        let legacy_owner = |actor: &str| env.legacy_owner(actor);
+        let device = self.device.to_string();
+        let mut waiting_here = self.waiting();
+        for (id, doc) in docs.iter_mut() {
+            let Some(session) = self.sessions.get_mut(id) else { continue };
+            let mut reply = DocumentReply { document: id.to_string(), message: None, stored: 0, error: None };
+            if let Some(bytes) = incoming.remove(id) {
+                let before = session.waiting();
+                let others = waiting_elsewhere + waiting_here - before;
+                let mut limits = limits.clone();
+                limits.max_waiting_per_document =
+                    limits.max_waiting_per_document.min(limits.max_waiting_per_device.saturating_sub(others));
+                let uploader = Uploader { device: &device, limits: &limits, legacy_owner: &legacy_owner };
+                match session.receive_from(doc, &bytes, &uploader) {
+                    Ok(received) => {
+                        waiting_here = others - waiting_elsewhere + received.pending;
+                        reply.stored = received.new_changes.len();
+                        reply.message = received.reply.map(|m| B64.encode(m));
+                        out.batch.changes.extend(received.new_changes);
+                        out.batch
+                            .actor_bindings
+                            .extend(received.actors.into_iter().map(|a| (a, device.clone())));
+                        persist(&mut out.batch, &mut self.persisted, &self.device, id, session);
+                        out.replies.insert(id.clone(), reply);
+                    }
+                    Err(refusal) => {
+                        self.refused.insert(id.clone());
+                        self.refuse(&mut out, refusal, bytes, now);
+                    }
+                }
+                continue;
+            }
+            if self.refused.contains(id) {
+                continue;
+            }
+            match session.try_generate(doc) {
+                Ok(message) => {
+                    reply.message = message.map(|m| B64.encode(m));
+                    persist(&mut out.batch, &mut self.persisted, &self.device, id, session);
+                    out.replies.insert(id.clone(), reply);
+                }
+                Err(refusal) => {
+                    self.refused.insert(id.clone());
+                    self.refuse(&mut out, refusal, Vec::new(), now);
+                }
+            }
+        }
+        out.waiting = self.waiting();
+        Ok(out)
+    }
+
+    /// Records a refusal: its bytes kept, its reply the error.
+    fn refuse(&self, out: &mut RoundOutput, refusal: Refusal, bytes: Vec<u8>, now: i64) {
+        let id = refusal.document.clone();
+        out.refused_at.push((id.clone(), out.batch.refused.len()));
+        out.batch.refused.push(NewRefusedUpload {
+            source: Some(self.device.to_string()),
+            document: Some(id.to_string()),
+            code: refusal.code,
+            reason: refusal.message.clone(),
+            bytes,
+            received_at: now,
+        });
+        let error = ErrorBody::from_refusal(&refusal);
+        out.replies.insert(
+            id.clone(),
+            DocumentReply { document: id.to_string(), message: None, stored: 0, error: Some(error) },
+        );
+        out.refusals.push(refusal);
+    }
+
+    /// The answer to a round whose batch was committed (`first_refused_id`:
+    /// the store's id of the batch's first refused upload); kept for a replay.
+    pub fn finish(&mut self, out: RoundOutput, first_refused_id: Option<i64>) -> (u16, SyncResponse) {
+        let RoundOutput { mut replies, refused_at, messages, number, refusals, .. } = out;
+        if let Some(first) = first_refused_id {
+            for (doc, pos) in &refused_at {
+                if let Some(e) = replies.get_mut(doc).and_then(|r| r.error.as_mut()) {
+                    e.refused_upload = Some(first + *pos as i64);
+                }
+            }
+        }
+        let error = (messages > 0 && refusals.len() >= messages)
+            .then(|| refusals.first().and_then(|r| replies.get(&r.document)).and_then(|r| r.error.clone()))
+            .flatten();
+        let status = if error.is_some() { 422 } else { 200 };
+        let response = SyncResponse {
+            exchange: self.id.clone(),
+            round: number,
+            documents: replies.into_values().collect(),
+            error,
+        };
+        self.round = number;
+        self.last = Some((status, response.clone()));
+        (status, response)
+    }
+
+    /// Ends the exchange: the changes still waiting in its sessions, as
+    /// refused uploads to keep (`waiting_expired`), never dropped.
+    pub fn end(&mut self, now: i64) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for (id, session) in self.sessions.iter_mut() {
+            for change in session.take_waiting() {
+                let deps: Vec<String> = change.deps().iter().map(|d| d.to_string()).collect();
+                batch.refused.push(NewRefusedUpload {
+                    source: Some(self.device.to_string()),
+                    document: Some(id.to_string()),
+                    code: RefusalCode::WaitingExpired,
+                    reason: format!(
+                        "change {} waited for {} that never arrived in exchange {}",
+                        change.hash(),
+                        deps.join(", "),
+                        self.id
+                    ),
+                    bytes: change.raw_bytes().to_vec(),
+                    received_at: now,
+                });
+            }
+        }
+        batch
+    }
+
+    /// The device of the exchange.
+    pub fn device(&self) -> &PeerId {
+        &self.device
+    }
+}
+
+/// Queues the session's shared heads when they changed since last persisted.
+fn persist(
+    batch: &mut WriteBatch,
+    persisted: &mut BTreeMap<DocumentId, Vec<u8>>,
+    device: &PeerId,
+    id: &DocumentId,
+    session: &DocSession,
+) {
+    let state = session.persisted();
+    if persisted.get(id) != Some(&state) {
+        batch.sync_states.push((device.clone(), id.clone(), state.clone()));
+        persisted.insert(id.clone(), state);
+    }
+}
