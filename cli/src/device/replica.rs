@@ -6,7 +6,7 @@
 //! so a cut sync resumes where it was cut. Every round's received changes
 //! and session heads are committed locally before the next request.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,14 +16,13 @@ use serde::{Deserialize, Serialize};
 use sync_core::automerge::sync::State;
 use sync_core::automerge::{ActorId, ChangeHash};
 use sync_core::error::EditError;
+use sync_core::exchange::{ClientError, ClientExchange};
 use sync_core::ids::{DocumentId, PeerId, PlaceId, Round, DEFAULT_ROUND};
 use sync_core::store::{load_survey, SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::{is_structural, Edit, SurveyDocument};
-use sync_core::sync::{ChangeRecord, DocSession, Trust};
+use sync_core::sync::ChangeRecord;
 
-use super::wire::{
-    ca_certificates, CallError, Client, CommuneDocuments, DocumentMessage, ErrorBody, RoundTrip, SyncRequest,
-};
+use super::wire::{ca_certificates, CallError, Client, CommuneDocuments, ErrorBody, RoundTrip, SyncRequest};
 
 /// The peer id a device keeps its sync sessions under.
 pub const SERVER_PEER: &str = "server";
@@ -639,7 +638,7 @@ impl Device {
         Ok(())
     }
 
-    /// One exchange: rounds until neither side has anything to say.
+    /// One exchange: the engine's rounds until neither side has anything to say.
     fn exchange(
         &mut self,
         ids: &[DocumentId],
@@ -649,139 +648,78 @@ impl Device {
         started: Instant,
     ) -> Result<(), Failure> {
         let server = PeerId::new(SERVER_PEER).expect("valid");
-        let exchange = format!("x-{}", random_hex(8));
-        let mut sessions = BTreeMap::new();
+        let mut states = Vec::with_capacity(ids.len());
         for id in ids {
             self.load(id)?;
-            let saved = self.store.sync_state(&server, id).map_err(DeviceError::from)?;
-            sessions.insert(id.clone(), DocSession::resume(saved.as_deref()));
+            states.push((id.clone(), self.store.sync_state(&server, id).map_err(DeviceError::from)?));
         }
-        let mut refused: BTreeSet<DocumentId> = BTreeSet::new();
-        let mut server_spoke = true;
-        let mut round = 0;
+        let mut exchange = ClientExchange::new(
+            format!("x-{}", random_hex(8)),
+            Some(self.config.device.to_string()),
+            server,
+            states,
+            ROUND_BUDGET_BYTES,
+        );
         loop {
-            round += 1;
-            if round > MAX_ROUNDS {
-                return Err(DeviceError::TooManyRounds(MAX_ROUNDS).into());
-            }
-            let mut documents = Vec::new();
-            let mut budget = ROUND_BUDGET_BYTES;
-            let mut deferred = false;
-            for (id, session) in sessions.iter_mut() {
-                if refused.contains(id) {
-                    continue;
-                }
-                if budget == 0 {
-                    deferred = true;
-                    continue;
-                }
-                let doc = self.docs.get(id).expect("loaded above");
-                let message = session.generate(doc);
-                if let Some(m) = &message {
-                    report.message_bytes_sent += m.len();
-                    budget = budget.saturating_sub(m.len());
-                }
-                if message.is_some() || round == 1 {
-                    documents.push(DocumentMessage {
-                        document: id.to_string(),
-                        message: message.map(|m| B64.encode(m)),
-                    });
-                }
-            }
-            let said_something = documents.iter().any(|d| d.message.is_some());
-            if round > 1 && !said_something && !server_spoke && !deferred {
+            let sent_before = exchange.message_bytes_sent();
+            let Some(request) = exchange.poll_request(&self.docs).map_err(exchange_failure)? else {
                 return Ok(());
-            }
-            let request = SyncRequest {
-                device: Some(self.config.device.to_string()),
-                exchange: exchange.clone(),
-                round,
-                documents,
             };
+            report.message_bytes_sent += exchange.message_bytes_sent() - sent_before;
             let trip = send(&request)?;
             report.rounds += 1;
             report.bytes_sent += trip.sent;
             report.bytes_received += trip.received;
             if options.progress && started.elapsed() > Duration::from_secs(1) {
                 eprint!(
-                    "\rsync: round {round}, {} documents, {} KB sent, {} KB received   ",
+                    "\rsync: round {}, {} documents, {} KB sent, {} KB received   ",
+                    request.round,
                     ids.len(),
                     report.bytes_sent / 1024,
                     report.bytes_received / 1024
                 );
             }
-            server_spoke = false;
-            let mut batch = WriteBatch::default();
-            let mut touched = Vec::new();
-            for reply in trip.response.documents {
-                let Ok(id) = reply.document.parse::<DocumentId>() else { continue };
-                let Some(session) = sessions.get_mut(&id) else { continue };
-                report.accepted_by_server += reply.stored;
-                if let Some(error) = reply.error {
-                    refused.insert(id.clone());
-                    report.refused.push(id.to_string());
-                    self.set_aside(&id, error)?;
-                    continue;
-                }
-                let Some(text) = reply.message else { continue };
-                server_spoke = true;
-                let bytes =
-                    B64.decode(&text).map_err(|e| Failure::Call(CallError::Garbled(e.to_string())))?;
-                report.message_bytes_received += bytes.len();
-                let doc = self.docs.get_mut(&id).expect("loaded above");
-                let received = session
-                    .receive(doc, &bytes, Trust::Peer)
-                    .map_err(|r| Failure::Call(CallError::Garbled(r.to_string())))?;
-                report.received_changes += received.new_changes.len();
-                if !received.new_changes.is_empty() {
-                    touched.push(id.clone());
-                }
-                batch.changes.extend(received.new_changes);
+            let round = exchange.handle_response(&mut self.docs, trip.response).map_err(exchange_failure)?;
+            report.accepted_by_server += round.stored_by_server;
+            report.received_changes += round.received_changes;
+            report.message_bytes_received += round.message_bytes_received;
+            for (id, error) in round.refused {
+                report.refused.push(id.to_string());
+                self.set_aside(&id, error)?;
             }
-            for (id, session) in &sessions {
-                if !refused.contains(id) {
-                    batch.sync_states.push((server.clone(), id.clone(), session.persisted()));
-                }
-            }
-            self.store.commit(&batch, now_ms()).map_err(DeviceError::from)?;
-            for id in touched {
+            self.store.commit(&round.batch, now_ms()).map_err(DeviceError::from)?;
+            for id in round.touched {
                 self.compact_if_reset(&id)?;
             }
         }
     }
 
     /// Keeps a refused document's local version aside, readable, and starts
-    /// the document over from the server's version with a new actor.
+    /// the document over from the server's version with a new device actor.
     fn set_aside(&mut self, id: &DocumentId, error: ErrorBody) -> Result<(), DeviceError> {
-        let doc = self.load(id)?;
-        let local = doc.automerge().save();
-        let covered: Vec<String> =
-            doc.automerge().get_changes(&[]).iter().map(|c| c.hash().to_string()).collect();
-        let aside = RefusedVersion {
+        // A new actor: the refused change's sequence number is never reused.
+        let actor = new_actor(self.config.device.as_str());
+        let aside = sync_core::exchange::set_aside(self.load(id)?, actor.clone());
+        let kept = RefusedVersion {
             document: id.to_string(),
             error,
             at: now_ms(),
-            local_version: B64.encode(&local),
+            local_version: B64.encode(&aside.local_version),
         };
         self.store
-            .put_setting(&format!("{K_REFUSED}{id}"), &serde_json::to_string(&aside).expect("serialises"))?;
-        // A new actor: the refused change's sequence number is never reused.
-        let actor = new_actor(self.config.device.as_str());
+            .put_setting(&format!("{K_REFUSED}{id}"), &serde_json::to_string(&kept).expect("serialises"))?;
         self.store.put_setting(K_ACTOR, &actor.to_hex_string())?;
         self.config.actor = actor.clone();
         for d in self.docs.values_mut() {
             d.automerge_mut().set_actor(actor.clone());
         }
-        let fresh = SurveyDocument::create(id.clone(), actor);
-        self.store.compact(id, &fresh.automerge().save(), &covered)?;
+        self.store.compact(id, &aside.fresh.automerge().save(), &aside.covered)?;
         let server = PeerId::new(SERVER_PEER).expect("valid");
-        let batch = WriteBatch {
-            sync_states: vec![(server, id.clone(), State::new().encode())],
-            ..Default::default()
-        };
+        let batch =
+            WriteBatch { sync_states: vec![(server, id.clone(), aside.reset_state)], ..Default::default() };
         self.store.commit(&batch, now_ms())?;
         self.store.put_setting(&format!("{K_RESET}{id}"), "1")?;
-        self.docs.insert(id.clone(), fresh);
+        self.docs.insert(id.clone(), aside.fresh);
         tracing::warn!(document = %id, "upload refused; local version set aside");
         Ok(())
     }
@@ -798,6 +736,14 @@ impl Device {
             doc.automerge().get_changes(&[]).iter().map(|c| c.hash().to_string()).collect();
         self.store.compact(id, &bytes, &covered)?;
         Ok(())
+    }
+}
+
+/// An exchange the engine could not go on with.
+fn exchange_failure(e: ClientError) -> Failure {
+    match e {
+        ClientError::TooManyRounds(n) => DeviceError::TooManyRounds(n).into(),
+        other => Failure::Call(CallError::Garbled(other.to_string())),
     }
 }
 
