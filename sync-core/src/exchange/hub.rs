@@ -179,6 +179,7 @@ impl HubExchange {
             let bytes = match B64.decode(text) {
                 Ok(b) => b,
                 Err(e) => {
+                    new_documents.remove(id);
                     let r = refuse(RefusalCode::Undecodable, format!("the message is not base64: {e}"));
                     round.early.push((r, text.as_bytes().to_vec()));
                     continue;
@@ -236,6 +237,7 @@ impl HubExchange {
         let HubRound { number, mut incoming, early, messages } = round;
         let mut out = RoundOutput { messages, number, ..RoundOutput::default() };
         for (refusal, bytes) in early {
+            self.refused.insert(refusal.document.clone());
             self.refuse(&mut out, refusal, bytes, now);
         }
         for id in docs.keys() {
@@ -291,6 +293,15 @@ impl HubExchange {
                     self.refuse(&mut out, refusal, Vec::new(), now);
                 }
             }
+        }
+        // A message for a document the shell could not hand in (it is gone
+        // from the registry since the exchange began) is kept, not dropped.
+        for (id, bytes) in incoming {
+            let message = format!("{id} is no longer in this server's registry");
+            self.refused.insert(id.clone());
+            self.sessions.remove(&id);
+            let refusal = Refusal { code: RefusalCode::UnknownDocument, document: id, message, breach: None };
+            self.refuse(&mut out, refusal, bytes, now);
         }
         out.waiting = self.waiting();
         Ok(out)

@@ -1,0 +1,227 @@
+//! The exchange engine on its own, sans IO: round numbering and replay,
+//! the caps, refusals and the device's recovery, and waiting changes kept
+//! when an exchange ends.
+
+use std::collections::BTreeMap;
+
+use sync_core::actors::device_actor;
+use sync_core::automerge::sync::{Message, MessageVersion};
+use sync_core::automerge::ActorId;
+use sync_core::exchange::{set_aside, Begin, ClientExchange, HubEnv, HubError, HubExchange, RoundOutput};
+use sync_core::ids::{DocumentId, PeerId};
+use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
+use sync_core::sync::{InputLimits, RefusalCode};
+use sync_core::wire::{DocumentMessage, SyncRequest, SyncResponse};
+
+fn village(n: u32) -> DocumentId {
+    format!("village:nhu-co-{n:02}:2024-1").parse().unwrap()
+}
+
+fn hh(id: &str) -> Target {
+    Target::Household(id.parse().unwrap())
+}
+
+/// A hub whose store knows villages 1–9 and has no sessions or bindings.
+struct Env;
+
+impl HubEnv for Env {
+    fn is_known(&self, id: &DocumentId) -> Result<bool, String> {
+        Ok(id.place.as_str().starts_with("nhu-co-0"))
+    }
+    fn persisted_state(&self, _: &DocumentId) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+    fn legacy_owner(&self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+/// The hub's documents, created as the server would for known villages.
+fn hub_docs(ids: &[DocumentId]) -> BTreeMap<DocumentId, SurveyDocument> {
+    ids.iter().map(|id| (id.clone(), SurveyDocument::create(id.clone(), ActorId::random()))).collect()
+}
+
+fn request(round: u32, docs: &[(DocumentId, Option<String>)]) -> SyncRequest {
+    SyncRequest {
+        device: None,
+        exchange: "x-1".into(),
+        round,
+        documents: docs
+            .iter()
+            .map(|(d, m)| DocumentMessage { document: d.to_string(), message: m.clone() })
+            .collect(),
+    }
+}
+
+/// Plays one round on the hub; commits nothing (the batch is returned).
+fn play(
+    hub: &mut HubExchange,
+    docs: &mut BTreeMap<DocumentId, SurveyDocument>,
+    req: &SyncRequest,
+) -> Result<(RoundOutput, Option<(u16, SyncResponse)>), HubError> {
+    let named: Vec<DocumentId> = req.documents.iter().map(|d| d.document.parse().unwrap()).collect();
+    match hub.begin(req, &named, &Env)? {
+        Begin::Replay(status, response) => Ok((RoundOutput::default(), Some((status, response)))),
+        Begin::Round(round) => {
+            let mut view: BTreeMap<DocumentId, &mut SurveyDocument> = docs
+                .iter_mut()
+                .filter(|(k, _)| hub.documents().contains(k))
+                .map(|(k, v)| (k.clone(), v))
+                .collect();
+            Ok((hub.apply(round, &mut view, &InputLimits::default(), 0, &Env, 7)?, None))
+        }
+    }
+}
+
+#[test]
+fn rounds_go_in_step_and_a_repeat_is_answered_again_unchanged() {
+    let ids = [village(1)];
+    let mut docs = hub_docs(&ids);
+    let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 4, 3);
+    let first = request(1, &[(village(1), None)]);
+    let (out, _) = play(&mut hub, &mut docs, &first).unwrap();
+    let (status, answer) = hub.finish(out, None);
+    assert_eq!(status, 200);
+    let (_, replay) = play(&mut hub, &mut docs, &first).unwrap();
+    let (s2, again) = replay.expect("a replay");
+    assert_eq!((s2, serde_json::to_value(&again).unwrap()), (200, serde_json::to_value(&answer).unwrap()));
+    let skipped = request(3, &[(village(1), None)]);
+    assert!(matches!(
+        play(&mut hub, &mut docs, &skipped),
+        Err(HubError::OutOfStep { round: 3, last: 1, .. })
+    ));
+    for n in 2..=3 {
+        let (out, _) = play(&mut hub, &mut docs, &request(n, &[])).unwrap();
+        hub.finish(out, None);
+    }
+    assert_eq!(play(&mut hub, &mut docs, &request(4, &[])).unwrap_err(), HubError::TooManyRounds { max: 3 });
+}
+
+#[test]
+fn an_exchange_holds_a_bounded_number_of_documents() {
+    let ids: Vec<DocumentId> = (1..=3).map(village).collect();
+    let mut docs = hub_docs(&ids);
+    let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 2, 8);
+    let all: Vec<(DocumentId, Option<String>)> = ids.iter().map(|id| (id.clone(), None)).collect();
+    assert_eq!(
+        play(&mut hub, &mut docs, &request(1, &all)).unwrap_err(),
+        HubError::TooManyDocuments { max: 2 }
+    );
+    assert!(hub.documents().is_empty(), "nothing of the round was taken");
+}
+
+#[test]
+fn undecodable_and_unknown_documents_are_refused_and_kept_each_on_its_own() {
+    let mut docs = hub_docs(&[village(1)]);
+    let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 8);
+    let unknown: DocumentId = "village:song-cau-01:2024-1".parse().unwrap();
+    let req =
+        request(1, &[(village(1), Some("not base64!".into())), (unknown.clone(), Some("QgAAAA==".into()))]);
+    let (out, _) = play(&mut hub, &mut docs, &req).unwrap();
+    let codes: Vec<RefusalCode> = out.batch.refused.iter().map(|r| r.code).collect();
+    assert_eq!(codes, vec![RefusalCode::Undecodable, RefusalCode::UnknownDocument]);
+    assert_eq!(out.batch.refused[0].bytes, b"not base64!");
+    assert_eq!(out.batch.refused[0].source.as_deref(), Some("tablet-a"));
+    assert!(!hub.documents().contains(&unknown), "an unknown document gets no session");
+    let (status, response) = hub.finish(out, Some(40));
+    assert_eq!(status, 422, "every message was refused");
+    let kept: Vec<Option<i64>> =
+        response.documents.iter().map(|d| d.error.as_ref().and_then(|e| e.refused_upload)).collect();
+    assert_eq!(kept, vec![Some(40), Some(41)]);
+}
+
+/// A device and the hub, both on the engine, until the device is done.
+fn sync(
+    device: &str,
+    mine: &mut BTreeMap<DocumentId, SurveyDocument>,
+    theirs: &mut BTreeMap<DocumentId, SurveyDocument>,
+) -> Vec<(DocumentId, String)> {
+    let server = PeerId::new("server").unwrap();
+    let states = mine.keys().map(|id| (id.clone(), None));
+    let mut client = ClientExchange::new("x-1".into(), Some(device.into()), server, states, 1 << 20);
+    let mut hub = HubExchange::new(PeerId::new(device).unwrap(), "x-1".into(), 8, 32);
+    let mut refused = Vec::new();
+    while let Some(req) = client.poll_request(mine).unwrap() {
+        let (out, _) = play(&mut hub, theirs, &req).unwrap();
+        let (_, response) = hub.finish(out, Some(1));
+        let round = client.handle_response(mine, response).unwrap();
+        refused.extend(round.refused.into_iter().map(|(id, e)| (id, e.code)));
+    }
+    refused
+}
+
+#[test]
+fn a_refused_document_is_set_aside_and_starts_over_from_the_hubs_version() {
+    let id = village(2);
+    let mut theirs = hub_docs(std::slice::from_ref(&id));
+    // Another device's accepted work is on the hub.
+    let mut b =
+        BTreeMap::from([(id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-b", [1; 8])))]);
+    b.get_mut(&id).unwrap().apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(5))], 1).unwrap();
+    assert!(sync("tablet-b", &mut b, &mut theirs).is_empty());
+    // This device writes under another device's actor: refused.
+    let mut mine =
+        BTreeMap::from([(id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-b", [2; 8])))]);
+    mine.get_mut(&id).unwrap().apply(&[Edit::set(hh("hh-002"), "members", FieldValue::Int(2))], 2).unwrap();
+    let refused = sync("tablet-a", &mut mine, &mut theirs);
+    assert_eq!(refused, vec![(id.clone(), "actor_conflict".to_owned())]);
+    // Recovery: the local version is kept, the document starts over and syncs.
+    let aside = set_aside(&mine[&id], device_actor("tablet-a", [3; 8]));
+    let kept =
+        SurveyDocument::load(id.clone(), ActorId::random(), Some(&aside.local_version), std::iter::empty())
+            .unwrap();
+    assert_eq!(kept.heads(), mine[&id].heads());
+    mine.insert(id.clone(), aside.fresh);
+    assert!(sync("tablet-a", &mut mine, &mut theirs).is_empty());
+    assert_eq!(mine[&id].heads(), theirs[&id].heads());
+    mine.get_mut(&id).unwrap().apply(&[Edit::set(hh("hh-002"), "members", FieldValue::Int(2))], 3).unwrap();
+    assert!(sync("tablet-a", &mut mine, &mut theirs).is_empty());
+    assert_eq!(mine[&id].snapshot(None), theirs[&id].snapshot(None));
+}
+
+#[test]
+fn changes_still_waiting_when_an_exchange_ends_are_kept() {
+    let id = village(3);
+    let mut docs = hub_docs(std::slice::from_ref(&id));
+    let mut dev = SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8]));
+    dev.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(5))], 1).unwrap();
+    let last = dev.automerge().get_last_local_change().unwrap().clone();
+    let only_last = Message {
+        heads: vec![last.hash()],
+        need: vec![],
+        have: vec![],
+        changes: vec![last.raw_bytes().to_vec()].into(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode();
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(only_last);
+    let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 8);
+    let (out, _) = play(&mut hub, &mut docs, &request(1, &[(id.clone(), Some(text))])).unwrap();
+    assert!(out.batch.changes.is_empty() && out.refusals.is_empty());
+    assert_eq!((out.waiting, hub.waiting()), (1, 1));
+    hub.finish(out, None);
+    let ended = hub.end(99);
+    assert_eq!(ended.refused.len(), 1);
+    assert_eq!(ended.refused[0].code, RefusalCode::WaitingExpired);
+    assert_eq!(ended.refused[0].bytes, last.raw_bytes());
+    assert_eq!(hub.waiting(), 0);
+}
+
+#[test]
+fn an_answer_for_another_round_is_not_taken() {
+    let id = village(4);
+    let mut mine =
+        BTreeMap::from([(id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8])))]);
+    let mut client = ClientExchange::new(
+        "x-1".into(),
+        None,
+        PeerId::new("server").unwrap(),
+        [(id.clone(), None)],
+        1 << 20,
+    );
+    client.poll_request(&mine).unwrap().unwrap();
+    let stale = SyncResponse { exchange: "x-1".into(), round: 7, documents: vec![], error: None };
+    assert!(client.handle_response(&mut mine, stale).is_err());
+}
