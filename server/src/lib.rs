@@ -315,6 +315,7 @@ fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             let Some(shared) = weak.upgrade() else { break };
+            shared.unpin_idle(Duration::from_secs(10));
             let docs = shared.docs.evict_idle(shared.limits.document_idle);
             shared.enroll_throttle.lock().expect("throttle").forget_full(std::time::Instant::now());
             // Ending an exchange may write its waiting changes: not on an async thread.

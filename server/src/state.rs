@@ -7,7 +7,7 @@
 //! kept until the writer committed those changes; when the commit fails the
 //! slot is emptied, so the next request reloads the document from the store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -214,6 +214,9 @@ impl DocCache {
 pub struct ExchangeState {
     /// The engine, made at the exchange's first round.
     pub hub: Option<HubExchange>,
+    /// The slots of its documents, held so the cache keeps them loaded for
+    /// the life of the exchange (no reload between its rounds).
+    pub slots: BTreeMap<DocumentId, Arc<DocSlot>>,
     /// When the exchange was last used, for expiry.
     pub last_used: Option<Instant>,
 }
@@ -480,6 +483,20 @@ impl Shared {
         drop(all);
         self.end_exchanges(ended);
         exchange
+    }
+
+    /// Lets go of the documents of exchanges unused for `idle` (a device
+    /// between rounds answers within seconds; one that is done never says
+    /// so), so the cache may evict them; the exchange itself lives on.
+    pub fn unpin_idle(&self, idle: Duration) {
+        let all = self.exchanges.lock().expect("exchanges");
+        for e in all.values() {
+            if let Ok(mut e) = e.try_lock() {
+                if e.last_used.is_some_and(|t| t.elapsed() >= idle) {
+                    e.slots.clear();
+                }
+            }
+        }
     }
 
     /// Forgets exchanges unused for the idle limit; returns how many.

@@ -6,8 +6,6 @@
 //! changes, the refused bytes and the sessions' shared heads in one batch,
 //! and only then answer. All of it runs on a blocking thread.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use std::sync::{Arc, Mutex};
@@ -243,11 +241,13 @@ fn handle(
     };
     ex.last_used = Some(std::time::Instant::now());
     let limits = &shared.limits;
+    let ex = &mut *ex;
     let hub = ex.hub.get_or_insert_with(|| {
         HubExchange::new(device.clone(), request.exchange.clone(), limits.max_documents, limits.max_rounds)
     });
     let env = ServerEnv { shared, device: &device };
-    let round = match hub.begin(&request, &named, &env).map_err(hub_error)? {
+    let now = now_ms();
+    let mut round = match hub.begin(&request, &named, &env, now).map_err(hub_error)? {
         Begin::Replay(status, response) => {
             tracing::debug!(%device, exchange = %request.exchange, round = request.round, "duplicate round answered again");
             return Ok((status, response));
@@ -255,53 +255,61 @@ fn handle(
         Begin::Round(round) => round,
     };
 
-    // Lock every document of the exchange in id order (no deadlock between
-    // exchanges) and load them; the engine plays the round on them.
-    let now = now_ms();
+    // The exchange's documents stay loaded for its life (its slots are
+    // pinned: the cache never evicts a slot in use). Each is locked in id
+    // order (no deadlock between rounds) and played; one that did not change
+    // is released at once, one that changed stays locked until the commit,
+    // so memory never serves an uncommitted change and a shared document
+    // (the commune's) is held only while it is really written.
     let ids = hub.documents();
     touched.lock().unwrap_or_else(|p| p.into_inner()).documents = ids.clone();
-    let slots: Vec<_> = ids.iter().map(|id| shared.docs.slot(id)).collect();
-    let mut guards: Vec<_> = slots.iter().map(|s| s.lock()).collect();
+    ex.slots.retain(|id, _| ids.contains(id));
+    for id in &ids {
+        ex.slots.entry(id.clone()).or_insert_with(|| shared.docs.slot(id));
+    }
     if let Some(fault) = shared.fault_document.as_deref() {
         if ids.iter().any(|id| id.to_string() == fault && round.has_message(id)) {
             panic!("fault injected while handling {fault}");
         }
     }
-    let evict_all = |guards: &mut Vec<std::sync::MutexGuard<'_, Option<_>>>| {
-        for g in guards.iter_mut() {
+    let waiting_before = hub.waiting();
+    let elsewhere = shared.waiting_of(&device).saturating_sub(waiting_before);
+    let mut held: Vec<std::sync::MutexGuard<'_, Option<SurveyDocument>>> = Vec::new();
+    let mut genesis: Vec<ChangeRecord> = Vec::new();
+    let evict = |held: &mut Vec<std::sync::MutexGuard<'_, Option<SurveyDocument>>>| {
+        for g in held.iter_mut() {
             **g = None;
         }
     };
-    let mut genesis: Vec<ChangeRecord> = Vec::new();
-    for (id, guard) in ids.iter().zip(guards.iter_mut()) {
-        match shared.ensure_loaded(id, guard) {
-            Ok(Some(true)) => {
-                let doc = guard.as_ref().expect("loaded");
-                genesis
-                    .extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(id, c)));
+    for id in &ids {
+        let mut guard = ex.slots[id].lock();
+        let created = match shared.ensure_loaded(id, &mut guard) {
+            Ok(Some(created)) => created,
+            // Known when the exchange started, gone now (registry replaced).
+            Ok(None) => {
+                hub.forget(id);
+                continue;
             }
-            Ok(Some(false)) => {}
-            // Known when the exchange started, gone now (registry replaced): drop it.
-            Ok(None) => hub.forget(id),
             Err(e) => {
-                evict_all(&mut guards);
+                evict(&mut held);
                 return Err(ApiError::store(e).with_document(id));
+            }
+        };
+        let doc = guard.as_mut().expect("loaded");
+        if created {
+            genesis.extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(id, c)));
+        }
+        match hub.apply_document(&mut round, id, doc, &shared.limits.input, elsewhere, &env) {
+            Ok(changed) if changed || created => held.push(guard),
+            Ok(_) => drop(guard),
+            Err(e) => {
+                *guard = None;
+                evict(&mut held);
+                return Err(hub_error(e));
             }
         }
     }
-    let waiting_before = hub.waiting();
-    let elsewhere = shared.waiting_of(&device).saturating_sub(waiting_before);
-    let mut docs: BTreeMap<DocumentId, &mut SurveyDocument> =
-        ids.iter().cloned().zip(guards.iter_mut().filter_map(|g| g.as_mut())).collect();
-    let applied = hub.apply(round, &mut docs, &limits.input, elsewhere, &env, now);
-    drop(docs);
-    let mut out = match applied {
-        Ok(out) => out,
-        Err(e) => {
-            evict_all(&mut guards);
-            return Err(hub_error(e));
-        }
-    };
+    let mut out = hub.close(round);
     shared.note_waiting(&device, waiting_before, out.waiting);
     out.batch.changes.splice(0..0, genesis);
 
@@ -327,8 +335,8 @@ fn handle(
                 first_refused_id = summary.first_refused_id;
             }
             Err(e) => {
-                evict_all(&mut guards);
-                drop(guards);
+                evict(&mut held);
+                drop(held);
                 let ended = std::mem::take(&mut *ex);
                 shared.exchanges.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 shared.end_exchanges(vec![(key, ended)]);
@@ -336,7 +344,7 @@ fn handle(
             }
         }
     }
-    drop(guards);
+    drop(held);
     let hub = ex.hub.as_mut().expect("the exchange's engine");
     let (status, response) = hub.finish(out, first_refused_id);
     for reply in &response.documents {

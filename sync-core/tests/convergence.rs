@@ -125,12 +125,12 @@ fn exchange(rng: &mut Rng, replica: &mut Replica, hub: &mut Hub, net: Network, n
             let env = Env { peer: &replica.peer, persisted: &hub.persisted };
             let ids: Vec<DocumentId> =
                 request.documents.iter().map(|d| d.document.parse().unwrap()).collect();
-            let response = match engine.begin(&request, &ids, &env).expect("a round in step") {
+            let response = match engine.begin(&request, &ids, &env, 0).expect("a round in step") {
                 Begin::Replay(_, response) => response,
                 Begin::Round(r) => {
                     let mut docs: BTreeMap<DocumentId, &mut SurveyDocument> =
                         hub.docs.iter_mut().map(|(k, v)| (k.clone(), v)).collect();
-                    let out = engine.apply(r, &mut docs, &limits, 0, &env, 0).expect("applies");
+                    let out = engine.apply(r, &mut docs, &limits, 0, &env).expect("applies");
                     assert!(out.refusals.is_empty(), "valid edits are refused: {:?}", out.refusals);
                     for (peer, doc, state) in &out.batch.sync_states {
                         hub.persisted.insert((peer.clone(), doc.clone()), state.clone());

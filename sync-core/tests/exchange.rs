@@ -60,7 +60,7 @@ fn play(
     req: &SyncRequest,
 ) -> Result<(RoundOutput, Option<(u16, SyncResponse)>), HubError> {
     let named: Vec<DocumentId> = req.documents.iter().map(|d| d.document.parse().unwrap()).collect();
-    match hub.begin(req, &named, &Env)? {
+    match hub.begin(req, &named, &Env, 7)? {
         Begin::Replay(status, response) => Ok((RoundOutput::default(), Some((status, response)))),
         Begin::Round(round) => {
             let mut view: BTreeMap<DocumentId, &mut SurveyDocument> = docs
@@ -68,7 +68,7 @@ fn play(
                 .filter(|(k, _)| hub.documents().contains(k))
                 .map(|(k, v)| (k.clone(), v))
                 .collect();
-            Ok((hub.apply(round, &mut view, &InputLimits::default(), 0, &Env, 7)?, None))
+            Ok((hub.apply(round, &mut view, &InputLimits::default(), 0, &Env)?, None))
         }
     }
 }

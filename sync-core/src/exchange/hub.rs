@@ -1,9 +1,11 @@
 //! The hub's side of an exchange: one state machine per (device, exchange).
 //!
 //! A round goes [`HubExchange::begin`] (numbering, replay, decoding, which
-//! documents are known) → the shell locks and loads [`HubExchange::documents`]
-//! → [`HubExchange::apply`] (receive, reply, the batch) → the shell commits
-//! [`RoundOutput::batch`] → [`HubExchange::finish`] (the response, kept for a
+//! documents are known) → for each of [`HubExchange::documents`], in order,
+//! the shell locks and loads it and calls [`HubExchange::apply_document`]
+//! (receive or reply; a document that did not change may be released at
+//! once) → [`HubExchange::close`] → the shell commits [`RoundOutput::batch`]
+//! and releases the rest → [`HubExchange::finish`] (the response, kept for a
 //! replay). Nothing is answered before the commit, and a round whose commit
 //! failed is never finished: the shell drops the exchange.
 
@@ -71,16 +73,15 @@ pub enum Begin {
     Round(HubRound),
 }
 
-/// A round in progress, between [`HubExchange::begin`] and [`HubExchange::apply`].
+/// A round in progress, from [`HubExchange::begin`] to [`HubExchange::close`].
 #[derive(Debug)]
 pub struct HubRound {
-    number: u32,
-    /// Decoded messages of known documents.
+    /// Decoded messages of known documents not yet applied.
     incoming: BTreeMap<DocumentId, Vec<u8>>,
-    /// Refusals decided before any document is touched (base64, unknown).
-    early: Vec<(Refusal, Vec<u8>)>,
-    /// Messages in the request.
-    messages: usize,
+    /// What the round produced so far.
+    out: RoundOutput,
+    /// The time of the round, stamped on refused uploads.
+    now: i64,
 }
 
 impl HubRound {
@@ -149,6 +150,7 @@ impl HubExchange {
         request: &SyncRequest,
         named: &[DocumentId],
         env: &dyn HubEnv,
+        now: i64,
     ) -> Result<Begin, HubError> {
         if let Some((status, response)) = &self.last {
             if response.round == request.round {
@@ -165,8 +167,9 @@ impl HubExchange {
         if request.round > self.max_rounds {
             return Err(HubError::TooManyRounds { max: self.max_rounds });
         }
-        let mut round =
-            HubRound { number: request.round, incoming: BTreeMap::new(), early: Vec::new(), messages: 0 };
+        let mut incoming = BTreeMap::new();
+        let mut early = Vec::new();
+        let mut messages = 0;
         let mut new_documents = BTreeSet::new();
         for (entry, id) in request.documents.iter().zip(named) {
             let refuse =
@@ -175,13 +178,13 @@ impl HubExchange {
                 new_documents.insert(id.clone());
             }
             let Some(text) = &entry.message else { continue };
-            round.messages += 1;
+            messages += 1;
             let bytes = match B64.decode(text) {
                 Ok(b) => b,
                 Err(e) => {
                     new_documents.remove(id);
                     let r = refuse(RefusalCode::Undecodable, format!("the message is not base64: {e}"));
-                    round.early.push((r, text.as_bytes().to_vec()));
+                    early.push((r, text.as_bytes().to_vec()));
                     continue;
                 }
             };
@@ -191,16 +194,22 @@ impl HubExchange {
                     RefusalCode::UnknownDocument,
                     format!("{id} is not in this server's registry, or its survey round is not open; ask GET /v1/registry/communes/<commune> for the documents to sync"),
                 );
-                round.early.push((r, bytes));
+                early.push((r, bytes));
                 continue;
             }
-            round.incoming.insert(id.clone(), bytes);
+            incoming.insert(id.clone(), bytes);
         }
         if self.sessions.len() + new_documents.len() > self.max_documents {
             return Err(HubError::TooManyDocuments { max: self.max_documents });
         }
         for id in new_documents {
             self.sessions.entry(id).or_default();
+        }
+        let out = RoundOutput { messages, number: request.round, ..RoundOutput::default() };
+        let mut round = HubRound { incoming, out, now };
+        for (refusal, bytes) in early {
+            self.refused.insert(refusal.document.clone());
+            self.refuse(&mut round.out, refusal, bytes, now);
         }
         Ok(Begin::Round(round))
     }
@@ -222,78 +231,97 @@ impl HubExchange {
         self.sessions.values().map(DocSession::waiting).sum()
     }
 
-    /// Plays a round on the exchange's documents (`docs`, loaded and locked
-    /// by the shell; a document missing from it is skipped). `waiting_elsewhere`
-    /// is what the device has waiting in its other exchanges.
+    /// Plays a round on all the exchange's documents at once (`docs`, loaded
+    /// and locked by the shell; one missing from it is skipped): the
+    /// [`HubExchange::apply_document`] of each, then [`HubExchange::close`].
     pub fn apply(
         &mut self,
-        round: HubRound,
+        mut round: HubRound,
         docs: &mut BTreeMap<DocumentId, &mut SurveyDocument>,
         limits: &InputLimits,
         waiting_elsewhere: usize,
         env: &dyn HubEnv,
-        now: i64,
     ) -> Result<RoundOutput, HubError> {
-        let HubRound { number, mut incoming, early, messages } = round;
-        let mut out = RoundOutput { messages, number, ..RoundOutput::default() };
-        for (refusal, bytes) in early {
-            self.refused.insert(refusal.document.clone());
-            self.refuse(&mut out, refusal, bytes, now);
-        }
-        for id in docs.keys() {
-            if !self.persisted.contains_key(id) {
-                let saved = env.persisted_state(id).map_err(HubError::Store)?;
-                self.sessions.insert(id.clone(), DocSession::resume(saved.as_deref()));
-                self.persisted.insert(id.clone(), saved.unwrap_or_default());
-            }
-        }
-        let legacy_owner = |actor: &str| env.legacy_owner(actor);
-        let device = self.device.to_string();
-        let mut waiting_here = self.waiting();
         for (id, doc) in docs.iter_mut() {
-            let Some(session) = self.sessions.get_mut(id) else { continue };
-            let mut reply = DocumentReply { document: id.to_string(), message: None, stored: 0, error: None };
-            if let Some(bytes) = incoming.remove(id) {
-                let before = session.waiting();
-                let others = waiting_elsewhere + waiting_here - before;
-                let mut limits = limits.clone();
-                limits.max_waiting_per_document =
-                    limits.max_waiting_per_document.min(limits.max_waiting_per_device.saturating_sub(others));
-                let uploader = Uploader { device: &device, limits: &limits, legacy_owner: &legacy_owner };
-                match session.receive_from(doc, &bytes, &uploader) {
-                    Ok(received) => {
-                        waiting_here = others - waiting_elsewhere + received.pending;
-                        reply.stored = received.new_changes.len();
-                        reply.message = received.reply.map(|m| B64.encode(m));
-                        out.batch.changes.extend(received.new_changes);
-                        out.batch
-                            .actor_bindings
-                            .extend(received.actors.into_iter().map(|a| (a, device.clone())));
-                        persist(&mut out.batch, &mut self.persisted, &self.device, id, session);
-                        out.replies.insert(id.clone(), reply);
-                    }
-                    Err(refusal) => {
-                        self.refused.insert(id.clone());
-                        self.refuse(&mut out, refusal, bytes, now);
-                    }
-                }
-                continue;
-            }
-            if self.refused.contains(id) {
-                continue;
-            }
-            match session.try_generate(doc) {
-                Ok(message) => {
-                    reply.message = message.map(|m| B64.encode(m));
+            self.apply_document(&mut round, id, doc, limits, waiting_elsewhere, env)?;
+        }
+        Ok(self.close(round))
+    }
+
+    /// Plays the round on one document, loaded and locked by the shell:
+    /// receives its message (if any) or generates a reply. Returns whether
+    /// the document changed: only then must the shell keep it locked until
+    /// the round's commit (a document that did not change holds nothing
+    /// uncommitted and may be released at once). `waiting_elsewhere` is what
+    /// the device has waiting in its other exchanges.
+    pub fn apply_document(
+        &mut self,
+        round: &mut HubRound,
+        id: &DocumentId,
+        doc: &mut SurveyDocument,
+        limits: &InputLimits,
+        waiting_elsewhere: usize,
+        env: &dyn HubEnv,
+    ) -> Result<bool, HubError> {
+        if !self.sessions.contains_key(id) {
+            return Ok(false);
+        }
+        if !self.persisted.contains_key(id) {
+            let saved = env.persisted_state(id).map_err(HubError::Store)?;
+            self.sessions.insert(id.clone(), DocSession::resume(saved.as_deref()));
+            self.persisted.insert(id.clone(), saved.unwrap_or_default());
+        }
+        let waiting_here = self.waiting();
+        let now = round.now;
+        let out = &mut round.out;
+        let session = self.sessions.get_mut(id).expect("a session");
+        let mut reply = DocumentReply { document: id.to_string(), message: None, stored: 0, error: None };
+        if let Some(bytes) = round.incoming.remove(id) {
+            let others = waiting_elsewhere + waiting_here - session.waiting();
+            let mut limits = limits.clone();
+            limits.max_waiting_per_document =
+                limits.max_waiting_per_document.min(limits.max_waiting_per_device.saturating_sub(others));
+            let device = self.device.to_string();
+            let legacy_owner = |actor: &str| env.legacy_owner(actor);
+            let uploader = Uploader { device: &device, limits: &limits, legacy_owner: &legacy_owner };
+            return match session.receive_from(doc, &bytes, &uploader) {
+                Ok(received) => {
+                    let changed = !received.new_changes.is_empty();
+                    reply.stored = received.new_changes.len();
+                    reply.message = received.reply.map(|m| B64.encode(m));
+                    out.batch.changes.extend(received.new_changes);
+                    out.batch.actor_bindings.extend(received.actors.into_iter().map(|a| (a, device.clone())));
                     persist(&mut out.batch, &mut self.persisted, &self.device, id, session);
                     out.replies.insert(id.clone(), reply);
+                    Ok(changed)
                 }
                 Err(refusal) => {
                     self.refused.insert(id.clone());
-                    self.refuse(&mut out, refusal, Vec::new(), now);
+                    self.refuse(&mut round.out, refusal, bytes, now);
+                    Ok(false)
                 }
+            };
+        }
+        if self.refused.contains(id) {
+            return Ok(false);
+        }
+        match session.try_generate(doc) {
+            Ok(message) => {
+                reply.message = message.map(|m| B64.encode(m));
+                persist(&mut out.batch, &mut self.persisted, &self.device, id, session);
+                out.replies.insert(id.clone(), reply);
+            }
+            Err(refusal) => {
+                self.refused.insert(id.clone());
+                self.refuse(&mut round.out, refusal, Vec::new(), now);
             }
         }
+        Ok(false)
+    }
+
+    /// Ends the round's play: what it produced, for the shell to commit.
+    pub fn close(&mut self, round: HubRound) -> RoundOutput {
+        let HubRound { incoming, mut out, now } = round;
         // A message for a document the shell could not hand in (it is gone
         // from the registry since the exchange began) is kept, not dropped.
         for (id, bytes) in incoming {
@@ -304,7 +332,7 @@ impl HubExchange {
             self.refuse(&mut out, refusal, bytes, now);
         }
         out.waiting = self.waiting();
-        Ok(out)
+        out
     }
 
     /// Records a refusal: its bytes kept, its reply the error.
