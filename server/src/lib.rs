@@ -139,7 +139,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
     // The administrator's actor belongs to no device: a device uploading
     // changes under it is refused like any actor of another device.
     store.bind_actor(&admin_actor.to_hex_string(), ADMIN_ACTOR_OWNER, state::now_ms()).map_err(store_err)?;
-    let (writer, thread) = Writer::start(store);
+    let (writer, thread) = Writer::start(store, config.limits.writer_queue);
     let shared = Shared {
         readers: ReaderPool::new(config.db.clone()),
         writer,

@@ -56,6 +56,10 @@ pub struct Limits {
     /// Enrollment attempts from all addresses together per minute (a
     /// successful enrollment gives its attempt back); more get 429.
     pub enroll_per_minute: u32,
+    /// Write jobs queued for the writer at most; when the queue is full,
+    /// requests wait for the writer to take one (back-pressure) rather than
+    /// queue without end.
+    pub writer_queue: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +77,7 @@ impl Default for Limits {
             max_connections: 1024,
             enroll_per_minute_per_address: 10,
             enroll_per_minute: 300,
+            writer_queue: crate::writer::DEFAULT_QUEUE,
         }
     }
 }

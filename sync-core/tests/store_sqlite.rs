@@ -51,3 +51,29 @@ fn a_database_from_a_newer_version_is_refused() {
     }
     assert!(SqliteStore::open_read_only(dir.path().join("missing.sqlite")).is_err());
 }
+
+#[test]
+fn a_panic_half_way_through_a_commit_rolls_it_back_and_the_store_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(dir.path().join("thonsync.sqlite")).unwrap();
+    let record = |id: &str| {
+        let id: sync_core::ids::DocumentId = id.parse().unwrap();
+        let doc = sync_core::survey::SurveyDocument::create(id, sync_core::automerge::ActorId::from([3; 16]));
+        ChangeRecord::new(doc.id(), doc.automerge().get_changes(&[]).pop().unwrap())
+    };
+    let good = record("commune:nhu-co:2024-1");
+    let bad = record("commune:song-cau:2024-1");
+    store.set_commit_fault_for_tests(Some(bad.document.clone()));
+    let first = WriteBatch { changes: vec![good.clone()], ..Default::default() };
+    let second = WriteBatch { changes: vec![bad.clone()], ..Default::default() };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.commit_all(&[&first, &second], 1).map(|_| ())
+    }));
+    assert!(outcome.is_err(), "the injected fault panics");
+    assert!(!store.recover().unwrap(), "the unwinding transaction was rolled back already");
+    assert!(!store.has_change(&good.document, &good.hash).unwrap(), "the group is all or nothing");
+    assert!(!store.has_change(&bad.document, &bad.hash).unwrap());
+    let summary = store.commit(&first, 2).unwrap();
+    assert_eq!(summary.new_changes, 1, "the connection takes the next commit");
+    assert!(store.has_change(&good.document, &good.hash).unwrap());
+}

@@ -29,6 +29,7 @@ fn sample_changes() -> (SurveyDocument, Vec<ChangeRecord>) {
 /// Runs every check.
 pub fn run_all<S: Store>(mut make: impl FnMut() -> S) {
     changes_are_stored_once(make());
+    batches_committed_together_report_their_own_summaries(make());
     documents_load_back_identical(make());
     compaction_keeps_history_and_identity(make());
     sync_states_are_per_peer_and_document(make());
@@ -144,6 +145,53 @@ pub fn changes_are_stored_once<S: Store>(mut store: S) {
     assert!(store.has_change(&doc_id(), &changes[0].hash).expect("has"));
     assert!(!store.has_change(&doc_id(), &"00".repeat(32)).expect("has"));
     assert_eq!(store.document_ids().expect("ids"), vec![doc_id()]);
+}
+
+/// Several batches committed in one call are each reported on their own:
+/// a change counts for the first batch that stores it, refused uploads get
+/// each batch's own ids, and a batch with nothing new reports nothing.
+pub fn batches_committed_together_report_their_own_summaries<S: Store>(mut store: S) {
+    let (_, changes) = sample_changes();
+    assert!(changes.len() >= 3, "the sample has at least three changes");
+    let refusal = |reason: &str| NewRefusedUpload {
+        source: Some("device-a".into()),
+        document: Some(doc_id().to_string()),
+        code: RefusalCode::Undecodable,
+        reason: reason.into(),
+        bytes: reason.as_bytes().to_vec(),
+        received_at: 7,
+    };
+    assert!(store.commit_all(&[], 5).expect("commit nothing").is_empty(), "no batch, no summary");
+    // Already stored before the group: counted by nobody in it.
+    store.commit(&WriteBatch { changes: vec![changes[0].clone()], ..Default::default() }, 5).expect("commit");
+    let first = WriteBatch {
+        changes: changes[..2].to_vec(),
+        refused: vec![refusal("first-a")],
+        ..Default::default()
+    };
+    let second = WriteBatch {
+        // changes[1] overlaps with the first batch, changes[2] is new, and
+        // a change repeated within one batch counts once.
+        changes: vec![changes[1].clone(), changes[2].clone(), changes[2].clone()],
+        refused: vec![refusal("second-a"), refusal("second-b")],
+        ..Default::default()
+    };
+    let nothing_new = WriteBatch { changes: changes[..3].to_vec(), ..Default::default() };
+    let summaries = store.commit_all(&[&first, &second, &nothing_new], 10).expect("commit together");
+    assert_eq!(summaries.len(), 3, "one summary per batch");
+    assert_eq!(
+        summaries.iter().map(|s| s.new_changes).collect::<Vec<_>>(),
+        vec![1, 1, 0],
+        "each batch counts only the changes it stored first"
+    );
+    assert_eq!(summaries[2].first_refused_id, None, "a batch without refusals gets no id");
+    let id_of = |i: usize| summaries[i].first_refused_id.expect("refusals get ids");
+    let reason = |id: i64| store.refused_by_id(id).expect("get").expect("present").upload.reason;
+    assert_eq!(reason(id_of(0)), "first-a");
+    assert_eq!(reason(id_of(1)), "second-a");
+    assert_eq!(reason(id_of(1) + 1), "second-b", "a batch's refusals have consecutive ids");
+    assert_eq!(store.change_meta(Some(&doc_id())).expect("meta").len(), 3, "each change stored once");
+    assert!(store.has_change(&doc_id(), &changes[2].hash).expect("has"));
 }
 
 /// What is committed loads back as the same document.

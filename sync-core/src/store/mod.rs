@@ -6,7 +6,8 @@
 //!
 //! **Invariant: a committed [`WriteBatch`] is durable and atomic.** Callers
 //! acknowledge a peer's changes only after `commit` returns, and a batch is
-//! all or nothing.
+//! all or nothing; `commit_all` writes several batches in one transaction
+//! (all of them or none) and reports each its own [`CommitSummary`].
 //!
 //! **Invariant: every change is stored once, keyed by (document, hash).**
 //! A repeated upload inserts nothing; compaction keeps the key row (so a
@@ -155,8 +156,20 @@ pub struct ChangeMeta {
 /// The storage a replica needs: documents and their changes, per-peer sync
 /// state, refused uploads, places, and small settings.
 pub trait Store: Send {
-    /// Writes a batch atomically and durably; `now` stamps the rows.
-    fn commit(&mut self, batch: &WriteBatch, now: i64) -> Result<CommitSummary, StoreError>;
+    /// Writes several batches in one transaction, atomically and durably (all
+    /// of them or none); `now` stamps the rows. Returns one summary per batch,
+    /// in order, each counting only what that batch newly stored: a change
+    /// already stored, or stored by an earlier batch of the same call, is not
+    /// counted again, and each batch's refused uploads get their own ids.
+    fn commit_all(&mut self, batches: &[&WriteBatch], now: i64) -> Result<Vec<CommitSummary>, StoreError>;
+    /// Writes one batch atomically and durably; `now` stamps the rows.
+    fn commit(&mut self, batch: &WriteBatch, now: i64) -> Result<CommitSummary, StoreError> {
+        let mut summaries = self.commit_all(&[batch], now)?;
+        match (summaries.pop(), summaries.is_empty()) {
+            (Some(summary), true) => Ok(summary),
+            _ => Err(StoreError::Backend("the store did not return one summary for one batch".into())),
+        }
+    }
     /// A document's stored form, or `None` if nothing is stored for it.
     fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError>;
     /// Every document with at least one stored change.

@@ -112,6 +112,11 @@ fn backend(e: rusqlite::Error) -> StoreError {
 /// A [`Store`] in one SQLite file.
 pub struct SqliteStore {
     conn: Connection,
+    /// A document whose changes make `commit_all` panic inside its
+    /// transaction, after the batch's rows are written: how tests prove that
+    /// a panic mid-commit rolls back and leaves the store usable. Never set
+    /// outside tests.
+    commit_fault: Option<DocumentId>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -128,7 +133,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(backend)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
-        let mut store = Self { conn };
+        let mut store = Self { conn, commit_fault: None };
         store.migrate()?;
         Ok(store)
     }
@@ -156,15 +161,33 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        Ok(Self { conn })
+        Ok(Self { conn, commit_fault: None })
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().map_err(backend)?;
-        let mut store = Self { conn };
+        let mut store = Self { conn, commit_fault: None };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Rolls back a transaction left open on the connection (by a panic
+    /// half-way through a write), so the connection is usable again.
+    /// Returns whether there was one.
+    pub fn recover(&mut self) -> Result<bool, StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        self.conn.execute_batch("ROLLBACK").map_err(backend)?;
+        Ok(true)
+    }
+
+    /// Makes `commit_all` panic, inside its transaction, on a batch holding a
+    /// change of `document` (or never, with `None`). For tests only.
+    #[doc(hidden)]
+    pub fn set_commit_fault_for_tests(&mut self, document: Option<DocumentId>) {
+        self.commit_fault = document;
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -239,71 +262,72 @@ fn credential_kind(kind: CredentialKind) -> &'static str {
     }
 }
 
+/// Writes one batch's rows inside an open transaction.
+fn write_batch(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &WriteBatch,
+    now: i64,
+) -> Result<CommitSummary, StoreError> {
+    let mut summary = CommitSummary::default();
+    let mut put_change = tx
+        .prepare_cached(
+            "INSERT INTO changes (document, hash, bytes, actor, seq, time, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (document, hash) DO NOTHING",
+        )
+        .map_err(backend)?;
+    for c in &batch.changes {
+        summary.new_changes += put_change
+            .execute(params![c.document.to_string(), c.hash, c.bytes, c.actor, c.seq as i64, c.time, now])
+            .map_err(backend)?;
+    }
+    let mut put_state = tx
+        .prepare_cached(
+            "INSERT INTO sync_states (peer, document, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (peer, document) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .map_err(backend)?;
+    for (peer, doc, state) in &batch.sync_states {
+        put_state.execute(params![peer.as_str(), doc.to_string(), state, now]).map_err(backend)?;
+    }
+    let mut put_refused = tx
+        .prepare_cached(
+            "INSERT INTO refused_uploads (source, document, code, reason, bytes, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(backend)?;
+    for r in &batch.refused {
+        put_refused
+            .execute(params![r.source, r.document, code_name(r.code), r.reason, r.bytes, r.received_at])
+            .map_err(backend)?;
+        summary.first_refused_id.get_or_insert(tx.last_insert_rowid());
+    }
+    let mut bind = tx
+        .prepare_cached(
+            "INSERT INTO actors (actor, device, bound_at) VALUES (?1, ?2, ?3) ON CONFLICT (actor) DO NOTHING",
+        )
+        .map_err(backend)?;
+    for (actor, device) in &batch.actor_bindings {
+        bind.execute(params![actor, device, now]).map_err(backend)?;
+    }
+    Ok(summary)
+}
+
 const REFUSED_COLUMNS: &str = "id, source, document, code, reason, bytes, received_at";
 
 impl Store for SqliteStore {
-    fn commit(&mut self, batch: &WriteBatch, now: i64) -> Result<CommitSummary, StoreError> {
+    fn commit_all(&mut self, batches: &[&WriteBatch], now: i64) -> Result<Vec<CommitSummary>, StoreError> {
         let tx = self.conn.transaction().map_err(backend)?;
-        let mut summary = CommitSummary::default();
-        {
-            let mut put_change = tx
-                .prepare_cached(
-                    "INSERT INTO changes (document, hash, bytes, actor, seq, time, stored_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (document, hash) DO NOTHING",
-                )
-                .map_err(backend)?;
-            for c in &batch.changes {
-                summary.new_changes += put_change
-                    .execute(params![
-                        c.document.to_string(),
-                        c.hash,
-                        c.bytes,
-                        c.actor,
-                        c.seq as i64,
-                        c.time,
-                        now
-                    ])
-                    .map_err(backend)?;
-            }
-            let mut put_state = tx
-                .prepare_cached(
-                    "INSERT INTO sync_states (peer, document, state, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (peer, document) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                )
-                .map_err(backend)?;
-            for (peer, doc, state) in &batch.sync_states {
-                put_state.execute(params![peer.as_str(), doc.to_string(), state, now]).map_err(backend)?;
-            }
-            let mut put_refused = tx
-                .prepare_cached(
-                    "INSERT INTO refused_uploads (source, document, code, reason, bytes, received_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(backend)?;
-            for r in &batch.refused {
-                put_refused
-                    .execute(params![
-                        r.source,
-                        r.document,
-                        code_name(r.code),
-                        r.reason,
-                        r.bytes,
-                        r.received_at
-                    ])
-                    .map_err(backend)?;
-                summary.first_refused_id.get_or_insert(tx.last_insert_rowid());
-            }
-            let mut bind = tx
-                .prepare_cached(
-                    "INSERT INTO actors (actor, device, bound_at) VALUES (?1, ?2, ?3) ON CONFLICT (actor) DO NOTHING",
-                )
-                .map_err(backend)?;
-            for (actor, device) in &batch.actor_bindings {
-                bind.execute(params![actor, device, now]).map_err(backend)?;
+        let mut summaries = Vec::with_capacity(batches.len());
+        for batch in batches {
+            summaries.push(write_batch(&tx, batch, now)?);
+            if let Some(doc) = &self.commit_fault {
+                if batch.changes.iter().any(|c| &c.document == doc) {
+                    panic!("commit fault injected for document {doc}");
+                }
             }
         }
         tx.commit().map_err(backend)?;
-        Ok(summary)
+        Ok(summaries)
     }
 
     fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
