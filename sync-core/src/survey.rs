@@ -182,6 +182,7 @@ impl Edit {
 #[derive(Debug, Clone)]
 pub struct SurveyDocument {
     id: DocumentId,
+    genesis: Genesis,
     doc: Automerge,
 }
 
@@ -211,123 +212,206 @@ fn scope_of(kind: DocumentKind) -> Scope {
     }
 }
 
-fn at_zero() -> CommitOptions {
-    CommitOptions::default().with_time(0)
+/// The canonical genesis changes of one document, made without a document or
+/// a transaction: each is the automerge change every replica's transaction
+/// would make, spelled out op by op and encoded once.
+///
+/// Recognising a genesis compares the change's hash with the canonical one,
+/// never its decoded content alone: a change that decodes to the same ops
+/// but is encoded differently has another hash, and accepting it would take
+/// the derived actor's sequence number 1 from the real genesis.
+#[derive(Clone, Debug)]
+pub struct Genesis {
+    id: DocumentId,
+    actor: ActorId,
+    change: Change,
 }
 
-/// A document holding exactly the genesis change of `id`.
-fn genesis_doc(id: &DocumentId) -> Automerge {
-    let mut doc = Automerge::new().with_actor(genesis_actor(id));
-    doc.transact_with::<_, _, automerge::AutomergeError, _>(
-        |_| at_zero(),
-        |tx| {
-            tx.put(ROOT, "schema", SCHEMA_VERSION)?;
-            tx.put(ROOT, "kind", id.kind.as_str())?;
-            tx.put(ROOT, "place", id.place.as_str())?;
-            tx.put(ROOT, "round", id.round.as_str())?;
-            let facts = tx.put_object(ROOT, "facts", ObjType::Map)?;
-            for field in scope_of(id.kind).fields() {
-                if field.kind == FieldKind::Counter {
-                    tx.put(&facts, field.name, ScalarValue::counter(0))?;
-                }
-            }
-            if id.kind == DocumentKind::Village {
-                tx.put_object(ROOT, "households", ObjType::Map)?;
-            }
-            Ok(())
-        },
-    )
-    .expect("genesis change on an empty document cannot fail");
-    doc
+fn put(obj: automerge::legacy::ObjectId, key: &str, value: ScalarValue) -> automerge::legacy::Op {
+    automerge::legacy::Op {
+        action: automerge::legacy::OpType::Put(value),
+        obj,
+        key: automerge::legacy::Key::Map(key.into()),
+        pred: automerge::legacy::SortedVec::new(),
+        insert: false,
+    }
 }
 
-/// Genesis changes already built, by (document, household): building one
-/// takes a whole small document, and validation asks for them per change.
-/// A pure function's results, so sharing them breaks no invariant.
-fn memo_genesis(document: &DocumentId, household: &str, make: impl FnOnce() -> Change) -> Change {
-    type Memo = std::sync::Mutex<std::collections::HashMap<(String, String), Change>>;
-    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
-    let memo = MEMO.get_or_init(Default::default);
-    let key = (document.to_string(), household.to_owned());
-    if let Some(c) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return c.clone();
+fn make_map(obj: automerge::legacy::ObjectId, key: &str) -> automerge::legacy::Op {
+    automerge::legacy::Op {
+        action: automerge::legacy::OpType::Make(ObjType::Map),
+        ..put(obj, key, ScalarValue::Null)
     }
-    let change = make();
-    let mut map = memo.lock().unwrap_or_else(|e| e.into_inner());
-    if map.len() >= 16_384 {
-        map.clear();
+}
+
+/// A change at time 0, sequence number 1, with no message.
+fn canonical(
+    actor: ActorId,
+    start_op: u64,
+    deps: Vec<ChangeHash>,
+    operations: Vec<automerge::legacy::Op>,
+) -> automerge::ExpandedChange {
+    automerge::ExpandedChange {
+        operations,
+        actor_id: actor,
+        hash: None,
+        seq: 1,
+        start_op: std::num::NonZeroU64::new(start_op).expect("op counters start at 1"),
+        time: 0,
+        message: None,
+        deps,
+        extra_bytes: Vec::new(),
+        author: None,
     }
-    map.insert(key, change.clone());
-    change
+}
+
+fn counters(scope: Scope) -> impl Iterator<Item = &'static str> {
+    scope.fields().iter().filter(|f| f.kind == FieldKind::Counter).map(|f| f.name)
+}
+
+impl Genesis {
+    /// The genesis of document `id`.
+    pub fn new(id: &DocumentId) -> Self {
+        use automerge::legacy::{ObjectId, OpId};
+        let actor = genesis_actor(id);
+        let mut ops = vec![
+            put(ObjectId::Root, "schema", ScalarValue::Int(SCHEMA_VERSION)),
+            put(ObjectId::Root, "kind", ScalarValue::Str(id.kind.as_str().into())),
+            put(ObjectId::Root, "place", ScalarValue::Str(id.place.as_str().into())),
+            put(ObjectId::Root, "round", ScalarValue::Str(id.round.as_str().into())),
+            make_map(ObjectId::Root, "facts"),
+        ];
+        let facts = ObjectId::Id(OpId::new(ops.len() as u64, &actor));
+        for name in counters(scope_of(id.kind)) {
+            ops.push(put(facts.clone(), name, ScalarValue::counter(0)));
+        }
+        if id.kind == DocumentKind::Village {
+            ops.push(make_map(ObjectId::Root, "households"));
+        }
+        let change = Change::from(canonical(actor.clone(), 1, Vec::new(), ops));
+        Self { id: id.clone(), actor, change }
+    }
+
+    /// The document genesis change.
+    pub fn change(&self) -> &Change {
+        &self.change
+    }
+
+    /// Its hash.
+    pub fn hash(&self) -> ChangeHash {
+        self.change.hash()
+    }
+
+    /// The op that makes the households map (village documents: the last
+    /// op of the genesis), and the first op counter after the genesis.
+    fn households_op(&self) -> Option<(automerge::legacy::OpId, u64)> {
+        let last = self.change.max_op();
+        (self.id.kind == DocumentKind::Village)
+            .then(|| (automerge::legacy::OpId::new(last, &self.actor), last + 1))
+    }
+
+    fn household_expanded(&self, household: &str) -> Option<automerge::ExpandedChange> {
+        use automerge::legacy::{ObjectId, OpId};
+        let (households, start_op) = self.households_op()?;
+        let actor = household_actor(&self.id, household);
+        let mut ops = vec![make_map(ObjectId::Id(households), household)];
+        let record = ObjectId::Id(OpId::new(start_op, &actor));
+        for name in counters(Scope::Household) {
+            ops.push(put(record.clone(), name, ScalarValue::counter(0)));
+        }
+        Some(canonical(actor, start_op, vec![self.hash()], ops))
+    }
+
+    /// The genesis change of one household (village documents only).
+    pub fn household(&self, household: &str) -> Option<Change> {
+        self.household_expanded(household).map(Change::from)
+    }
+
+    /// The household whose genesis `change` is, byte for byte, if it is one.
+    ///
+    /// Cheap facts first (sequence, time, dependency, actors, sizes), then
+    /// the decoded ops, then the hash of the canonical change for that
+    /// household.
+    pub fn household_of(&self, change: &Change) -> Option<String> {
+        let (_, start_op) = self.households_op()?;
+        let structural_facts = change.seq() == 1
+            && change.timestamp() == 0
+            && change.deps() == [self.hash()]
+            && change.start_op().get() == start_op
+            && change.len() == 1 + counters(Scope::Household).count()
+            && change.message().is_none()
+            && change.extra_bytes().is_empty()
+            && change.other_actor_ids() == std::slice::from_ref(&self.actor);
+        if !structural_facts {
+            return None;
+        }
+        let decoded = change.decode();
+        let automerge::legacy::Key::Map(household) = &decoded.operations.first()?.key else { return None };
+        crate::ids::check_id("household id", household).ok()?;
+        if change.actor_id() != &household_actor(&self.id, household) {
+            return None;
+        }
+        let expected = self.household_expanded(household)?;
+        if decoded != expected {
+            return None;
+        }
+        (Change::from(expected).hash() == change.hash()).then(|| household.to_string())
+    }
+
+    /// Whether `change` is the genesis of this document or of one of its
+    /// households.
+    pub fn is_structural(&self, change: &Change) -> bool {
+        if change.seq() != 1 || change.timestamp() != 0 {
+            return false;
+        }
+        if change.actor_id() == &self.actor {
+            return change.hash() == self.hash();
+        }
+        self.household_of(change).is_some()
+    }
 }
 
 /// The genesis change of a document: identical on every replica.
 pub fn genesis_change(id: &DocumentId) -> Change {
-    memo_genesis(id, "", || genesis_doc(id).get_last_local_change().expect("genesis exists"))
+    Genesis::new(id).change
 }
 
 /// The genesis change of one household: identical on every replica.
+///
+/// # Panics
+/// If `id` is not a village document (only villages have households).
 pub fn household_genesis_change(id: &DocumentId, household: &str) -> Change {
-    memo_genesis(id, &format!("/{household}"), || build_household_genesis(id, household))
-}
-
-fn build_household_genesis(id: &DocumentId, household: &str) -> Change {
-    let mut doc = genesis_doc(id);
-    doc.set_actor(household_actor(id, household));
-    let households = match doc.get(ROOT, "households") {
-        Ok(Some((_, obj))) => obj,
-        _ => unreachable!("village genesis has households"),
-    };
-    doc.transact_with::<_, _, automerge::AutomergeError, _>(
-        |_| at_zero(),
-        |tx| {
-            let hh = tx.put_object(&households, household, ObjType::Map)?;
-            for field in Scope::Household.fields() {
-                if field.kind == FieldKind::Counter {
-                    tx.put(&hh, field.name, ScalarValue::counter(0))?;
-                }
-            }
-            Ok(())
-        },
-    )
-    .expect("household genesis cannot fail");
-    doc.get_last_local_change().expect("household genesis exists")
+    Genesis::new(id).household(household).expect("only village documents have households")
 }
 
 /// Whether `change` is the genesis of `id` or of one of its households.
 pub fn is_structural(id: &DocumentId, change: &Change) -> bool {
-    if change.seq() != 1 || change.timestamp() != 0 {
-        return false;
-    }
-    if change.actor_id() == &genesis_actor(id) {
-        return change.hash() == genesis_change(id).hash();
-    }
-    let decoded = change.decode();
-    match decoded.operations.first().map(|op| &op.key) {
-        Some(automerge::legacy::Key::Map(household)) => {
-            change.actor_id() == &household_actor(id, household)
-                && change.hash() == household_genesis_change(id, household).hash()
-        }
-        _ => false,
-    }
+    change.seq() == 1 && change.timestamp() == 0 && Genesis::new(id).is_structural(change)
 }
 
 impl SurveyDocument {
     /// A new document holding only its genesis change, writing as `actor`.
     pub fn create(id: DocumentId, actor: ActorId) -> Self {
-        let mut doc = genesis_doc(&id);
-        doc.set_actor(actor);
-        Self { id, doc }
+        let genesis = Genesis::new(&id);
+        let mut doc = Automerge::new().with_actor(actor);
+        doc.apply_changes([genesis.change.clone()]).expect("a genesis applies to an empty document");
+        Self { id, genesis, doc }
     }
 
     /// An empty document (no genesis yet), to be filled by sync.
     pub fn empty(id: DocumentId, actor: ActorId) -> Self {
-        Self { id, doc: Automerge::new().with_actor(actor) }
+        Self { genesis: Genesis::new(&id), id, doc: Automerge::new().with_actor(actor) }
     }
 
     /// Wraps an automerge document that is known to belong to `id`.
     pub fn from_automerge(id: DocumentId, doc: Automerge) -> Self {
-        Self { id, doc }
+        Self { genesis: Genesis::new(&id), id, doc }
+    }
+
+    /// The same document id (and genesis) over another automerge document,
+    /// e.g. a fork of this one.
+    pub fn with_automerge(&self, doc: Automerge) -> Self {
+        Self { id: self.id.clone(), genesis: self.genesis.clone(), doc }
     }
 
     /// Loads a document from a snapshot (`save()` output) and extra change chunks.
@@ -369,7 +453,7 @@ impl SurveyDocument {
             }
         };
         doc.set_actor(actor);
-        let me = Self { id, doc };
+        let me = Self { genesis: Genesis::new(&id), id, doc };
         if !me.doc.is_empty() && !me.has_genesis() {
             return Err(DocumentError::WrongGenesis { document: me.id });
         }
@@ -379,6 +463,11 @@ impl SurveyDocument {
     /// The id of this document.
     pub fn id(&self) -> &DocumentId {
         &self.id
+    }
+
+    /// The canonical genesis changes of this document.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
     }
 
     /// The underlying automerge document.
@@ -398,12 +487,12 @@ impl SurveyDocument {
 
     /// Whether the document's genesis change has been applied.
     pub fn has_genesis(&self) -> bool {
-        self.doc.get_change_meta_by_hash(&genesis_change(&self.id).hash()).is_some()
+        self.doc.get_change_meta_by_hash(&self.genesis.hash()).is_some()
     }
 
     fn ensure_genesis(&mut self) -> Result<(), EditError> {
         if !self.has_genesis() {
-            self.doc.apply_changes([genesis_change(&self.id)])?;
+            self.doc.apply_changes([self.genesis.change.clone()])?;
         }
         Ok(())
     }
@@ -431,7 +520,8 @@ impl SurveyDocument {
         }
         self.ensure_genesis()?;
         if self.household_obj(household.as_str()).is_none() {
-            self.doc.apply_changes([household_genesis_change(&self.id, household.as_str())])?;
+            let change = self.genesis.household(household.as_str()).expect("a village document");
+            self.doc.apply_changes([change])?;
         }
         Ok(())
     }
@@ -677,4 +767,227 @@ pub struct CommuneFacts {
     pub ocop_products_online: Option<i64>,
     /// Cooperatives using production-diary software (e.g. FaceFarm).
     pub cooperatives_production_diary: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
+
+    /// The genesis as a transaction on a fresh document makes it: the
+    /// reference the canonical changes must match byte for byte.
+    fn reference_genesis_doc(id: &DocumentId) -> Automerge {
+        let mut doc = Automerge::new().with_actor(genesis_actor(id));
+        doc.transact_with::<_, _, automerge::AutomergeError, _>(
+            |_| CommitOptions::default().with_time(0),
+            |tx| {
+                tx.put(ROOT, "schema", SCHEMA_VERSION)?;
+                tx.put(ROOT, "kind", id.kind.as_str())?;
+                tx.put(ROOT, "place", id.place.as_str())?;
+                tx.put(ROOT, "round", id.round.as_str())?;
+                let facts = tx.put_object(ROOT, "facts", ObjType::Map)?;
+                for field in scope_of(id.kind).fields() {
+                    if field.kind == FieldKind::Counter {
+                        tx.put(&facts, field.name, ScalarValue::counter(0))?;
+                    }
+                }
+                if id.kind == DocumentKind::Village {
+                    tx.put_object(ROOT, "households", ObjType::Map)?;
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        doc
+    }
+
+    fn reference_household_genesis(id: &DocumentId, household: &str) -> Change {
+        let mut doc = reference_genesis_doc(id);
+        doc.set_actor(household_actor(id, household));
+        let Ok(Some((_, households))) = doc.get(ROOT, "households") else {
+            panic!("a village has households")
+        };
+        doc.transact_with::<_, _, automerge::AutomergeError, _>(
+            |_| CommitOptions::default().with_time(0),
+            |tx| {
+                let hh = tx.put_object(&households, household, ObjType::Map)?;
+                for field in Scope::Household.fields() {
+                    if field.kind == FieldKind::Counter {
+                        tx.put(&hh, field.name, ScalarValue::counter(0))?;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        doc.get_last_local_change().unwrap()
+    }
+
+    const ID: &str = "[a-z0-9_][a-z0-9_-]{0,63}";
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 128,
+            failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn canonical_geneses_are_the_transactions_byte_for_byte(
+            village in any::<bool>(), place in ID, round in ID, household in ID,
+        ) {
+            let place = crate::ids::PlaceId::new(place).unwrap();
+            let round = crate::ids::Round::new(round).unwrap();
+            let id = if village { DocumentId::village(place, round) } else { DocumentId::commune(place, round) };
+            let reference = reference_genesis_doc(&id).get_last_local_change().unwrap();
+            let genesis = Genesis::new(&id);
+            prop_assert_eq!(genesis.hash(), reference.hash());
+            prop_assert_eq!(genesis.change().raw_bytes(), reference.raw_bytes());
+            prop_assert!(genesis.is_structural(&reference));
+            if village {
+                let reference = reference_household_genesis(&id, &household);
+                let fast = genesis.household(&household).unwrap();
+                prop_assert_eq!(fast.hash(), reference.hash());
+                prop_assert_eq!(fast.raw_bytes(), reference.raw_bytes());
+                prop_assert_eq!(genesis.household_of(&reference), Some(household.clone()));
+                prop_assert!(is_structural(&id, &reference));
+                // Another document's or household's genesis is not this one's.
+                let other = reference_household_genesis(&id, &format!("{household}x"));
+                prop_assert_ne!(genesis.household_of(&other), Some(household));
+            } else {
+                prop_assert!(genesis.household("hh-1").is_none());
+            }
+        }
+    }
+
+    fn uleb(bytes: &[u8], at: &mut usize) -> u64 {
+        let (mut value, mut shift) = (0u64, 0);
+        loop {
+            let b = bytes[*at];
+            *at += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                return value;
+            }
+        }
+    }
+
+    fn write_uleb(out: &mut Vec<u8>, mut value: u64) {
+        loop {
+            let b = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// `change` encoded again by hand, its op columns (spec, data) edited by
+    /// `edit`, with a correct checksum.
+    fn reencoded(change: &Change, edit: impl FnOnce(&mut Vec<(u64, Vec<u8>)>)) -> Change {
+        let bytes = change.raw_bytes();
+        let mut at = 9; // magic, checksum, chunk type
+        let len = uleb(bytes, &mut at) as usize;
+        let body = &bytes[at..at + len];
+        let mut i = 0;
+        let deps = uleb(body, &mut i) as usize;
+        i += 32 * deps;
+        let actor = uleb(body, &mut i) as usize;
+        i += actor;
+        uleb(body, &mut i); // seq
+        uleb(body, &mut i); // start op
+        uleb(body, &mut i); // time (0 reads the same signed)
+        let message = uleb(body, &mut i) as usize;
+        i += message;
+        for _ in 0..uleb(body, &mut i) {
+            let len = uleb(body, &mut i) as usize;
+            i += len;
+        }
+        let head = body[..i].to_vec();
+        let specs: Vec<(u64, usize)> =
+            (0..uleb(body, &mut i)).map(|_| (uleb(body, &mut i), uleb(body, &mut i) as usize)).collect();
+        let mut columns = Vec::new();
+        for (spec, len) in specs {
+            columns.push((spec, body[i..i + len].to_vec()));
+            i += len;
+        }
+        assert_eq!(i, body.len(), "no extra bytes in a canonical genesis");
+        edit(&mut columns);
+        let mut new_body = head;
+        write_uleb(&mut new_body, columns.len() as u64);
+        for (spec, data) in &columns {
+            write_uleb(&mut new_body, *spec);
+            write_uleb(&mut new_body, data.len() as u64);
+        }
+        for (_, data) in &columns {
+            new_body.extend_from_slice(data);
+        }
+        let mut hashed = vec![1u8];
+        write_uleb(&mut hashed, new_body.len() as u64);
+        hashed.extend_from_slice(&new_body);
+        let hash = Sha256::digest(&hashed);
+        let mut chunk = bytes[..4].to_vec();
+        chunk.extend_from_slice(&hash[..4]);
+        chunk.extend_from_slice(&hashed);
+        Change::try_from(chunk.as_slice()).expect("automerge reads the re-encoded change")
+    }
+
+    #[test]
+    fn a_genesis_decoding_the_same_but_encoded_otherwise_is_no_genesis() {
+        let id: DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
+        let genesis = Genesis::new(&id);
+        let canonical = genesis.household("hh-007").unwrap();
+        assert_eq!(
+            reencoded(&canonical, |_| {}).hash(),
+            canonical.hash(),
+            "the re-encoder itself is faithful"
+        );
+        // The action column (id 4, integers: 0x42) as two runs of one value
+        // each instead of one literal run; and an unknown, empty column.
+        let action = |columns: &mut Vec<(u64, Vec<u8>)>| {
+            let col = columns.iter_mut().find(|(spec, _)| *spec == 0x42).expect("an action column");
+            assert_eq!(col.1, [0x7e, 0, 1], "make map then put, as one literal run");
+            col.1 = vec![1, 0, 1, 1];
+        };
+        let unknown = |columns: &mut Vec<(u64, Vec<u8>)>| columns.push((0x1f2, Vec::new()));
+        let squats = [reencoded(&canonical, action), reencoded(&canonical, unknown)];
+        for squat in &squats {
+            assert_eq!(squat.decode(), canonical.decode(), "the same decoded content");
+            assert_eq!(
+                (squat.actor_id(), squat.seq(), squat.deps()),
+                (canonical.actor_id(), 1, canonical.deps())
+            );
+            assert_ne!(squat.hash(), canonical.hash());
+            assert_eq!(genesis.household_of(squat), None);
+            assert!(!genesis.is_structural(squat));
+            assert!(!is_structural(&id, squat));
+
+            let mut doc = SurveyDocument::create(id.clone(), ActorId::from([1u8; 16]));
+            doc.automerge_mut().apply_changes([squat.clone()]).expect("automerge itself takes it");
+            let breach = crate::validate::check_change(&doc, squat).expect_err("refused");
+            assert_eq!(breach.rule, "household_genesis");
+            assert_eq!(breach.household.as_deref(), Some("hh-007"));
+        }
+        let mut doc = SurveyDocument::create(id.clone(), ActorId::from([1u8; 16]));
+        doc.automerge_mut().apply_changes([canonical.clone()]).unwrap();
+        assert_eq!(crate::validate::check_change(&doc, &canonical), Ok(()));
+    }
+
+    #[test]
+    fn a_household_genesis_under_another_documents_actor_or_with_a_bad_key_is_no_genesis() {
+        let id: DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
+        let other: DocumentId = "village:nhu-co-04:2024-1".parse().unwrap();
+        let theirs = household_genesis_change(&other, "hh-001");
+        assert!(!Genesis::new(&id).is_structural(&theirs));
+        assert!(Genesis::new(&other).is_structural(&theirs));
+        // A key that is no household id, even through the canonical builder.
+        let bad = Genesis::new(&id).household("Not An Id").unwrap();
+        assert_eq!(Genesis::new(&id).household_of(&bad), None);
+        let commune: DocumentId = "commune:nhu-co:2024-1".parse().unwrap();
+        assert!(!Genesis::new(&commune).is_structural(&theirs));
+    }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::DocumentId;
 use crate::schema::{FieldKind, Scope, PART_RULES};
-use crate::survey::{genesis_change, household_genesis_change, FieldValue, Survey, SurveyDocument};
+use crate::survey::{FieldValue, Survey, SurveyDocument};
 
 /// Why an incoming change was refused: names the document, record, field and rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -74,7 +74,7 @@ pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBre
         rule: rule.to_owned(),
         message,
     };
-    if change.hash() == genesis_change(id).hash() {
+    if change.hash() == doc.genesis().hash() {
         return Ok(());
     }
     let expanded = change.decode();
@@ -106,8 +106,7 @@ pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBre
                 ))
             }
             Place::Households => {
-                let genuine = crate::ids::check_id("household id", &key).is_ok()
-                    && change.hash() == household_genesis_change(id, &key).hash();
+                let genuine = doc.genesis().household_of(change).as_deref() == Some(key.as_str());
                 if genuine {
                     return Ok(());
                 }
