@@ -433,7 +433,7 @@ mod tests {
         doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(7))], 2_000).unwrap();
         doc.apply(&[Edit::set(hh("hh-2"), "members", FieldValue::Int(3))], 3_000).unwrap();
         let none = Receipts::default();
-        let members = |heads: &[ChangeHash]| match doc.snapshot(Some(heads)) {
+        let members = |heads: &[ChangeHash]| match doc.snapshot(Some(heads)).unwrap() {
             Survey::Village(v) => {
                 v.households.iter().map(|(k, h)| (k.clone(), h.members)).collect::<Vec<_>>()
             }
@@ -527,7 +527,7 @@ mod tests {
         }
         assert_eq!(by_hash(future).time, YEAR_2100, "the device's stamp is kept as it came");
 
-        let snapshot = |at: i64| match doc.snapshot(Some(&heads_at(&doc, at, &received))) {
+        let snapshot = |at: i64| match doc.snapshot(Some(&heads_at(&doc, at, &received))).unwrap() {
             Survey::Village(v) => v.households.get("hh-1").map(|h| (h.members, h.adults)),
             Survey::Commune(_) => unreachable!(),
         };

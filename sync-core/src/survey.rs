@@ -34,7 +34,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DocumentError, EditError};
 use crate::ids::{DocumentId, DocumentKind, HouseholdId};
-use crate::schema::{FieldKind, Scope, MAX_COUNT, MAX_TEXT_LEN};
+pub use crate::schema::{CommuneFacts, Household, VillageFacts};
+use crate::schema::{FieldKind, RecordMismatch, Scope, MAX_COUNT, MAX_TEXT_LEN};
 
 /// The layout version written into every genesis change.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -614,41 +615,71 @@ impl SurveyDocument {
         }
     }
 
-    /// The winning value of every field of one record.
-    fn read_record(&self, obj: &ObjId, heads: Option<&[ChangeHash]>) -> BTreeMap<String, FieldValue> {
+    /// The winning value of every field of one record; a value no field
+    /// type can hold is a mismatch, never skipped.
+    fn read_record(
+        &self,
+        obj: &ObjId,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<Vec<(String, FieldValue)>, RecordMismatch> {
         let keys: Vec<String> = match heads {
             Some(h) => self.doc.keys_at(obj, h).collect(),
             None => self.doc.keys(obj).collect(),
         };
-        let mut out = BTreeMap::new();
+        let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let got = match heads {
                 Some(h) => self.doc.get_at(obj, key.as_str(), h),
                 None => self.doc.get(obj, key.as_str()),
             };
-            if let Ok(Some((AmValue::Scalar(s), _))) = got {
-                if let Some(v) = FieldValue::from_scalar(&s) {
-                    out.insert(key, v);
+            let value = match &got {
+                Ok(Some((AmValue::Scalar(s), _))) => FieldValue::from_scalar(s).ok_or_else(|| format!("{s}")),
+                Ok(Some((AmValue::Object(t), _))) => Err(format!("a {t:?} object")),
+                Ok(None) => continue,
+                Err(e) => Err(e.to_string()),
+            };
+            match value {
+                Ok(v) => out.push((key, v)),
+                Err(found) => {
+                    return Err(RecordMismatch::WrongType {
+                        field: key,
+                        expected: "a value of the survey model",
+                        value: found,
+                    })
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// A typed snapshot of the document now, or as it was at `heads`.
-    pub fn snapshot(&self, heads: Option<&[ChangeHash]>) -> Survey {
-        let facts_obj = self.obj(&ROOT, "facts");
-        let facts = facts_obj.map(|o| self.read_record(&o, heads)).unwrap_or_default();
-        match self.id.kind {
-            DocumentKind::Commune => {
-                Survey::Commune(CommuneSurvey { document: self.id.clone(), facts: from_record(facts) })
-            }
+    ///
+    /// A record holding a name outside the field table, or a value of
+    /// another type than its field's, is an error naming the document,
+    /// household and field.
+    pub fn snapshot(&self, heads: Option<&[ChangeHash]>) -> Result<Survey, DocumentError> {
+        let mismatch = |household: Option<&str>| {
+            let document = self.id.clone();
+            let household = household.map(str::to_owned);
+            move |mismatch| DocumentError::Record { document, household, mismatch }
+        };
+        let facts = match self.obj(&ROOT, "facts") {
+            Some(o) => self.read_record(&o, heads).map_err(mismatch(None))?,
+            None => Vec::new(),
+        };
+        Ok(match self.id.kind {
+            DocumentKind::Commune => Survey::Commune(CommuneSurvey {
+                document: self.id.clone(),
+                facts: CommuneFacts::from_record(facts).map_err(mismatch(None))?,
+            }),
             DocumentKind::Village => {
                 let mut households = BTreeMap::new();
                 if let Some(hobj) = self.households_obj() {
                     for hh in self.household_ids(heads) {
                         if let Some(obj) = self.obj(&hobj, &hh) {
-                            let mut household: Household = from_record(self.read_record(&obj, heads));
+                            let record = self.read_record(&obj, heads).map_err(mismatch(Some(&hh)))?;
+                            let mut household =
+                                Household::from_record(record).map_err(mismatch(Some(&hh)))?;
                             household.id = hh.clone();
                             households.insert(hh, household);
                         }
@@ -656,11 +687,11 @@ impl SurveyDocument {
                 }
                 Survey::Village(VillageSurvey {
                     document: self.id.clone(),
-                    facts: from_record(facts),
+                    facts: VillageFacts::from_record(facts).map_err(mismatch(None))?,
                     households,
                 })
             }
-        }
+        })
     }
 
     /// Every record of the document as (target, object) pairs.
@@ -678,12 +709,6 @@ impl SurveyDocument {
         }
         out
     }
-}
-
-fn from_record<T: serde::de::DeserializeOwned + Default>(record: BTreeMap<String, FieldValue>) -> T {
-    let map: serde_json::Map<String, serde_json::Value> =
-        record.into_iter().map(|(k, v)| (k, v.to_json())).collect();
-    serde_json::from_value(serde_json::Value::Object(map)).unwrap_or_default()
 }
 
 /// A typed snapshot of a survey document.
@@ -707,49 +732,6 @@ pub struct VillageSurvey {
     pub households: BTreeMap<String, Household>,
 }
 
-/// Facts about a village.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct VillageFacts {
-    /// The cultural house has an internet line.
-    pub cultural_house_internet: Option<bool>,
-    /// A community digital technology team exists.
-    pub digital_team: Option<bool>,
-    /// Members of that team.
-    pub digital_team_members: Option<i64>,
-    /// Security cameras seen (a counter).
-    pub security_cameras: i64,
-}
-
-/// One household's answers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-#[allow(missing_docs)]
-pub struct Household {
-    /// Household id (filled from the key).
-    pub id: String,
-    /// Name of the head of household: personal data.
-    pub head_name: Option<String>,
-    pub members: Option<i64>,
-    pub members_15_plus: Option<i64>,
-    pub adults: Option<i64>,
-    pub fibre_broadband: Option<bool>,
-    pub adults_with_smartphone: Option<i64>,
-    pub members_15_plus_with_account: Option<i64>,
-    pub members_with_e_health_record: Option<i64>,
-    pub online_shoppers: Option<i64>,
-    pub public_service_accounts: Option<i64>,
-    pub public_service_users: Option<i64>,
-    pub business_household: Option<bool>,
-    pub cashless_payment: Option<bool>,
-    /// QR payment codes issued (a counter).
-    pub qr_codes_issued: i64,
-    /// Who surveyed it (surveyor or device name).
-    pub surveyed_by: Option<String>,
-    /// When, in milliseconds since 1970.
-    pub surveyed_at: Option<i64>,
-}
-
 /// Commune-level facts of one round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommuneSurvey {
@@ -757,16 +739,6 @@ pub struct CommuneSurvey {
     pub document: DocumentId,
     /// The facts.
     pub facts: CommuneFacts,
-}
-
-/// Facts that belong to a commune, not a village.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CommuneFacts {
-    /// OCOP products listed on e-commerce platforms.
-    pub ocop_products_online: Option<i64>,
-    /// Cooperatives using production-diary software (e.g. FaceFarm).
-    pub cooperatives_production_diary: Option<i64>,
 }
 
 #[cfg(test)]
@@ -989,5 +961,149 @@ mod tests {
         assert_eq!(Genesis::new(&id).household_of(&bad), None);
         let commune: DocumentId = "commune:nhu-co:2024-1".parse().unwrap();
         assert!(!Genesis::new(&commune).is_structural(&theirs));
+    }
+    /// The record of `target` in a snapshot, as JSON (serde's view, made
+    /// apart from the table's own accessors), and by the typed getter.
+    fn record_of(survey: &Survey, target: &Target, field: &str) -> (serde_json::Value, Option<FieldValue>) {
+        match (survey, target) {
+            (Survey::Village(v), Target::Facts) => {
+                (serde_json::to_value(&v.facts).unwrap(), v.facts.get(field))
+            }
+            (Survey::Village(v), Target::Household(h)) => {
+                let hh = &v.households[h.as_str()];
+                assert_eq!(hh.id, h.as_str());
+                (serde_json::to_value(hh).unwrap(), hh.get(field))
+            }
+            (Survey::Commune(c), Target::Facts) => {
+                (serde_json::to_value(&c.facts).unwrap(), c.facts.get(field))
+            }
+            (Survey::Commune(_), Target::Household(_)) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_table_round_trips_through_an_edit_into_the_typed_snapshot() {
+        let village: DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
+        let commune: DocumentId = "commune:nhu-co:2024-1".parse().unwrap();
+        let hh = Target::Household("hh-001".parse().unwrap());
+        let cases = [
+            (&village, Target::Facts, Scope::Village),
+            (&village, hh, Scope::Household),
+            (&commune, Target::Facts, Scope::Commune),
+        ];
+        let mut seen = 0;
+        for (id, target, scope) in cases {
+            for field in scope.fields() {
+                let mut doc = SurveyDocument::create(id.clone(), ActorId::from([3u8; 16]));
+                let (edit, expected) = match field.kind {
+                    FieldKind::Count => {
+                        (Edit::set(target.clone(), field.name, FieldValue::Int(7)), FieldValue::Int(7))
+                    }
+                    FieldKind::Time => (
+                        Edit::set(target.clone(), field.name, FieldValue::Int(1_700_000_000_123)),
+                        FieldValue::Int(1_700_000_000_123),
+                    ),
+                    FieldKind::Bool => (
+                        Edit::set(target.clone(), field.name, FieldValue::Bool(true)),
+                        FieldValue::Bool(true),
+                    ),
+                    FieldKind::Text => (
+                        Edit::set(target.clone(), field.name, FieldValue::Text("Lò Văn A".into())),
+                        FieldValue::Text("Lò Văn A".into()),
+                    ),
+                    FieldKind::Counter => {
+                        (Edit::increment(target.clone(), field.name, 3), FieldValue::Int(3))
+                    }
+                };
+                // The record exists (genesis) before the edit, so the edit is the only difference.
+                if let Target::Household(h) = &target {
+                    doc.ensure_household(h).unwrap();
+                }
+                let before = doc.snapshot(None).unwrap();
+                doc.apply(&[edit], 10).unwrap();
+                let after = doc.snapshot(None).unwrap();
+                let (json, typed) = record_of(&after, &target, field.name);
+                assert_eq!(typed, Some(expected.clone()), "{}: typed getter", field.name);
+                assert_eq!(json[field.name], expected.to_json(), "{}: the struct field", field.name);
+                let (json_before, _) = record_of(&before, &target, field.name);
+                let changed: Vec<&String> = json
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, v)| json_before.get(k.as_str()) != Some(v))
+                    .map(|(k, _)| k)
+                    .collect();
+                assert_eq!(changed, [field.name], "only {} changed", field.name);
+                seen += 1;
+            }
+        }
+        assert_eq!(
+            seen,
+            VILLAGE_FIELDS_LEN + crate::schema::HOUSEHOLD_FIELDS.len() + crate::schema::COMMUNE_FIELDS.len()
+        );
+    }
+
+    const VILLAGE_FIELDS_LEN: usize = crate::schema::VILLAGE_FIELDS.len();
+
+    #[test]
+    fn the_typed_records_hold_exactly_the_table_fields() {
+        for (fields, json) in [
+            (crate::schema::VILLAGE_FIELDS, serde_json::to_value(VillageFacts::default()).unwrap()),
+            (crate::schema::HOUSEHOLD_FIELDS, serde_json::to_value(Household::default()).unwrap()),
+            (crate::schema::COMMUNE_FIELDS, serde_json::to_value(CommuneFacts::default()).unwrap()),
+        ] {
+            let mut names: Vec<&str> =
+                json.as_object().unwrap().keys().map(String::as_str).filter(|k| *k != "id").collect();
+            let mut table: Vec<&str> = fields.iter().map(|f| f.name).collect();
+            names.sort();
+            table.sort();
+            assert_eq!(names, table);
+        }
+        assert!(Scope::Household.field("head_name").unwrap().personal);
+        assert_eq!(crate::schema::HOUSEHOLD_FIELDS.iter().filter(|f| f.personal).count(), 1);
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_the_table_is_an_error_not_a_blank() {
+        let id: DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
+        let hh = Target::Household("hh-001".parse().unwrap());
+        let mut doc = SurveyDocument::create(id.clone(), ActorId::from([3u8; 16]));
+        doc.apply(&[Edit::set(hh.clone(), "members", FieldValue::Int(4))], 10).unwrap();
+        let obj = doc.household_obj("hh-001").unwrap();
+        let mut wrong = doc.clone();
+        wrong
+            .automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(&obj, "adults", "three"))
+            .unwrap();
+        match wrong.snapshot(None) {
+            Err(DocumentError::Record {
+                household,
+                mismatch: RecordMismatch::WrongType { field, .. },
+                ..
+            }) => {
+                assert_eq!((household.as_deref(), field.as_str()), (Some("hh-001"), "adults"));
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        let mut unknown = doc.clone();
+        unknown
+            .automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(&obj, "goats", 3))
+            .unwrap();
+        assert!(matches!(
+            unknown.snapshot(None),
+            Err(DocumentError::Record { mismatch: RecordMismatch::UnknownField { .. }, .. })
+        ));
+        let mut nested = doc.clone();
+        nested
+            .automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put_object(&obj, "members", ObjType::Map).map(|_| ())
+            })
+            .unwrap();
+        assert!(nested.snapshot(None).is_err());
+        // What fits still reads whole.
+        let Survey::Village(v) = doc.snapshot(None).unwrap() else { panic!("a village") };
+        assert_eq!(v.households["hh-001"].members, Some(4));
     }
 }

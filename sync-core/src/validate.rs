@@ -216,10 +216,8 @@ pub fn data_quality(survey: &Survey) -> Vec<DataQualityIssue> {
                 out.push(negative(doc, None, "security_cameras", v.facts.security_cameras));
             }
             for (id, hh) in &v.households {
-                let record = serde_json::to_value(hh).unwrap_or_default();
-                let num = |f: &str| record.get(f).and_then(|v| v.as_i64());
-                for rule in PART_RULES {
-                    if let (Some(part), Some(whole)) = (num(rule.part), num(rule.whole)) {
+                for rule in PART_RULES.iter().filter(|r| r.scope == Scope::Household) {
+                    if let (Some(part), Some(whole)) = (hh.int(rule.part), hh.int(rule.whole)) {
                         if part > whole {
                             out.push(DataQualityIssue {
                                 document: doc.clone(),
