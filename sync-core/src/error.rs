@@ -48,4 +48,12 @@ pub enum DocumentError {
     /// The document does not start with the genesis change for its id.
     #[error("document {document}: does not belong to this id (wrong or missing genesis change)")]
     WrongGenesis { document: DocumentId },
+    /// A record holds a value its field table has no place for.
+    #[error("document {document}{}: {mismatch}", household.as_ref().map(|h| format!(", household {h}")).unwrap_or_default())]
+    Record {
+        document: DocumentId,
+        household: Option<String>,
+        #[source]
+        mismatch: crate::schema::RecordMismatch,
+    },
 }

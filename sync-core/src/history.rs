@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::DocumentId;
 use crate::store::ChangeMeta;
-use crate::survey::{genesis_change, is_structural, FieldValue, SurveyDocument};
+use crate::survey::{FieldValue, SurveyDocument};
 
 /// The earliest author's stamp taken at face value: 2020-01-01 00:00 UTC,
 /// before any survey of this program. An earlier stamp is a clock that was
@@ -285,7 +285,7 @@ fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash, received: &
 /// Every change of the document in causal order (a change after all it
 /// depends on), with when this replica received it (`received`).
 pub fn history(doc: &SurveyDocument, received: &Receipts) -> Vec<HistoryEntry> {
-    let genesis = genesis_change(doc.id()).hash();
+    let genesis = doc.genesis().hash();
     doc.automerge().get_changes(&[]).iter().map(|c| entry(doc, c, genesis, received)).collect()
 }
 
@@ -303,12 +303,12 @@ pub fn heads_at(doc: &SurveyDocument, time_ms: i64, received: &Receipts) -> Vec<
     let mut included: BTreeSet<ChangeHash> = BTreeSet::new();
     // Genesis changes are stamped at time 0: a household's genesis counts from
     // the first change that writes into it, the document's from the start.
-    let genesis = genesis_change(doc.id()).hash();
+    let genesis = doc.genesis().hash();
     let mut stack: Vec<ChangeHash> = changes
         .iter()
         .filter(|c| {
             c.hash() == genesis
-                || (!is_structural(doc.id(), c)
+                || (!doc.genesis().is_structural(c)
                     && effective_time(c.timestamp(), received.get(&c.hash())) <= time_ms)
         })
         .map(|c| c.hash())
@@ -433,7 +433,7 @@ mod tests {
         doc.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(7))], 2_000).unwrap();
         doc.apply(&[Edit::set(hh("hh-2"), "members", FieldValue::Int(3))], 3_000).unwrap();
         let none = Receipts::default();
-        let members = |heads: &[ChangeHash]| match doc.snapshot(Some(heads)) {
+        let members = |heads: &[ChangeHash]| match doc.snapshot(Some(heads)).unwrap() {
             Survey::Village(v) => {
                 v.households.iter().map(|(k, h)| (k.clone(), h.members)).collect::<Vec<_>>()
             }
@@ -527,7 +527,7 @@ mod tests {
         }
         assert_eq!(by_hash(future).time, YEAR_2100, "the device's stamp is kept as it came");
 
-        let snapshot = |at: i64| match doc.snapshot(Some(&heads_at(&doc, at, &received))) {
+        let snapshot = |at: i64| match doc.snapshot(Some(&heads_at(&doc, at, &received))).unwrap() {
             Survey::Village(v) => v.households.get("hh-1").map(|h| (h.members, h.adults)),
             Survey::Commune(_) => unreachable!(),
         };

@@ -97,9 +97,12 @@ impl std::ops::AddAssign for Tally {
 
 impl Tally {
     /// Adds one survey document's figures.
-    pub fn add_document(&mut self, doc: &SurveyDocument) {
+    ///
+    /// A document whose records do not fit the survey model adds nothing
+    /// and is an error.
+    pub fn add_document(&mut self, doc: &SurveyDocument) -> Result<(), crate::error::DocumentError> {
+        let survey = doc.snapshot(None)?;
         self.conflicts_open += conflicts(doc).len() as i64;
-        let survey = doc.snapshot(None);
         self.data_quality_issues += data_quality(&survey).len() as i64;
         match survey {
             Survey::Commune(c) => {
@@ -146,6 +149,7 @@ impl Tally {
                 }
             }
         }
+        Ok(())
     }
 
     /// The indicators these sums give.
@@ -251,6 +255,9 @@ pub enum ReportError {
     /// Villages have no communes under them.
     #[error("place {0:?} is a village; report on its commune instead")]
     Village(String),
+    /// A document's records do not fit the survey model.
+    #[error(transparent)]
+    Document(#[from] crate::error::DocumentError),
 }
 
 /// Builds the report for `place` (province, district or commune) in `round`,
@@ -276,7 +283,7 @@ pub fn build_report(
         }
         for id in registry.documents_for_commune(&commune.id, round) {
             if let Some(doc) = load(&id) {
-                tally.add_document(&doc);
+                tally.add_document(&doc)?;
             }
         }
         total += tally;

@@ -2,9 +2,13 @@
 //! hold, each field's type, and the consistency rules between fields.
 //!
 //! This table is the single source for validation, typed snapshots,
-//! exports and the protocol documentation's field list.
+//! exports and the protocol documentation's field list: each field is
+//! declared once, in the `records!` table below, which makes both its table row and its
+//! field in the typed record (`VillageFacts`, `Household`, `CommuneFacts`).
 
 use serde::{Deserialize, Serialize};
+
+use crate::survey::FieldValue;
 
 /// The type of one survey field, and how it changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,41 +56,254 @@ pub struct Field {
     pub personal: bool,
 }
 
-const fn f(name: &'static str, kind: FieldKind) -> Field {
-    Field { name, kind, personal: false }
+/// The Rust type a field of each kind is read into: plain fields may be
+/// unset, counters always exist (created at 0 by the genesis).
+macro_rules! slot_type {
+    (Count) => { Option<i64> };
+    (Time) => { Option<i64> };
+    (Bool) => { Option<bool> };
+    (Text) => { Option<String> };
+    (Counter) => { i64 };
 }
 
-/// Facts about one village.
-pub const VILLAGE_FIELDS: &[Field] = &[
-    f("cultural_house_internet", FieldKind::Bool),
-    f("digital_team", FieldKind::Bool),
-    f("digital_team_members", FieldKind::Count),
-    f("security_cameras", FieldKind::Counter),
-];
+macro_rules! is_personal {
+    () => {
+        false
+    };
+    (personal) => {
+        true
+    };
+}
 
-/// Fields of one household.
-pub const HOUSEHOLD_FIELDS: &[Field] = &[
-    Field { name: "head_name", kind: FieldKind::Text, personal: true },
-    f("members", FieldKind::Count),
-    f("members_15_plus", FieldKind::Count),
-    f("adults", FieldKind::Count),
-    f("fibre_broadband", FieldKind::Bool),
-    f("adults_with_smartphone", FieldKind::Count),
-    f("members_15_plus_with_account", FieldKind::Count),
-    f("members_with_e_health_record", FieldKind::Count),
-    f("online_shoppers", FieldKind::Count),
-    f("public_service_accounts", FieldKind::Count),
-    f("public_service_users", FieldKind::Count),
-    f("business_household", FieldKind::Bool),
-    f("cashless_payment", FieldKind::Bool),
-    f("qr_codes_issued", FieldKind::Counter),
-    f("surveyed_by", FieldKind::Text),
-    f("surveyed_at", FieldKind::Time),
-];
+/// Declares each record's fields once, giving both the field table (a
+/// `&[Field]` constant) and the typed record struct with one Rust field per
+/// table row, of the type its kind reads into; `from_record` fills it from
+/// stored values and refuses any that do not fit.
+macro_rules! records {
+    ($(
+        $(#[$table_meta:meta])*
+        $table:ident;
+        $(#[$struct_meta:meta])*
+        $record:ident [$($(#[$extra_meta:meta])* $extra:ident: $extra_ty:ty),*] {
+            $($(#[$field_meta:meta])* $field:ident: $kind:ident $($personal:ident)?,)*
+        }
+    )*) => {$(
+        $(#[$table_meta])*
+        pub const $table: &[Field] = &[$(Field {
+            name: stringify!($field),
+            kind: FieldKind::$kind,
+            personal: is_personal!($($personal)?),
+        },)*];
 
-/// Facts about one commune that belong to no village.
-pub const COMMUNE_FIELDS: &[Field] =
-    &[f("ocop_products_online", FieldKind::Count), f("cooperatives_production_diary", FieldKind::Count)];
+        $(#[$struct_meta])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct $record {
+            $($(#[$extra_meta])* pub $extra: $extra_ty,)*
+            $($(#[$field_meta])* pub $field: slot_type!($kind),)*
+        }
+
+        impl $record {
+            /// The field table this record is made from.
+            pub const FIELDS: &'static [Field] = $table;
+
+            /// The value of one field by its table name; `None` when unset
+            /// or not a field of this record.
+            pub fn get(&self, name: &str) -> Option<FieldValue> {
+                match name {
+                    $(stringify!($field) => Slot::value(&self.$field),)*
+                    _ => None,
+                }
+            }
+
+            /// The value of a whole-number field (count, time, counter).
+            pub fn int(&self, name: &str) -> Option<i64> {
+                match self.get(name) {
+                    Some(FieldValue::Int(n)) => Some(n),
+                    _ => None,
+                }
+            }
+
+            /// The record holding exactly these stored values. A name outside
+            /// the table, or a value of another type than its field's, is an
+            /// error: nothing is dropped or blanked.
+            pub fn from_record(
+                values: impl IntoIterator<Item = (String, FieldValue)>,
+            ) -> Result<Self, RecordMismatch> {
+                let mut out = Self::default();
+                for (name, value) in values {
+                    match name.as_str() {
+                        $(stringify!($field) => Slot::fill(&mut out.$field, stringify!($field), FieldKind::$kind, value)?,)*
+                        _ => return Err(RecordMismatch::UnknownField { field: name }),
+                    }
+                }
+                Ok(out)
+            }
+        }
+    )*};
+}
+
+/// A stored value that does not fit the field table of its record.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordMismatch {
+    /// The record holds a name that is not one of its fields.
+    #[error("{field:?} is not a field of this record")]
+    UnknownField {
+        /// The name found.
+        field: String,
+    },
+    /// A field holds a value of another type than its kind's.
+    #[error("{field} takes {expected}, but holds {value}")]
+    WrongType {
+        /// The field.
+        field: String,
+        /// What it takes.
+        expected: &'static str,
+        /// What it holds, as text.
+        value: String,
+    },
+}
+
+/// A Rust field of a record that holds one survey field.
+trait Slot {
+    fn value(&self) -> Option<FieldValue>;
+    fn fill(&mut self, field: &str, kind: FieldKind, value: FieldValue) -> Result<(), RecordMismatch>;
+}
+
+fn wrong(field: &str, kind: FieldKind, value: &FieldValue) -> RecordMismatch {
+    RecordMismatch::WrongType {
+        field: field.to_owned(),
+        expected: kind.expected(),
+        value: format!("{value:?}"),
+    }
+}
+
+impl Slot for Option<i64> {
+    fn value(&self) -> Option<FieldValue> {
+        self.map(FieldValue::Int)
+    }
+    fn fill(&mut self, field: &str, kind: FieldKind, value: FieldValue) -> Result<(), RecordMismatch> {
+        match value {
+            FieldValue::Int(n) => {
+                *self = Some(n);
+                Ok(())
+            }
+            other => Err(wrong(field, kind, &other)),
+        }
+    }
+}
+
+impl Slot for Option<bool> {
+    fn value(&self) -> Option<FieldValue> {
+        self.map(FieldValue::Bool)
+    }
+    fn fill(&mut self, field: &str, kind: FieldKind, value: FieldValue) -> Result<(), RecordMismatch> {
+        match value {
+            FieldValue::Bool(b) => {
+                *self = Some(b);
+                Ok(())
+            }
+            other => Err(wrong(field, kind, &other)),
+        }
+    }
+}
+
+impl Slot for Option<String> {
+    fn value(&self) -> Option<FieldValue> {
+        self.clone().map(FieldValue::Text)
+    }
+    fn fill(&mut self, field: &str, kind: FieldKind, value: FieldValue) -> Result<(), RecordMismatch> {
+        match value {
+            FieldValue::Text(s) => {
+                *self = Some(s);
+                Ok(())
+            }
+            other => Err(wrong(field, kind, &other)),
+        }
+    }
+}
+
+impl Slot for i64 {
+    fn value(&self) -> Option<FieldValue> {
+        Some(FieldValue::Int(*self))
+    }
+    fn fill(&mut self, field: &str, kind: FieldKind, value: FieldValue) -> Result<(), RecordMismatch> {
+        match value {
+            FieldValue::Int(n) => {
+                *self = n;
+                Ok(())
+            }
+            other => Err(wrong(field, kind, &other)),
+        }
+    }
+}
+
+records! {
+    /// Facts about one village.
+    VILLAGE_FIELDS;
+    /// Facts about a village, typed.
+    VillageFacts [] {
+        /// The cultural house has an internet line.
+        cultural_house_internet: Bool,
+        /// A community digital technology team exists.
+        digital_team: Bool,
+        /// Members of that team.
+        digital_team_members: Count,
+        /// Security cameras seen (a counter).
+        security_cameras: Counter,
+    }
+
+    /// Fields of one household.
+    HOUSEHOLD_FIELDS;
+    /// One household's answers, typed.
+    Household [
+        /// Household id (filled from the key; not a field of the record).
+        id: String
+    ] {
+        /// Name of the head of household: personal data.
+        head_name: Text personal,
+        /// People in the household.
+        members: Count,
+        /// Members aged 15 or more.
+        members_15_plus: Count,
+        /// Adults.
+        adults: Count,
+        /// The household has fibre broadband.
+        fibre_broadband: Bool,
+        /// Adults with a smartphone.
+        adults_with_smartphone: Count,
+        /// Members aged 15 or more with an account at a bank or licensed institution.
+        members_15_plus_with_account: Count,
+        /// Members with an electronic health record.
+        members_with_e_health_record: Count,
+        /// Members who shop online.
+        online_shoppers: Count,
+        /// Accounts on the public service portal.
+        public_service_accounts: Count,
+        /// Members who used the public service portal.
+        public_service_users: Count,
+        /// A business household.
+        business_household: Bool,
+        /// It takes cashless (QR, e-wallet) payments.
+        cashless_payment: Bool,
+        /// QR payment codes issued (a counter).
+        qr_codes_issued: Counter,
+        /// Who surveyed it (surveyor or device name).
+        surveyed_by: Text,
+        /// When, in milliseconds since 1970.
+        surveyed_at: Time,
+    }
+
+    /// Facts about one commune that belong to no village.
+    COMMUNE_FIELDS;
+    /// Facts that belong to a commune, not a village, typed.
+    CommuneFacts [] {
+        /// OCOP products listed on e-commerce platforms.
+        ocop_products_online: Count,
+        /// Cooperatives using production-diary software (e.g. FaceFarm).
+        cooperatives_production_diary: Count,
+    }
+}
 
 /// Where a field lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,7 +34,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{DocumentError, EditError};
 use crate::ids::{DocumentId, DocumentKind, HouseholdId};
-use crate::schema::{FieldKind, Scope, MAX_COUNT, MAX_TEXT_LEN};
+pub use crate::schema::{CommuneFacts, Household, VillageFacts};
+use crate::schema::{FieldKind, RecordMismatch, Scope, MAX_COUNT, MAX_TEXT_LEN};
 
 /// The layout version written into every genesis change.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -182,6 +183,7 @@ impl Edit {
 #[derive(Debug, Clone)]
 pub struct SurveyDocument {
     id: DocumentId,
+    genesis: Genesis,
     doc: Automerge,
 }
 
@@ -211,123 +213,206 @@ fn scope_of(kind: DocumentKind) -> Scope {
     }
 }
 
-fn at_zero() -> CommitOptions {
-    CommitOptions::default().with_time(0)
+/// The canonical genesis changes of one document, made without a document or
+/// a transaction: each is the automerge change every replica's transaction
+/// would make, spelled out op by op and encoded once.
+///
+/// Recognising a genesis compares the change's hash with the canonical one,
+/// never its decoded content alone: a change that decodes to the same ops
+/// but is encoded differently has another hash, and accepting it would take
+/// the derived actor's sequence number 1 from the real genesis.
+#[derive(Clone, Debug)]
+pub struct Genesis {
+    id: DocumentId,
+    actor: ActorId,
+    change: Change,
 }
 
-/// A document holding exactly the genesis change of `id`.
-fn genesis_doc(id: &DocumentId) -> Automerge {
-    let mut doc = Automerge::new().with_actor(genesis_actor(id));
-    doc.transact_with::<_, _, automerge::AutomergeError, _>(
-        |_| at_zero(),
-        |tx| {
-            tx.put(ROOT, "schema", SCHEMA_VERSION)?;
-            tx.put(ROOT, "kind", id.kind.as_str())?;
-            tx.put(ROOT, "place", id.place.as_str())?;
-            tx.put(ROOT, "round", id.round.as_str())?;
-            let facts = tx.put_object(ROOT, "facts", ObjType::Map)?;
-            for field in scope_of(id.kind).fields() {
-                if field.kind == FieldKind::Counter {
-                    tx.put(&facts, field.name, ScalarValue::counter(0))?;
-                }
-            }
-            if id.kind == DocumentKind::Village {
-                tx.put_object(ROOT, "households", ObjType::Map)?;
-            }
-            Ok(())
-        },
-    )
-    .expect("genesis change on an empty document cannot fail");
-    doc
+fn put(obj: automerge::legacy::ObjectId, key: &str, value: ScalarValue) -> automerge::legacy::Op {
+    automerge::legacy::Op {
+        action: automerge::legacy::OpType::Put(value),
+        obj,
+        key: automerge::legacy::Key::Map(key.into()),
+        pred: automerge::legacy::SortedVec::new(),
+        insert: false,
+    }
 }
 
-/// Genesis changes already built, by (document, household): building one
-/// takes a whole small document, and validation asks for them per change.
-/// A pure function's results, so sharing them breaks no invariant.
-fn memo_genesis(document: &DocumentId, household: &str, make: impl FnOnce() -> Change) -> Change {
-    type Memo = std::sync::Mutex<std::collections::HashMap<(String, String), Change>>;
-    static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
-    let memo = MEMO.get_or_init(Default::default);
-    let key = (document.to_string(), household.to_owned());
-    if let Some(c) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return c.clone();
+fn make_map(obj: automerge::legacy::ObjectId, key: &str) -> automerge::legacy::Op {
+    automerge::legacy::Op {
+        action: automerge::legacy::OpType::Make(ObjType::Map),
+        ..put(obj, key, ScalarValue::Null)
     }
-    let change = make();
-    let mut map = memo.lock().unwrap_or_else(|e| e.into_inner());
-    if map.len() >= 16_384 {
-        map.clear();
+}
+
+/// A change at time 0, sequence number 1, with no message.
+fn canonical(
+    actor: ActorId,
+    start_op: u64,
+    deps: Vec<ChangeHash>,
+    operations: Vec<automerge::legacy::Op>,
+) -> automerge::ExpandedChange {
+    automerge::ExpandedChange {
+        operations,
+        actor_id: actor,
+        hash: None,
+        seq: 1,
+        start_op: std::num::NonZeroU64::new(start_op).expect("op counters start at 1"),
+        time: 0,
+        message: None,
+        deps,
+        extra_bytes: Vec::new(),
+        author: None,
     }
-    map.insert(key, change.clone());
-    change
+}
+
+fn counters(scope: Scope) -> impl Iterator<Item = &'static str> {
+    scope.fields().iter().filter(|f| f.kind == FieldKind::Counter).map(|f| f.name)
+}
+
+impl Genesis {
+    /// The genesis of document `id`.
+    pub fn new(id: &DocumentId) -> Self {
+        use automerge::legacy::{ObjectId, OpId};
+        let actor = genesis_actor(id);
+        let mut ops = vec![
+            put(ObjectId::Root, "schema", ScalarValue::Int(SCHEMA_VERSION)),
+            put(ObjectId::Root, "kind", ScalarValue::Str(id.kind.as_str().into())),
+            put(ObjectId::Root, "place", ScalarValue::Str(id.place.as_str().into())),
+            put(ObjectId::Root, "round", ScalarValue::Str(id.round.as_str().into())),
+            make_map(ObjectId::Root, "facts"),
+        ];
+        let facts = ObjectId::Id(OpId::new(ops.len() as u64, &actor));
+        for name in counters(scope_of(id.kind)) {
+            ops.push(put(facts.clone(), name, ScalarValue::counter(0)));
+        }
+        if id.kind == DocumentKind::Village {
+            ops.push(make_map(ObjectId::Root, "households"));
+        }
+        let change = Change::from(canonical(actor.clone(), 1, Vec::new(), ops));
+        Self { id: id.clone(), actor, change }
+    }
+
+    /// The document genesis change.
+    pub fn change(&self) -> &Change {
+        &self.change
+    }
+
+    /// Its hash.
+    pub fn hash(&self) -> ChangeHash {
+        self.change.hash()
+    }
+
+    /// The op that makes the households map (village documents: the last
+    /// op of the genesis), and the first op counter after the genesis.
+    fn households_op(&self) -> Option<(automerge::legacy::OpId, u64)> {
+        let last = self.change.max_op();
+        (self.id.kind == DocumentKind::Village)
+            .then(|| (automerge::legacy::OpId::new(last, &self.actor), last + 1))
+    }
+
+    fn household_expanded(&self, household: &str) -> Option<automerge::ExpandedChange> {
+        use automerge::legacy::{ObjectId, OpId};
+        let (households, start_op) = self.households_op()?;
+        let actor = household_actor(&self.id, household);
+        let mut ops = vec![make_map(ObjectId::Id(households), household)];
+        let record = ObjectId::Id(OpId::new(start_op, &actor));
+        for name in counters(Scope::Household) {
+            ops.push(put(record.clone(), name, ScalarValue::counter(0)));
+        }
+        Some(canonical(actor, start_op, vec![self.hash()], ops))
+    }
+
+    /// The genesis change of one household (village documents only).
+    pub fn household(&self, household: &str) -> Option<Change> {
+        self.household_expanded(household).map(Change::from)
+    }
+
+    /// The household whose genesis `change` is, byte for byte, if it is one.
+    ///
+    /// Cheap facts first (sequence, time, dependency, actors, sizes), then
+    /// the decoded ops, then the hash of the canonical change for that
+    /// household.
+    pub fn household_of(&self, change: &Change) -> Option<String> {
+        let (_, start_op) = self.households_op()?;
+        let structural_facts = change.seq() == 1
+            && change.timestamp() == 0
+            && change.deps() == [self.hash()]
+            && change.start_op().get() == start_op
+            && change.len() == 1 + counters(Scope::Household).count()
+            && change.message().is_none()
+            && change.extra_bytes().is_empty()
+            && change.other_actor_ids() == std::slice::from_ref(&self.actor);
+        if !structural_facts {
+            return None;
+        }
+        let decoded = change.decode();
+        let automerge::legacy::Key::Map(household) = &decoded.operations.first()?.key else { return None };
+        crate::ids::check_id("household id", household).ok()?;
+        if change.actor_id() != &household_actor(&self.id, household) {
+            return None;
+        }
+        let expected = self.household_expanded(household)?;
+        if decoded != expected {
+            return None;
+        }
+        (Change::from(expected).hash() == change.hash()).then(|| household.to_string())
+    }
+
+    /// Whether `change` is the genesis of this document or of one of its
+    /// households.
+    pub fn is_structural(&self, change: &Change) -> bool {
+        if change.seq() != 1 || change.timestamp() != 0 {
+            return false;
+        }
+        if change.actor_id() == &self.actor {
+            return change.hash() == self.hash();
+        }
+        self.household_of(change).is_some()
+    }
 }
 
 /// The genesis change of a document: identical on every replica.
 pub fn genesis_change(id: &DocumentId) -> Change {
-    memo_genesis(id, "", || genesis_doc(id).get_last_local_change().expect("genesis exists"))
+    Genesis::new(id).change
 }
 
 /// The genesis change of one household: identical on every replica.
+///
+/// # Panics
+/// If `id` is not a village document (only villages have households).
 pub fn household_genesis_change(id: &DocumentId, household: &str) -> Change {
-    memo_genesis(id, &format!("/{household}"), || build_household_genesis(id, household))
-}
-
-fn build_household_genesis(id: &DocumentId, household: &str) -> Change {
-    let mut doc = genesis_doc(id);
-    doc.set_actor(household_actor(id, household));
-    let households = match doc.get(ROOT, "households") {
-        Ok(Some((_, obj))) => obj,
-        _ => unreachable!("village genesis has households"),
-    };
-    doc.transact_with::<_, _, automerge::AutomergeError, _>(
-        |_| at_zero(),
-        |tx| {
-            let hh = tx.put_object(&households, household, ObjType::Map)?;
-            for field in Scope::Household.fields() {
-                if field.kind == FieldKind::Counter {
-                    tx.put(&hh, field.name, ScalarValue::counter(0))?;
-                }
-            }
-            Ok(())
-        },
-    )
-    .expect("household genesis cannot fail");
-    doc.get_last_local_change().expect("household genesis exists")
+    Genesis::new(id).household(household).expect("only village documents have households")
 }
 
 /// Whether `change` is the genesis of `id` or of one of its households.
 pub fn is_structural(id: &DocumentId, change: &Change) -> bool {
-    if change.seq() != 1 || change.timestamp() != 0 {
-        return false;
-    }
-    if change.actor_id() == &genesis_actor(id) {
-        return change.hash() == genesis_change(id).hash();
-    }
-    let decoded = change.decode();
-    match decoded.operations.first().map(|op| &op.key) {
-        Some(automerge::legacy::Key::Map(household)) => {
-            change.actor_id() == &household_actor(id, household)
-                && change.hash() == household_genesis_change(id, household).hash()
-        }
-        _ => false,
-    }
+    change.seq() == 1 && change.timestamp() == 0 && Genesis::new(id).is_structural(change)
 }
 
 impl SurveyDocument {
     /// A new document holding only its genesis change, writing as `actor`.
     pub fn create(id: DocumentId, actor: ActorId) -> Self {
-        let mut doc = genesis_doc(&id);
-        doc.set_actor(actor);
-        Self { id, doc }
+        let genesis = Genesis::new(&id);
+        let mut doc = Automerge::new().with_actor(actor);
+        doc.apply_changes([genesis.change.clone()]).expect("a genesis applies to an empty document");
+        Self { id, genesis, doc }
     }
 
     /// An empty document (no genesis yet), to be filled by sync.
     pub fn empty(id: DocumentId, actor: ActorId) -> Self {
-        Self { id, doc: Automerge::new().with_actor(actor) }
+        Self { genesis: Genesis::new(&id), id, doc: Automerge::new().with_actor(actor) }
     }
 
     /// Wraps an automerge document that is known to belong to `id`.
     pub fn from_automerge(id: DocumentId, doc: Automerge) -> Self {
-        Self { id, doc }
+        Self { genesis: Genesis::new(&id), id, doc }
+    }
+
+    /// The same document id (and genesis) over another automerge document,
+    /// e.g. a fork of this one.
+    pub fn with_automerge(&self, doc: Automerge) -> Self {
+        Self { id: self.id.clone(), genesis: self.genesis.clone(), doc }
     }
 
     /// Loads a document from a snapshot (`save()` output) and extra change chunks.
@@ -369,7 +454,7 @@ impl SurveyDocument {
             }
         };
         doc.set_actor(actor);
-        let me = Self { id, doc };
+        let me = Self { genesis: Genesis::new(&id), id, doc };
         if !me.doc.is_empty() && !me.has_genesis() {
             return Err(DocumentError::WrongGenesis { document: me.id });
         }
@@ -379,6 +464,11 @@ impl SurveyDocument {
     /// The id of this document.
     pub fn id(&self) -> &DocumentId {
         &self.id
+    }
+
+    /// The canonical genesis changes of this document.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
     }
 
     /// The underlying automerge document.
@@ -398,12 +488,12 @@ impl SurveyDocument {
 
     /// Whether the document's genesis change has been applied.
     pub fn has_genesis(&self) -> bool {
-        self.doc.get_change_meta_by_hash(&genesis_change(&self.id).hash()).is_some()
+        self.doc.get_change_meta_by_hash(&self.genesis.hash()).is_some()
     }
 
     fn ensure_genesis(&mut self) -> Result<(), EditError> {
         if !self.has_genesis() {
-            self.doc.apply_changes([genesis_change(&self.id)])?;
+            self.doc.apply_changes([self.genesis.change.clone()])?;
         }
         Ok(())
     }
@@ -431,7 +521,8 @@ impl SurveyDocument {
         }
         self.ensure_genesis()?;
         if self.household_obj(household.as_str()).is_none() {
-            self.doc.apply_changes([household_genesis_change(&self.id, household.as_str())])?;
+            let change = self.genesis.household(household.as_str()).expect("a village document");
+            self.doc.apply_changes([change])?;
         }
         Ok(())
     }
@@ -524,41 +615,71 @@ impl SurveyDocument {
         }
     }
 
-    /// The winning value of every field of one record.
-    fn read_record(&self, obj: &ObjId, heads: Option<&[ChangeHash]>) -> BTreeMap<String, FieldValue> {
+    /// The winning value of every field of one record; a value no field
+    /// type can hold is a mismatch, never skipped.
+    fn read_record(
+        &self,
+        obj: &ObjId,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<Vec<(String, FieldValue)>, RecordMismatch> {
         let keys: Vec<String> = match heads {
             Some(h) => self.doc.keys_at(obj, h).collect(),
             None => self.doc.keys(obj).collect(),
         };
-        let mut out = BTreeMap::new();
+        let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let got = match heads {
                 Some(h) => self.doc.get_at(obj, key.as_str(), h),
                 None => self.doc.get(obj, key.as_str()),
             };
-            if let Ok(Some((AmValue::Scalar(s), _))) = got {
-                if let Some(v) = FieldValue::from_scalar(&s) {
-                    out.insert(key, v);
+            let value = match &got {
+                Ok(Some((AmValue::Scalar(s), _))) => FieldValue::from_scalar(s).ok_or_else(|| format!("{s}")),
+                Ok(Some((AmValue::Object(t), _))) => Err(format!("a {t:?} object")),
+                Ok(None) => continue,
+                Err(e) => Err(e.to_string()),
+            };
+            match value {
+                Ok(v) => out.push((key, v)),
+                Err(found) => {
+                    return Err(RecordMismatch::WrongType {
+                        field: key,
+                        expected: "a value of the survey model",
+                        value: found,
+                    })
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// A typed snapshot of the document now, or as it was at `heads`.
-    pub fn snapshot(&self, heads: Option<&[ChangeHash]>) -> Survey {
-        let facts_obj = self.obj(&ROOT, "facts");
-        let facts = facts_obj.map(|o| self.read_record(&o, heads)).unwrap_or_default();
-        match self.id.kind {
-            DocumentKind::Commune => {
-                Survey::Commune(CommuneSurvey { document: self.id.clone(), facts: from_record(facts) })
-            }
+    ///
+    /// A record holding a name outside the field table, or a value of
+    /// another type than its field's, is an error naming the document,
+    /// household and field.
+    pub fn snapshot(&self, heads: Option<&[ChangeHash]>) -> Result<Survey, DocumentError> {
+        let mismatch = |household: Option<&str>| {
+            let document = self.id.clone();
+            let household = household.map(str::to_owned);
+            move |mismatch| DocumentError::Record { document, household, mismatch }
+        };
+        let facts = match self.obj(&ROOT, "facts") {
+            Some(o) => self.read_record(&o, heads).map_err(mismatch(None))?,
+            None => Vec::new(),
+        };
+        Ok(match self.id.kind {
+            DocumentKind::Commune => Survey::Commune(CommuneSurvey {
+                document: self.id.clone(),
+                facts: CommuneFacts::from_record(facts).map_err(mismatch(None))?,
+            }),
             DocumentKind::Village => {
                 let mut households = BTreeMap::new();
                 if let Some(hobj) = self.households_obj() {
                     for hh in self.household_ids(heads) {
                         if let Some(obj) = self.obj(&hobj, &hh) {
-                            let mut household: Household = from_record(self.read_record(&obj, heads));
+                            let record = self.read_record(&obj, heads).map_err(mismatch(Some(&hh)))?;
+                            let mut household =
+                                Household::from_record(record).map_err(mismatch(Some(&hh)))?;
                             household.id = hh.clone();
                             households.insert(hh, household);
                         }
@@ -566,11 +687,11 @@ impl SurveyDocument {
                 }
                 Survey::Village(VillageSurvey {
                     document: self.id.clone(),
-                    facts: from_record(facts),
+                    facts: VillageFacts::from_record(facts).map_err(mismatch(None))?,
                     households,
                 })
             }
-        }
+        })
     }
 
     /// Every record of the document as (target, object) pairs.
@@ -588,12 +709,6 @@ impl SurveyDocument {
         }
         out
     }
-}
-
-fn from_record<T: serde::de::DeserializeOwned + Default>(record: BTreeMap<String, FieldValue>) -> T {
-    let map: serde_json::Map<String, serde_json::Value> =
-        record.into_iter().map(|(k, v)| (k, v.to_json())).collect();
-    serde_json::from_value(serde_json::Value::Object(map)).unwrap_or_default()
 }
 
 /// A typed snapshot of a survey document.
@@ -617,49 +732,6 @@ pub struct VillageSurvey {
     pub households: BTreeMap<String, Household>,
 }
 
-/// Facts about a village.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct VillageFacts {
-    /// The cultural house has an internet line.
-    pub cultural_house_internet: Option<bool>,
-    /// A community digital technology team exists.
-    pub digital_team: Option<bool>,
-    /// Members of that team.
-    pub digital_team_members: Option<i64>,
-    /// Security cameras seen (a counter).
-    pub security_cameras: i64,
-}
-
-/// One household's answers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-#[allow(missing_docs)]
-pub struct Household {
-    /// Household id (filled from the key).
-    pub id: String,
-    /// Name of the head of household: personal data.
-    pub head_name: Option<String>,
-    pub members: Option<i64>,
-    pub members_15_plus: Option<i64>,
-    pub adults: Option<i64>,
-    pub fibre_broadband: Option<bool>,
-    pub adults_with_smartphone: Option<i64>,
-    pub members_15_plus_with_account: Option<i64>,
-    pub members_with_e_health_record: Option<i64>,
-    pub online_shoppers: Option<i64>,
-    pub public_service_accounts: Option<i64>,
-    pub public_service_users: Option<i64>,
-    pub business_household: Option<bool>,
-    pub cashless_payment: Option<bool>,
-    /// QR payment codes issued (a counter).
-    pub qr_codes_issued: i64,
-    /// Who surveyed it (surveyor or device name).
-    pub surveyed_by: Option<String>,
-    /// When, in milliseconds since 1970.
-    pub surveyed_at: Option<i64>,
-}
-
 /// Commune-level facts of one round.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommuneSurvey {
@@ -669,12 +741,369 @@ pub struct CommuneSurvey {
     pub facts: CommuneFacts,
 }
 
-/// Facts that belong to a commune, not a village.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CommuneFacts {
-    /// OCOP products listed on e-commerce platforms.
-    pub ocop_products_online: Option<i64>,
-    /// Cooperatives using production-diary software (e.g. FaceFarm).
-    pub cooperatives_production_diary: Option<i64>,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::FileFailurePersistence;
+
+    /// The genesis as a transaction on a fresh document makes it: the
+    /// reference the canonical changes must match byte for byte.
+    fn reference_genesis_doc(id: &DocumentId) -> Automerge {
+        let mut doc = Automerge::new().with_actor(genesis_actor(id));
+        doc.transact_with::<_, _, automerge::AutomergeError, _>(
+            |_| CommitOptions::default().with_time(0),
+            |tx| {
+                tx.put(ROOT, "schema", SCHEMA_VERSION)?;
+                tx.put(ROOT, "kind", id.kind.as_str())?;
+                tx.put(ROOT, "place", id.place.as_str())?;
+                tx.put(ROOT, "round", id.round.as_str())?;
+                let facts = tx.put_object(ROOT, "facts", ObjType::Map)?;
+                for field in scope_of(id.kind).fields() {
+                    if field.kind == FieldKind::Counter {
+                        tx.put(&facts, field.name, ScalarValue::counter(0))?;
+                    }
+                }
+                if id.kind == DocumentKind::Village {
+                    tx.put_object(ROOT, "households", ObjType::Map)?;
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        doc
+    }
+
+    fn reference_household_genesis(id: &DocumentId, household: &str) -> Change {
+        let mut doc = reference_genesis_doc(id);
+        doc.set_actor(household_actor(id, household));
+        let Ok(Some((_, households))) = doc.get(ROOT, "households") else {
+            panic!("a village has households")
+        };
+        doc.transact_with::<_, _, automerge::AutomergeError, _>(
+            |_| CommitOptions::default().with_time(0),
+            |tx| {
+                let hh = tx.put_object(&households, household, ObjType::Map)?;
+                for field in Scope::Household.fields() {
+                    if field.kind == FieldKind::Counter {
+                        tx.put(&hh, field.name, ScalarValue::counter(0))?;
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        doc.get_last_local_change().unwrap()
+    }
+
+    const ID: &str = "[a-z0-9_][a-z0-9_-]{0,63}";
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 128,
+            failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel("proptest-regressions"))),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn canonical_geneses_are_the_transactions_byte_for_byte(
+            village in any::<bool>(), place in ID, round in ID, household in ID,
+        ) {
+            let place = crate::ids::PlaceId::new(place).unwrap();
+            let round = crate::ids::Round::new(round).unwrap();
+            let id = if village { DocumentId::village(place, round) } else { DocumentId::commune(place, round) };
+            let reference = reference_genesis_doc(&id).get_last_local_change().unwrap();
+            let genesis = Genesis::new(&id);
+            prop_assert_eq!(genesis.hash(), reference.hash());
+            prop_assert_eq!(genesis.change().raw_bytes(), reference.raw_bytes());
+            prop_assert!(genesis.is_structural(&reference));
+            if village {
+                let reference = reference_household_genesis(&id, &household);
+                let fast = genesis.household(&household).unwrap();
+                prop_assert_eq!(fast.hash(), reference.hash());
+                prop_assert_eq!(fast.raw_bytes(), reference.raw_bytes());
+                prop_assert_eq!(genesis.household_of(&reference), Some(household.clone()));
+                prop_assert!(is_structural(&id, &reference));
+                // Another document's or household's genesis is not this one's.
+                let other = reference_household_genesis(&id, &format!("{household}x"));
+                prop_assert_ne!(genesis.household_of(&other), Some(household));
+            } else {
+                prop_assert!(genesis.household("hh-1").is_none());
+            }
+        }
+    }
+
+    fn uleb(bytes: &[u8], at: &mut usize) -> u64 {
+        let (mut value, mut shift) = (0u64, 0);
+        loop {
+            let b = bytes[*at];
+            *at += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                return value;
+            }
+        }
+    }
+
+    fn write_uleb(out: &mut Vec<u8>, mut value: u64) {
+        loop {
+            let b = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// `change` encoded again by hand, its op columns (spec, data) edited by
+    /// `edit`, with a correct checksum.
+    fn reencoded(change: &Change, edit: impl FnOnce(&mut Vec<(u64, Vec<u8>)>)) -> Change {
+        let bytes = change.raw_bytes();
+        let mut at = 9; // magic, checksum, chunk type
+        let len = uleb(bytes, &mut at) as usize;
+        let body = &bytes[at..at + len];
+        let mut i = 0;
+        let deps = uleb(body, &mut i) as usize;
+        i += 32 * deps;
+        let actor = uleb(body, &mut i) as usize;
+        i += actor;
+        uleb(body, &mut i); // seq
+        uleb(body, &mut i); // start op
+        uleb(body, &mut i); // time (0 reads the same signed)
+        let message = uleb(body, &mut i) as usize;
+        i += message;
+        for _ in 0..uleb(body, &mut i) {
+            let len = uleb(body, &mut i) as usize;
+            i += len;
+        }
+        let head = body[..i].to_vec();
+        let specs: Vec<(u64, usize)> =
+            (0..uleb(body, &mut i)).map(|_| (uleb(body, &mut i), uleb(body, &mut i) as usize)).collect();
+        let mut columns = Vec::new();
+        for (spec, len) in specs {
+            columns.push((spec, body[i..i + len].to_vec()));
+            i += len;
+        }
+        assert_eq!(i, body.len(), "no extra bytes in a canonical genesis");
+        edit(&mut columns);
+        let mut new_body = head;
+        write_uleb(&mut new_body, columns.len() as u64);
+        for (spec, data) in &columns {
+            write_uleb(&mut new_body, *spec);
+            write_uleb(&mut new_body, data.len() as u64);
+        }
+        for (_, data) in &columns {
+            new_body.extend_from_slice(data);
+        }
+        let mut hashed = vec![1u8];
+        write_uleb(&mut hashed, new_body.len() as u64);
+        hashed.extend_from_slice(&new_body);
+        let hash = Sha256::digest(&hashed);
+        let mut chunk = bytes[..4].to_vec();
+        chunk.extend_from_slice(&hash[..4]);
+        chunk.extend_from_slice(&hashed);
+        Change::try_from(chunk.as_slice()).expect("automerge reads the re-encoded change")
+    }
+
+    #[test]
+    fn a_genesis_decoding_the_same_but_encoded_otherwise_is_no_genesis() {
+        let id: DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
+        let genesis = Genesis::new(&id);
+        let canonical = genesis.household("hh-007").unwrap();
+        assert_eq!(
+            reencoded(&canonical, |_| {}).hash(),
+            canonical.hash(),
+            "the re-encoder itself is faithful"
+        );
+        // The action column (id 4, integers: 0x42) as two runs of one value
+        // each instead of one literal run; and an unknown, empty column.
+        let action = |columns: &mut Vec<(u64, Vec<u8>)>| {
+            let col = columns.iter_mut().find(|(spec, _)| *spec == 0x42).expect("an action column");
+            assert_eq!(col.1, [0x7e, 0, 1], "make map then put, as one literal run");
+            col.1 = vec![1, 0, 1, 1];
+        };
+        let unknown = |columns: &mut Vec<(u64, Vec<u8>)>| columns.push((0x1f2, Vec::new()));
+        let squats = [reencoded(&canonical, action), reencoded(&canonical, unknown)];
+        for squat in &squats {
+            assert_eq!(squat.decode(), canonical.decode(), "the same decoded content");
+            assert_eq!(
+                (squat.actor_id(), squat.seq(), squat.deps()),
+                (canonical.actor_id(), 1, canonical.deps())
+            );
+            assert_ne!(squat.hash(), canonical.hash());
+            assert_eq!(genesis.household_of(squat), None);
+            assert!(!genesis.is_structural(squat));
+            assert!(!is_structural(&id, squat));
+
+            let mut doc = SurveyDocument::create(id.clone(), ActorId::from([1u8; 16]));
+            doc.automerge_mut().apply_changes([squat.clone()]).expect("automerge itself takes it");
+            let breach = crate::validate::check_change(&doc, squat).expect_err("refused");
+            assert_eq!(breach.rule, "household_genesis");
+            assert_eq!(breach.household.as_deref(), Some("hh-007"));
+        }
+        let mut doc = SurveyDocument::create(id.clone(), ActorId::from([1u8; 16]));
+        doc.automerge_mut().apply_changes([canonical.clone()]).unwrap();
+        assert_eq!(crate::validate::check_change(&doc, &canonical), Ok(()));
+    }
+
+    #[test]
+    fn a_household_genesis_under_another_documents_actor_or_with_a_bad_key_is_no_genesis() {
+        let id: DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
+        let other: DocumentId = "village:nhu-co-04:2024-1".parse().unwrap();
+        let theirs = household_genesis_change(&other, "hh-001");
+        assert!(!Genesis::new(&id).is_structural(&theirs));
+        assert!(Genesis::new(&other).is_structural(&theirs));
+        // A key that is no household id, even through the canonical builder.
+        let bad = Genesis::new(&id).household("Not An Id").unwrap();
+        assert_eq!(Genesis::new(&id).household_of(&bad), None);
+        let commune: DocumentId = "commune:nhu-co:2024-1".parse().unwrap();
+        assert!(!Genesis::new(&commune).is_structural(&theirs));
+    }
+    /// The record of `target` in a snapshot, as JSON (serde's view, made
+    /// apart from the table's own accessors), and by the typed getter.
+    fn record_of(survey: &Survey, target: &Target, field: &str) -> (serde_json::Value, Option<FieldValue>) {
+        match (survey, target) {
+            (Survey::Village(v), Target::Facts) => {
+                (serde_json::to_value(&v.facts).unwrap(), v.facts.get(field))
+            }
+            (Survey::Village(v), Target::Household(h)) => {
+                let hh = &v.households[h.as_str()];
+                assert_eq!(hh.id, h.as_str());
+                (serde_json::to_value(hh).unwrap(), hh.get(field))
+            }
+            (Survey::Commune(c), Target::Facts) => {
+                (serde_json::to_value(&c.facts).unwrap(), c.facts.get(field))
+            }
+            (Survey::Commune(_), Target::Household(_)) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn every_field_of_the_table_round_trips_through_an_edit_into_the_typed_snapshot() {
+        let village: DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
+        let commune: DocumentId = "commune:nhu-co:2024-1".parse().unwrap();
+        let hh = Target::Household("hh-001".parse().unwrap());
+        let cases = [
+            (&village, Target::Facts, Scope::Village),
+            (&village, hh, Scope::Household),
+            (&commune, Target::Facts, Scope::Commune),
+        ];
+        let mut seen = 0;
+        for (id, target, scope) in cases {
+            for field in scope.fields() {
+                let mut doc = SurveyDocument::create(id.clone(), ActorId::from([3u8; 16]));
+                let (edit, expected) = match field.kind {
+                    FieldKind::Count => {
+                        (Edit::set(target.clone(), field.name, FieldValue::Int(7)), FieldValue::Int(7))
+                    }
+                    FieldKind::Time => (
+                        Edit::set(target.clone(), field.name, FieldValue::Int(1_700_000_000_123)),
+                        FieldValue::Int(1_700_000_000_123),
+                    ),
+                    FieldKind::Bool => (
+                        Edit::set(target.clone(), field.name, FieldValue::Bool(true)),
+                        FieldValue::Bool(true),
+                    ),
+                    FieldKind::Text => (
+                        Edit::set(target.clone(), field.name, FieldValue::Text("Lò Văn A".into())),
+                        FieldValue::Text("Lò Văn A".into()),
+                    ),
+                    FieldKind::Counter => {
+                        (Edit::increment(target.clone(), field.name, 3), FieldValue::Int(3))
+                    }
+                };
+                // The record exists (genesis) before the edit, so the edit is the only difference.
+                if let Target::Household(h) = &target {
+                    doc.ensure_household(h).unwrap();
+                }
+                let before = doc.snapshot(None).unwrap();
+                doc.apply(&[edit], 10).unwrap();
+                let after = doc.snapshot(None).unwrap();
+                let (json, typed) = record_of(&after, &target, field.name);
+                assert_eq!(typed, Some(expected.clone()), "{}: typed getter", field.name);
+                assert_eq!(json[field.name], expected.to_json(), "{}: the struct field", field.name);
+                let (json_before, _) = record_of(&before, &target, field.name);
+                let changed: Vec<&String> = json
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, v)| json_before.get(k.as_str()) != Some(v))
+                    .map(|(k, _)| k)
+                    .collect();
+                assert_eq!(changed, [field.name], "only {} changed", field.name);
+                seen += 1;
+            }
+        }
+        assert_eq!(
+            seen,
+            VILLAGE_FIELDS_LEN + crate::schema::HOUSEHOLD_FIELDS.len() + crate::schema::COMMUNE_FIELDS.len()
+        );
+    }
+
+    const VILLAGE_FIELDS_LEN: usize = crate::schema::VILLAGE_FIELDS.len();
+
+    #[test]
+    fn the_typed_records_hold_exactly_the_table_fields() {
+        for (fields, json) in [
+            (crate::schema::VILLAGE_FIELDS, serde_json::to_value(VillageFacts::default()).unwrap()),
+            (crate::schema::HOUSEHOLD_FIELDS, serde_json::to_value(Household::default()).unwrap()),
+            (crate::schema::COMMUNE_FIELDS, serde_json::to_value(CommuneFacts::default()).unwrap()),
+        ] {
+            let mut names: Vec<&str> =
+                json.as_object().unwrap().keys().map(String::as_str).filter(|k| *k != "id").collect();
+            let mut table: Vec<&str> = fields.iter().map(|f| f.name).collect();
+            names.sort();
+            table.sort();
+            assert_eq!(names, table);
+        }
+        assert!(Scope::Household.field("head_name").unwrap().personal);
+        assert_eq!(crate::schema::HOUSEHOLD_FIELDS.iter().filter(|f| f.personal).count(), 1);
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_the_table_is_an_error_not_a_blank() {
+        let id: DocumentId = "village:nhu-co-03:2024-1".parse().unwrap();
+        let hh = Target::Household("hh-001".parse().unwrap());
+        let mut doc = SurveyDocument::create(id.clone(), ActorId::from([3u8; 16]));
+        doc.apply(&[Edit::set(hh.clone(), "members", FieldValue::Int(4))], 10).unwrap();
+        let obj = doc.household_obj("hh-001").unwrap();
+        let mut wrong = doc.clone();
+        wrong
+            .automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(&obj, "adults", "three"))
+            .unwrap();
+        match wrong.snapshot(None) {
+            Err(DocumentError::Record {
+                household,
+                mismatch: RecordMismatch::WrongType { field, .. },
+                ..
+            }) => {
+                assert_eq!((household.as_deref(), field.as_str()), (Some("hh-001"), "adults"));
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        let mut unknown = doc.clone();
+        unknown
+            .automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| tx.put(&obj, "goats", 3))
+            .unwrap();
+        assert!(matches!(
+            unknown.snapshot(None),
+            Err(DocumentError::Record { mismatch: RecordMismatch::UnknownField { .. }, .. })
+        ));
+        let mut nested = doc.clone();
+        nested
+            .automerge_mut()
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                tx.put_object(&obj, "members", ObjType::Map).map(|_| ())
+            })
+            .unwrap();
+        assert!(nested.snapshot(None).is_err());
+        // What fits still reads whole.
+        let Survey::Village(v) = doc.snapshot(None).unwrap() else { panic!("a village") };
+        assert_eq!(v.households["hh-001"].members, Some(4));
+    }
 }

@@ -73,8 +73,18 @@ pub struct ChangeRecord {
 impl ChangeRecord {
     /// Builds the record of one change.
     pub fn new(document: &DocumentId, change: Change) -> Self {
+        Self::with_structural(document, crate::survey::is_structural(document, &change), change)
+    }
+
+    /// Builds the record of one change of `doc`, recognising its genesis
+    /// changes with the document's own [`crate::survey::Genesis`].
+    pub fn of(doc: &SurveyDocument, change: Change) -> Self {
+        Self::with_structural(doc.id(), doc.genesis().is_structural(&change), change)
+    }
+
+    fn with_structural(document: &DocumentId, structural: bool, change: Change) -> Self {
         Self {
-            structural: crate::survey::is_structural(document, &change),
+            structural,
             document: document.clone(),
             hash: change.hash().to_string(),
             actor: change.actor_id().to_hex_string(),
@@ -361,10 +371,10 @@ impl DocSession {
         .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
         let pending = fork.get_missing_deps(&[]).len();
         fork.set_actor(doc.automerge().get_actor().clone());
-        *doc = SurveyDocument::from_automerge(id.clone(), fork);
+        *doc = doc.with_automerge(fork);
         self.state = state;
         Ok(Received {
-            new_changes: new.into_iter().map(|c| ChangeRecord::new(&id, c)).collect(),
+            new_changes: new.into_iter().map(|c| ChangeRecord::of(doc, c)).collect(),
             pending,
             ..Received::default()
         })
@@ -395,7 +405,7 @@ impl DocSession {
         // Judge every change this message brought by its sender, now,
         // whether it applies now or waits.
         for change in &brought {
-            admit(&ChangeRecord::new(&id, change.clone())).map_err(|(code, why)| refuse(code, why))?;
+            admit(&ChangeRecord::of(doc, change.clone())).map_err(|(code, why)| refuse(code, why))?;
         }
         let candidates: Vec<Change> = brought.into_iter().chain(held).collect();
         let (ready, waiting) = order_ready(candidates, known);
@@ -429,7 +439,7 @@ impl DocSession {
                 ),
             ));
         }
-        let mut candidate = SurveyDocument::from_automerge(id.clone(), fork);
+        let mut candidate = doc.with_automerge(fork);
         for change in &ready {
             let verdict = contained(|| Ok(check_change(&candidate, change)))
                 .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
@@ -445,7 +455,8 @@ impl DocSession {
         candidate.automerge_mut().set_actor(doc.automerge().get_actor().clone());
         let mut next = DocSession { state, waiting };
         let reply = if reply { next.try_generate(&candidate)? } else { None };
-        let new_changes: Vec<ChangeRecord> = ready.into_iter().map(|c| ChangeRecord::new(&id, c)).collect();
+        let new_changes: Vec<ChangeRecord> =
+            ready.into_iter().map(|c| ChangeRecord::of(&candidate, c)).collect();
         let mut actors: Vec<String> = new_changes
             .iter()
             .filter(|r| !r.structural && crate::actors::hex_actor_device(&r.actor).is_some())

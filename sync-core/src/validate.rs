@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::DocumentId;
 use crate::schema::{FieldKind, Scope, PART_RULES};
-use crate::survey::{genesis_change, household_genesis_change, FieldValue, Survey, SurveyDocument};
+use crate::survey::{FieldValue, Survey, SurveyDocument};
 
 /// Why an incoming change was refused: names the document, record, field and rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -74,7 +74,7 @@ pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBre
         rule: rule.to_owned(),
         message,
     };
-    if change.hash() == genesis_change(id).hash() {
+    if change.hash() == doc.genesis().hash() {
         return Ok(());
     }
     let expanded = change.decode();
@@ -106,8 +106,7 @@ pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBre
                 ))
             }
             Place::Households => {
-                let genuine = crate::ids::check_id("household id", &key).is_ok()
-                    && change.hash() == household_genesis_change(id, &key).hash();
+                let genuine = doc.genesis().household_of(change).as_deref() == Some(key.as_str());
                 if genuine {
                     return Ok(());
                 }
@@ -217,10 +216,8 @@ pub fn data_quality(survey: &Survey) -> Vec<DataQualityIssue> {
                 out.push(negative(doc, None, "security_cameras", v.facts.security_cameras));
             }
             for (id, hh) in &v.households {
-                let record = serde_json::to_value(hh).unwrap_or_default();
-                let num = |f: &str| record.get(f).and_then(|v| v.as_i64());
-                for rule in PART_RULES {
-                    if let (Some(part), Some(whole)) = (num(rule.part), num(rule.whole)) {
+                for rule in PART_RULES.iter().filter(|r| r.scope == Scope::Household) {
+                    if let (Some(part), Some(whole)) = (hh.int(rule.part), hh.int(rule.whole)) {
                         if part > whole {
                             out.push(DataQualityIssue {
                                 document: doc.clone(),

@@ -216,7 +216,7 @@ fn run(seed: u64) -> Result<(), String> {
             if doc.heads() != hub_doc.heads() {
                 return Err(format!("{}: {} heads differ from the hub's", id, replica.peer));
             }
-            if doc.snapshot(None) != hub_doc.snapshot(None) {
+            if doc.snapshot(None).unwrap() != hub_doc.snapshot(None).unwrap() {
                 return Err(format!("{}: {} snapshot differs from the hub's", id, replica.peer));
             }
         }

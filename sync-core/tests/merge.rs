@@ -23,7 +23,7 @@ fn merge(a: &mut SurveyDocument, b: &mut SurveyDocument) {
 }
 
 fn village_of(doc: &SurveyDocument) -> VillageSurvey {
-    match doc.snapshot(None) {
+    match doc.snapshot(None).unwrap() {
         Survey::Village(v) => v,
         other => panic!("expected a village, got {other:?}"),
     }
@@ -166,7 +166,7 @@ fn concurrent_valid_edits_that_break_a_consistency_rule_are_reported_not_refused
     a.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(2))], 2).unwrap();
     b.apply(&[Edit::set(hh("hh-001"), "adults", FieldValue::Int(4))], 3).unwrap();
     merge(&mut a, &mut b);
-    let issues = data_quality(&a.snapshot(None));
+    let issues = data_quality(&a.snapshot(None).unwrap());
     let rules: Vec<_> = issues.iter().map(|i| (i.household.clone().unwrap(), i.rule.clone())).collect();
     assert!(rules.contains(&("hh-001".into(), "adults <= members".into())), "{rules:?}");
     assert_eq!(issues[0].document, village());
@@ -178,7 +178,7 @@ fn time_travel_shows_the_document_as_it_was() {
     a.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(4))], 10).unwrap();
     let before = a.heads();
     a.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(9))], 20).unwrap();
-    let Survey::Village(then) = a.snapshot(Some(&before)) else { panic!() };
+    let Survey::Village(then) = a.snapshot(Some(&before)).unwrap() else { panic!() };
     assert_eq!(then.households["hh-001"].members, Some(4));
     assert_eq!(village_of(&a).households["hh-001"].members, Some(9));
 }

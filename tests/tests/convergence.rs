@@ -66,9 +66,13 @@ fn scenario(order: [usize; 3]) {
         let mut heads = mine.heads();
         heads.sort();
         assert_eq!(heads, expected_heads, "{order:?}: device and server hold the same history");
-        assert_eq!(mine.snapshot(None), on_server.snapshot(None), "{order:?}: same merged survey");
+        assert_eq!(
+            mine.snapshot(None).unwrap(),
+            on_server.snapshot(None).unwrap(),
+            "{order:?}: same merged survey"
+        );
     }
-    let Survey::Village(v) = on_server.snapshot(None) else { panic!("village") };
+    let Survey::Village(v) = on_server.snapshot(None).unwrap() else { panic!("village") };
     assert_eq!(v.households["hh-001"].members, Some(5), "{order:?}");
     assert_eq!(v.households["hh-001"].adults, Some(3), "{order:?}");
     assert_eq!(v.households["hh-002"].members, Some(4), "{order:?}");

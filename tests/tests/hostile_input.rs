@@ -115,7 +115,7 @@ fn hostile_bytes_get_the_documented_error_are_kept_and_the_server_keeps_serving(
     a.record(&doc, &[Edit::set(hh("hh-002"), "members", FieldValue::Int(2))]).unwrap();
     let report = a.sync(&quick()).unwrap();
     assert!(report.refused.is_empty());
-    let Survey::Village(v) = server.document(&doc).snapshot(None) else { panic!() };
+    let Survey::Village(v) = server.document(&doc).snapshot(None).unwrap() else { panic!() };
     assert_eq!(v.households["hh-002"].members, Some(2));
     assert!(!v.households.contains_key("hh-001"), "nothing of the refused uploads is in the document");
 }
@@ -186,20 +186,20 @@ fn a_device_whose_upload_is_refused_keeps_it_visible_and_goes_on_with_the_rest()
     let report = a.sync(&quick()).unwrap();
     assert_eq!(report.refused, vec![bad_doc.to_string()]);
     // The rest went through.
-    let Survey::Village(v) = server.document(&other_doc).snapshot(None) else { panic!() };
+    let Survey::Village(v) = server.document(&other_doc).snapshot(None).unwrap() else { panic!() };
     assert_eq!(v.households["hh-005"].members, Some(9));
     // The refused version stays visible on the device, with the reason.
     let (aside, local) = a.refused_version(&bad_doc).unwrap().expect("set aside");
     assert_eq!(aside.error.rule.as_deref(), Some("type"));
     assert_eq!(aside.error.field.as_deref(), Some("adults"));
-    let Survey::Village(lv) = local.snapshot(None) else { panic!() };
+    let Survey::Village(lv) = local.snapshot(None).unwrap() else { panic!() };
     assert_eq!(lv.households["hh-001"].adults, Some(-3));
     assert!(a.status().unwrap().documents.iter().any(|d| d.refused_version));
     // The next sync brings back the server's version and refuses nothing.
     let report = a.sync(&quick()).unwrap();
     assert!(report.refused.is_empty(), "{report:?}");
-    let mine = a.document(&bad_doc).unwrap().snapshot(None);
-    assert_eq!(mine, server.document(&bad_doc).snapshot(None));
+    let mine = a.document(&bad_doc).unwrap().snapshot(None).unwrap();
+    assert_eq!(mine, server.document(&bad_doc).snapshot(None).unwrap());
     let Survey::Village(mv) = mine else { panic!() };
     assert_eq!(mv.households["hh-001"].members, Some(4), "what the server accepted earlier is back");
     // The surveyor re-enters the corrected value; it syncs like any edit.
@@ -208,7 +208,7 @@ fn a_device_whose_upload_is_refused_keeps_it_visible_and_goes_on_with_the_rest()
     assert_eq!(a.status().unwrap().pending(), 0);
     drop(a);
     let mut again = cli::device::Device::open(&dir).unwrap();
-    let Survey::Village(rv) = again.document(&bad_doc).unwrap().snapshot(None) else { panic!() };
+    let Survey::Village(rv) = again.document(&bad_doc).unwrap().snapshot(None).unwrap() else { panic!() };
     assert_eq!(
         rv.households["hh-001"].adults,
         Some(3),

@@ -132,7 +132,9 @@ impl Scene {
             .unwrap();
         let report = self.honest.sync(&quick()).expect("the honest device syncs");
         assert!(report.refused.is_empty(), "the honest upload is not refused: {:?}", report.refused);
-        let Survey::Village(v) = self.server.document(&self.doc).snapshot(None) else { panic!("a village") };
+        let Survey::Village(v) = self.server.document(&self.doc).snapshot(None).unwrap() else {
+            panic!("a village")
+        };
         let got = v.households.get(household).and_then(|h| h.members);
         assert_eq!(got, Some(members), "the honest edit of {household} is on the server");
     }

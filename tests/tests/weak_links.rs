@@ -43,7 +43,7 @@ fn a_dropped_request_and_a_lost_response_are_retried_without_loss_or_duplicates(
     assert!(lost, "a response was lost after the server stored the upload");
     assert_eq!(report.exchanges, 3, "two cut exchanges, then a whole one");
     assert_eq!(a.status().unwrap().pending(), 0);
-    let Survey::Village(v) = server.document(&doc).snapshot(None) else { panic!() };
+    let Survey::Village(v) = server.document(&doc).snapshot(None).unwrap() else { panic!() };
     assert_eq!(v.households.len(), 5);
     assert_eq!(v.facts.security_cameras, 4, "the increment counted once");
     // genesis + 5 household geneses + 5 edits + 1 increment, each stored once.
@@ -62,7 +62,10 @@ fn a_dropped_request_and_a_lost_response_are_retried_without_loss_or_duplicates(
 
     // A second device sees all of it.
     let mut b = device(root.path(), "tablet-b", &server, "quang-thuan");
-    assert_eq!(b.document(&doc).unwrap().snapshot(None), server.document(&doc).snapshot(None));
+    assert_eq!(
+        b.document(&doc).unwrap().snapshot(None).unwrap(),
+        server.document(&doc).snapshot(None).unwrap()
+    );
 }
 
 #[test]
@@ -92,7 +95,7 @@ fn every_request_sent_twice_changes_nothing_twice() {
     assert!(rounds >= 2);
     b.sync(&quick()).unwrap();
     for d in [&mut a, &mut b] {
-        let Survey::Village(v) = d.document(&doc).unwrap().snapshot(None) else { panic!() };
+        let Survey::Village(v) = d.document(&doc).unwrap().snapshot(None).unwrap() else { panic!() };
         assert_eq!(v.facts.security_cameras, 11);
     }
     assert_eq!(change_count(&server, &doc.to_string()), 3, "genesis and two increments");
@@ -136,7 +139,7 @@ fn a_server_that_stops_and_restarts_keeps_everything_it_acknowledged() {
     a.sync(&quick()).unwrap();
     assert_eq!(a.status().unwrap().pending(), 0);
     let mut b = device(root.path(), "tablet-b", &server, "duc-van");
-    let Survey::Village(v) = b.document(&doc).unwrap().snapshot(None) else { panic!() };
+    let Survey::Village(v) = b.document(&doc).unwrap().snapshot(None).unwrap() else { panic!() };
     assert_eq!(v.households["hh-001"].members, Some(6));
     assert_eq!(v.households["hh-002"].members, Some(3));
     assert_eq!(v.facts.security_cameras, 2);
@@ -147,6 +150,6 @@ fn a_server_that_stops_and_restarts_keeps_everything_it_acknowledged() {
     let report = b.sync(&quick()).unwrap();
     assert!(report.refused.is_empty());
     a.sync(&quick()).unwrap();
-    let Survey::Village(v) = a.document(&doc).unwrap().snapshot(None) else { panic!() };
+    let Survey::Village(v) = a.document(&doc).unwrap().snapshot(None).unwrap() else { panic!() };
     assert_eq!(v.facts.security_cameras, 3);
 }

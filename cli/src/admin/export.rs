@@ -234,7 +234,7 @@ pub fn run(args: ExportArgs, lang: Lang) -> anyhow::Result<()> {
         if !stored.contains(&id) {
             return Ok(None);
         }
-        Ok(source.document(&id)?.map(|d| d.snapshot(None)))
+        Ok(source.document(&id)?.map(|d| d.snapshot(None)).transpose()?)
     };
     for commune in communes {
         let cid = PlaceId::new(commune.id.as_str())?;

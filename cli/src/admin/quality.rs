@@ -241,9 +241,10 @@ pub fn issues(args: IssuesArgs, lang: Lang) -> anyhow::Result<()> {
     let registry = source.registry()?;
     let round = out::round(&args.round)?;
     let docs = out::documents(&source, &registry, args.commune.as_deref(), &round)?;
-    let found: Vec<Issue> = docs
+    let surveys = docs.iter().map(|d| d.snapshot(None)).collect::<Result<Vec<_>, _>>()?;
+    let found: Vec<Issue> = surveys
         .iter()
-        .flat_map(|d| data_quality(&d.snapshot(None)))
+        .flat_map(data_quality)
         .map(|issue| {
             let place = issue.document.place.to_string();
             let look = match &issue.household {

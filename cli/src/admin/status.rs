@@ -64,7 +64,7 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
             DocumentKind::Commune => s.commune_documents += 1,
         }
         s.conflicts_open += conflicts(&doc).len();
-        let survey = doc.snapshot(None);
+        let survey = doc.snapshot(None)?;
         s.data_quality_issues += data_quality(&survey).len();
         if let Survey::Village(v) = survey {
             if !v.households.is_empty() || v.facts != Default::default() {

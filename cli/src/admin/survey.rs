@@ -98,7 +98,7 @@ pub fn villages(args: VillagesArgs, lang: Lang) -> anyhow::Result<()> {
             };
             if let Some(doc) = docs.get(&id) {
                 row.conflicts = conflicts(doc).len();
-                let survey = doc.snapshot(None);
+                let survey = doc.snapshot(None)?;
                 row.issues = data_quality(&survey).len();
                 if let Survey::Village(v) = survey {
                     row.surveyed = !v.households.is_empty() || v.facts != Default::default();
@@ -229,7 +229,7 @@ pub fn show(args: ShowArgs, lang: Lang) -> anyhow::Result<()> {
         Some(at) => heads_for(&source, &doc, at, utc)?,
         None => doc.heads(),
     };
-    let survey = doc.snapshot(args.at.as_ref().map(|_| heads.as_slice()));
+    let survey = doc.snapshot(args.at.as_ref().map(|_| heads.as_slice()))?;
     let id = doc.id().clone();
     if args.format == ListFormat::Json {
         return print_json(&Shown {

@@ -247,16 +247,19 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
             let mut device = Device::open(&dir.dir)?;
             let id = device.document_for(&village)?;
             let doc = device.document(&id)?.clone();
-            let snapshot = doc.snapshot(None);
+            let snapshot = doc.snapshot(None)?;
             let clashes = conflicts(&doc);
-            let refused = device.refused_version(&id)?;
+            let refused = match device.refused_version(&id)? {
+                Some((r, d)) => Some((r, d.snapshot(None)?)),
+                None => None,
+            };
             match format {
                 Format::Json => {
                     let out = serde_json::json!({
                         "survey": snapshot,
                         "conflicts": clashes,
                         "refused_version": refused.as_ref().map(|(r, d)| serde_json::json!({
-                            "error": r.error, "at": r.at, "survey": d.snapshot(None),
+                            "error": r.error, "at": r.at, "survey": d,
                         })),
                     });
                     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -285,7 +288,7 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
                         println!(
                             "Re-enter what is still needed with `thonsync device set`. The refused version:"
                         );
-                        print_survey(&d.snapshot(None));
+                        print_survey(&d);
                     }
                 }
             }

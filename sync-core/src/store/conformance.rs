@@ -208,7 +208,7 @@ pub fn documents_load_back_identical<S: Store>(mut store: S) {
     )
     .expect("loads");
     assert_eq!(loaded.heads(), doc.heads());
-    assert_eq!(loaded.snapshot(None), doc.snapshot(None));
+    assert_eq!(loaded.snapshot(None).unwrap(), doc.snapshot(None).unwrap());
 }
 
 /// Compaction folds change rows into a snapshot without losing history,
