@@ -26,7 +26,7 @@ use sync_core::access::{
 use sync_core::registry::{PlaceKind, Registry};
 use sync_core::store::{Store, StoreError};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::now_ms;
 use crate::AppState;
 
@@ -83,14 +83,17 @@ impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
             AccessError::NoName | AccessError::NoCommunes => {
-                ApiError::bad_request("bad_request", e.to_string())
+                ApiError::new(ErrorCode::BadRequest, e.to_string())
             }
-            AccessError::UnknownCommune(_) => ApiError::bad_request("unknown_commune", e.to_string()),
-            AccessError::UnknownDevice(_) => ApiError::not_found("unknown_device", e.to_string()),
-            AccessError::Revoked(_) => ApiError::new(StatusCode::CONFLICT, "revoked", e.to_string()),
-            AccessError::InvalidCode => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_enrollment_code", e.to_string())
+            AccessError::UnknownCommune(_) => {
+                ApiError::new(ErrorCode::UnknownCommune, e.to_string()).with_status(StatusCode::BAD_REQUEST)
             }
+            AccessError::UnknownDevice(_) => ApiError::new(ErrorCode::UnknownDevice, e.to_string()),
+            // Rotating a revoked device: 409, as the protocol gives it.
+            AccessError::Revoked(_) => {
+                ApiError::new(ErrorCode::Revoked, e.to_string()).with_status(StatusCode::CONFLICT)
+            }
+            AccessError::InvalidCode => ApiError::new(ErrorCode::InvalidEnrollmentCode, e.to_string()),
             AccessError::Store(s) => ApiError::from(s),
         }
     }
@@ -260,7 +263,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    ApiError::new(ErrorCode::Unauthorized, message)
 }
 
 /// The app version a device reported, cleaned (printable ASCII, bounded).
@@ -290,8 +293,7 @@ pub async fn require_device(State(state): State<AppState>, mut req: Request, nex
             .ok_or_else(|| unauthorized("unknown device token; enroll the device again"))?;
         if device.revoked_at.is_some() {
             return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "revoked",
+                ErrorCode::Revoked,
                 "this device was revoked by the administrator; its uploaded data is kept",
             ));
         }
@@ -358,8 +360,7 @@ pub async fn throttle_enroll(State(state): State<AppState>, req: Request, next: 
         let secs = crate::throttle::retry_after_secs(wait);
         tracing::warn!(client = %ip, retry_after = secs, "enrollment attempts throttled");
         let mut resp = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
+            ErrorCode::TooManyRequests,
             format!("too many enrollment attempts; try again in {secs} s"),
         )
         .into_response();
@@ -378,8 +379,8 @@ pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::By
     let request: EnrollRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return ApiError::bad_request(
-                "bad_request",
+            return ApiError::new(
+                ErrorCode::BadRequest,
                 format!("the body is not {{\"code\": \"...\"}}: {e}"),
             )
             .into_response()
@@ -388,9 +389,9 @@ pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::By
     let code = match parse_enrollment_code(&request.code) {
         Ok(c) => c,
         Err(e) => {
-            let mut err = ApiError::bad_request("bad_enrollment_code", e.to_string());
-            err.body.field = Some("code".into());
-            return err.into_response();
+            return ApiError::new(ErrorCode::BadEnrollmentCode, e.to_string())
+                .with_field("code")
+                .into_response();
         }
     };
     let version = request

@@ -11,7 +11,7 @@ use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::store::Store;
 
 use crate::auth::{add_device, revoke_device, rotate_device, AccessError, AdminName};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::now_ms;
 use crate::AppState;
 
@@ -52,8 +52,8 @@ pub async fn add(
     body: Bytes,
 ) -> Result<Json<DeviceWithCode>, ApiError> {
     let req: AddDevice = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
+        ApiError::new(
+            ErrorCode::BadRequest,
             format!("the body is not {{\"name\", \"communes\": [...]}}: {e}"),
         )
     })?;

@@ -22,7 +22,7 @@ use sync_core::ids::{check_id, DocumentId, PeerId};
 use sync_core::store::{NewRefusedUpload, Store, WriteBatch};
 use sync_core::sync::{ChangeRecord, DocSession, RefusalCode, Uploader};
 
-use crate::error::{refusal_code_name, ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use sync_core::access::{AuditEvent, DeviceRecord};
 
 use crate::auth::AuthedDevice;
@@ -34,12 +34,11 @@ use crate::AppState;
 pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the request body is over {limit} bytes; split the documents across rounds or requests"),
         )
     } else {
-        ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+        ApiError::new(ErrorCode::BadBody, rejection.body_text()).with_status(rejection.status())
     }
 }
 
@@ -67,8 +66,7 @@ pub async fn sync(
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
         return ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "a sync request is JSON: send `Content-Type: application/json` (gzip as Content-Encoding)",
         )
         .into_response();
@@ -113,7 +111,7 @@ pub async fn sync(
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::new(ErrorCode::Forbidden, message)
 }
 
 fn audit_event(who: &str, action: &str, subject: &str, detail: String) -> AuditEvent {
@@ -137,7 +135,7 @@ fn refuse_body(shared: &Shared, body: &[u8], source: Option<String>, why: String
         bytes: body.to_vec(),
         received_at: now_ms(),
     });
-    let mut err = ApiError::bad_request("bad_request", why);
+    let mut err = ApiError::new(ErrorCode::BadRequest, why);
     match shared.writer.commit(batch, now_ms()) {
         Ok(summary) => err.body.refused_upload = summary.first_refused_id,
         Err(e) => return ApiError::store(e),
@@ -202,14 +200,13 @@ fn handle(
     let device =
         PeerId::new(record.id.as_str()).map_err(|e| ApiError::internal(format!("device id: {e}")))?;
     check_id("exchange id", &request.exchange).map_err(|e| {
-        let mut err = ApiError::bad_request("bad_request", e.to_string());
+        let mut err = ApiError::new(ErrorCode::BadRequest, e.to_string());
         err.body.field = Some("exchange".into());
         err
     })?;
     if request.documents.len() > shared.limits.max_documents {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_documents",
+            ErrorCode::TooManyDocuments,
             format!(
                 "{} documents in one request; at most {} are accepted, split them across exchanges",
                 request.documents.len(),
@@ -220,7 +217,7 @@ fn handle(
     let mut named: Vec<DocumentId> = Vec::with_capacity(request.documents.len());
     for entry in &request.documents {
         named.push(entry.document.parse().map_err(|e: sync_core::error::IdError| {
-            let mut err = ApiError::bad_request("bad_request", e.to_string());
+            let mut err = ApiError::new(ErrorCode::BadRequest, e.to_string());
             err.body.field = Some("documents[].document".into());
             err
         })?);
@@ -266,8 +263,7 @@ fn handle(
     }
     if request.round != ex.round + 1 {
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "exchange_out_of_step",
+            ErrorCode::ExchangeOutOfStep,
             format!(
                 "round {} of exchange {} was not expected (last answered: {}); start a new exchange",
                 request.round, request.exchange, ex.round
@@ -276,8 +272,7 @@ fn handle(
     }
     if request.round > shared.limits.max_rounds {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "too_many_rounds",
+            ErrorCode::TooManyRounds,
             format!(
                 "an exchange may take at most {} rounds; start a new exchange to continue",
                 shared.limits.max_rounds
@@ -327,11 +322,9 @@ fn handle(
             Ok(b) => b,
             Err(e) => {
                 refusals += 1;
-                let body = ErrorBody::new(
-                    &refusal_code_name(RefusalCode::Undecodable),
-                    format!("the message is not base64: {e}"),
-                )
-                .with_document(&id);
+                let body =
+                    ErrorBody::new(RefusalCode::Undecodable, format!("the message is not base64: {e}"))
+                        .with_document(&id);
                 refuse(
                     &mut batch,
                     &mut replies,
@@ -352,7 +345,7 @@ fn handle(
         if !known {
             refusals += 1;
             let body = ErrorBody::new(
-                &refusal_code_name(RefusalCode::UnknownDocument),
+                RefusalCode::UnknownDocument,
                 if shared.rounds.read().unwrap_or_else(|p| p.into_inner()).contains(&id.round) {
                     format!("{id} is not in this server's registry; ask GET /v1/registry/communes/<commune> for the documents to sync")
                 } else {
@@ -371,8 +364,7 @@ fn handle(
     }
     if ex.sessions.len() > shared.limits.max_documents {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_documents",
+            ErrorCode::TooManyDocuments,
             format!(
                 "an exchange may hold at most {} documents; split them across exchanges",
                 shared.limits.max_documents

@@ -13,6 +13,7 @@
 //! - [`store`]: the `Store` trait, its SQLite backend and its conformance suite.
 //! - [`registry`]: places, the bundled Bắc Kạn sample, CSV loading.
 //! - [`report`]: the indicators officers read.
+//! - [`wire`]: the JSON bodies of protocol v1 and its error codes.
 
 pub mod access;
 pub mod actors;
