@@ -17,6 +17,11 @@ pub struct ApiError {
     pub body: ErrorBody,
 }
 
+/// What a client reads when the store failed: what failed and that nothing
+/// was kept, never the store's own error text.
+pub const STORE_FAILED: &str =
+    "the server's database failed on this request, so nothing of it was kept; retry later (a new exchange)";
+
 impl ApiError {
     /// An error with a code, answered with the code's status.
     pub fn new(code: impl Into<ErrorCode>, message: impl Into<String>) -> Self {
@@ -31,13 +36,11 @@ impl ApiError {
         self.status = status;
         self
     }
-    /// 503: the store failed; nothing was acknowledged, the client may retry.
+    /// 503 `store_unavailable`: the store failed; nothing was acknowledged,
+    /// the client may retry. The store's error goes to the server log only.
     pub fn store(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "store failure");
-        Self::new(
-            ErrorCode::StoreUnavailable,
-            format!("the server could not store the request, nothing was kept; retry later ({e})"),
-        )
+        tracing::error!(error = %e, "store failure; the request was answered store_unavailable");
+        Self::new(ErrorCode::StoreUnavailable, STORE_FAILED)
     }
     /// 500 for a bug or a crashed worker.
     pub fn internal(message: impl Into<String>) -> Self {
@@ -72,7 +75,60 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use sync_core::store::{SqliteStore, Store};
+
     use super::*;
+
+    /// A real store failure: a write through a read-only connection.
+    fn failing_write() -> StoreError {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        drop(SqliteStore::open(&path).unwrap());
+        let mut read_only = SqliteStore::open_read_only(&path).unwrap();
+        read_only.put_setting("rounds", "[]").expect_err("a read-only store refuses writes")
+    }
+
+    /// Collects what the server logs.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_store_failure_tells_the_client_nothing_of_the_store() {
+        let failure = failing_write();
+        let detail = failure.to_string();
+        assert!(detail.contains("readonly"), "the store's own text: {detail}");
+
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let err = tracing::subscriber::with_default(subscriber, || ApiError::from(failure));
+
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.body.code, ErrorCode::StoreUnavailable);
+        assert_eq!(err.body.message, STORE_FAILED);
+        let sent = serde_json::to_string(&ErrorEnvelope { error: err.body }).unwrap().to_lowercase();
+        for internal in ["readonly", "read-only", "sqlite", "storage:", "attempt to write"] {
+            assert!(!sent.contains(internal), "{internal:?} reached the client: {sent}");
+        }
+        assert!(sent.contains("nothing of it was kept"), "{sent}");
+        // The details are in the server's log.
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains(&detail), "the log holds the store's error: {logged}");
+    }
 
     #[test]
     fn an_error_answers_with_its_codes_status() {
