@@ -161,9 +161,16 @@ fn a_failing_device_database_is_a_local_error_and_not_retried() {
         let communes = ["nhu-co".to_owned()];
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        let (_, code) =
-            server::auth::add_device(&mut store, &registry, "Chị Lan", &communes, "admin:tests", now)
-                .unwrap();
+        let (_, code) = sync_core::devices::add_device(
+            &mut store,
+            &registry,
+            "Chị Lan",
+            &communes,
+            "admin:tests",
+            now,
+            [7; 32],
+        )
+        .unwrap();
         code
     };
     let root = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::automerge::ActorId;
+use sync_core::devices::{add_device, revoke_device, rotate_device, AccessError};
 use sync_core::ids::{DocumentId, Round};
 use sync_core::registry::{Place, Registry};
 use sync_core::store::{load_survey, ChangeMeta, PeerSummary, SqliteStore, Store, StoreError, WriteBatch};
@@ -415,8 +416,8 @@ pub struct DeviceWithCode {
 const LOCAL_ADMIN: &str = "admin:local";
 
 impl Source {
-    fn access_error(path: &Path, e: server::auth::AccessError) -> anyhow::Error {
-        use server::auth::AccessError as E;
+    fn access_error(path: &Path, e: AccessError) -> anyhow::Error {
+        use AccessError as E;
         match e {
             E::UnknownDevice(_) => not_found(e.to_string()),
             E::NoName | E::NoCommunes | E::UnknownCommune(_) => super::usage(e.to_string()),
@@ -449,7 +450,7 @@ impl Source {
                     Registry::new(places).context("the stored registry is inconsistent")?
                 };
                 let (device, code) =
-                    server::auth::add_device(store, &registry, name, communes, LOCAL_ADMIN, now())
+                    add_device(store, &registry, name, communes, LOCAL_ADMIN, now(), rand::random())
                         .map_err(|e| Self::access_error(path, e))?;
                 Ok(DeviceWithCode { device, code })
             }
@@ -472,8 +473,9 @@ impl Source {
     /// Revokes a device.
     pub fn revoke_device(&mut self, id: &str) -> anyhow::Result<DeviceRecord> {
         match self {
-            Source::Db { path, store } => server::auth::revoke_device(store, id, LOCAL_ADMIN, now())
-                .map_err(|e| Self::access_error(path, e)),
+            Source::Db { path, store } => {
+                revoke_device(store, id, LOCAL_ADMIN, now()).map_err(|e| Self::access_error(path, e))
+            }
             Source::Server { .. } => self.post_json(
                 &format!("/v1/admin/devices/{}/revoke", encode_segment(id)),
                 serde_json::json!({}),
@@ -486,7 +488,7 @@ impl Source {
     pub fn rotate_device(&mut self, id: &str) -> anyhow::Result<DeviceWithCode> {
         match self {
             Source::Db { path, store } => {
-                let (device, code) = server::auth::rotate_device(store, id, LOCAL_ADMIN, now())
+                let (device, code) = rotate_device(store, id, LOCAL_ADMIN, now(), rand::random())
                     .map_err(|e| Self::access_error(path, e))?;
                 Ok(DeviceWithCode { device, code })
             }
