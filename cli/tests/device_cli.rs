@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 fn thonsync(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_thonsync"))
@@ -144,4 +145,75 @@ fn the_device_database_holding_the_token_is_owner_only() {
     ok(&dir, &["status"]);
     let after_open = modes();
     assert!(after_open.iter().all(|(_, m)| *m == 0o600), "after open: {after_open:?}");
+}
+
+/// A failure of the device's own database is reported as such, with its own
+/// exit code, at once: it is not the server's fault, so it is not retried.
+#[test]
+fn a_failing_device_database_is_a_local_error_and_not_retried() {
+    let db = tempfile::tempdir().unwrap();
+    let db_path = db.path().join("s.sqlite");
+    let server =
+        server::start(server::Config::new(&db_path, "127.0.0.1:0".parse().unwrap())).expect("server starts");
+    let code = {
+        let mut store = sync_core::store::SqliteStore::open(&db_path).unwrap();
+        let registry = sync_core::registry::Registry::sample_bac_kan();
+        let communes = ["nhu-co".to_owned()];
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let (_, code) = sync_core::devices::add_device(
+            &mut store,
+            &registry,
+            "Chị Lan",
+            &communes,
+            "admin:tests",
+            now,
+            [7; 32],
+        )
+        .unwrap();
+        code
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tablet");
+    ok(&dir, &["init", "--server", &server.url(), "--code", &code]);
+    ok(&dir, &["pull"]);
+    ok(&dir, &["set", "nhu-co-01", "--household", "hh-001", "members=5"]);
+
+    // The device's database now refuses to keep the document list (as a
+    // full disk or a damaged file would); the server is fine.
+    let conn = rusqlite::Connection::open(dir.join("device.sqlite")).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER refuse_list BEFORE UPDATE ON settings WHEN NEW.key = 'device.documents'
+         BEGIN SELECT RAISE(ABORT, 'disk I/O error (simulated)'); END;
+         CREATE TRIGGER refuse_new_list BEFORE INSERT ON settings WHEN NEW.key = 'device.documents'
+         BEGIN SELECT RAISE(ABORT, 'disk I/O error (simulated)'); END;",
+    )
+    .unwrap();
+    drop(conn);
+
+    // The library: the local error itself, before any backoff.
+    let mut device = cli::device::Device::open(&dir).unwrap();
+    let options = cli::device::SyncOptions { first_backoff: Duration::from_secs(5), ..Default::default() };
+    let started = Instant::now();
+    let err = device.sync(&options).unwrap_err();
+    assert!(matches!(err, cli::device::DeviceError::LocalStore(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "retried: {:?}", started.elapsed());
+    drop(device);
+
+    // The binary: its own exit code and a message that blames the device.
+    let started = Instant::now();
+    let out = thonsync(&dir, &["sync", "--attempts", "6", "--backoff-ms", "5000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(i32::from(cli::device::EXIT_LOCAL_STORE)), "{stderr}");
+    assert!(stderr.contains("this device's own database failed"), "{stderr}");
+    assert!(stderr.contains("simulated"), "{stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5), "retried: {:?}", started.elapsed());
+
+    // Nothing was lost: once the database works again, the edit syncs.
+    let conn = rusqlite::Connection::open(dir.join("device.sqlite")).unwrap();
+    conn.execute_batch("DROP TRIGGER refuse_list; DROP TRIGGER refuse_new_list;").unwrap();
+    drop(conn);
+    ok(&dir, &["sync"]);
+    assert!(ok(&dir, &["status"]).contains("0 change(s) waiting for upload"));
 }

@@ -22,7 +22,7 @@ use sync_core::sync::ChangeRecord;
 use sync_core::access::AuditEvent;
 
 use crate::auth::AdminName;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::now_ms;
 use crate::sync_api::body_error;
 use crate::AppState;
@@ -36,7 +36,7 @@ async fn blocking<T: Send + 'static>(
 
 fn document_id(raw: &str) -> Result<DocumentId, ApiError> {
     raw.parse().map_err(|e: sync_core::error::IdError| {
-        let mut err = ApiError::bad_request("bad_request", e.to_string());
+        let mut err = ApiError::new(ErrorCode::BadRequest, e.to_string());
         err.body.field = Some("document".into());
         err
     })
@@ -54,7 +54,7 @@ pub async fn put_registry(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = body.map_err(|e| body_error(e, state.shared.limits.max_body_bytes))?;
     let registry =
-        Registry::from_csv(&body[..]).map_err(|e| ApiError::bad_request("bad_registry", e.to_string()))?;
+        Registry::from_csv(&body[..]).map_err(|e| ApiError::new(ErrorCode::BadRegistry, e.to_string()))?;
     let places: Vec<Place> = registry.places().cloned().collect();
     let n = places.len();
     let shared = state.shared.clone();
@@ -94,7 +94,7 @@ pub async fn get_document(
         let doc =
             shared.readers.with(|s| sync_core::store::load_survey(s, &id, shared.admin_actor.clone()))?;
         doc.map(|d| d.automerge().save()).ok_or_else(|| {
-            ApiError::not_found("unknown_document", format!("{id} is not stored on this server"))
+            ApiError::new(ErrorCode::UnknownDocument, format!("{id} is not stored on this server"))
                 .with_document(&id)
         })
     })
@@ -163,7 +163,7 @@ pub async fn get_refused(
     blocking(move || {
         let r = shared.readers.with(|s| s.refused_by_id(id))?;
         r.map(|r| Json(refused_view(r, true)))
-            .ok_or_else(|| ApiError::not_found("not_found", format!("refused upload {id} not found")))
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("refused upload {id} not found")))
     })
     .await
 }
@@ -188,7 +188,7 @@ fn edit_error(id: &DocumentId, e: EditError) -> ApiError {
         EditError::NoSuchHousehold { household, .. } => ("no_such_household", None, Some(household.clone())),
         EditError::Automerge(_) => ("automerge", None, None),
     };
-    let mut err = ApiError::bad_request("edit_refused", e.to_string()).with_document(id);
+    let mut err = ApiError::new(ErrorCode::EditRefused, e.to_string()).with_document(id);
     err.body.rule = Some(rule.into());
     err.body.field = field;
     err.body.household = household;
@@ -205,7 +205,7 @@ pub async fn post_edits(
     let body = body.map_err(|e| body_error(e, state.shared.limits.max_body_bytes))?;
     let id = document_id(&raw)?;
     let edits: EditsBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("bad_request", format!("the body is not {{\"edits\": [...]}}: {e}"))
+        ApiError::new(ErrorCode::BadRequest, format!("the body is not {{\"edits\": [...]}}: {e}"))
     })?;
     let edit_summary: Vec<String> = edits.edits.iter().map(|e| format!("{e:?}")).take(20).collect();
     let shared = state.shared.clone();
@@ -215,7 +215,7 @@ pub async fn post_edits(
         let created = match shared.ensure_loaded(&id, &mut guard) {
             Ok(Some(c)) => c,
             Ok(None) => {
-                return Err(ApiError::not_found("unknown_document", format!("{id} is not in the registry"))
+                return Err(ApiError::new(ErrorCode::UnknownDocument, format!("{id} is not in the registry"))
                     .with_document(&id))
             }
             Err(e) => return Err(ApiError::store(e)),
@@ -229,7 +229,7 @@ pub async fn post_edits(
                 if created {
                     *guard = None;
                 }
-                return Err(ApiError::bad_request("bad_request", "no edits given"));
+                return Err(ApiError::new(ErrorCode::BadRequest, "no edits given"));
             }
             Err(e) => {
                 // `apply` checks first and writes nothing on a refused edit, but it

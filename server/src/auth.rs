@@ -1,7 +1,8 @@
 //! Who may call what: device tokens for the device API, administrator
 //! tokens for `/v1/admin/`, one-time enrollment codes exchanged for device
-//! tokens, and the device management both the admin API and `thonsync`
-//! (directly on the database) use.
+//! tokens (`POST /v1/enroll`). The device-management steps themselves
+//! (add, revoke, rotate, enroll, administrator tokens) are
+//! `sync_core::devices`, which `thonsync` also runs directly on a database.
 //!
 //! **Invariant: secrets are stored only as hashes.** A token or code is
 //! shown once, when it is made; the store keeps `hash_secret` of it.
@@ -20,13 +21,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sync_core::access::{
-    check_token, hash_secret, new_admin_token, new_device_token, new_enrollment_code, parse_enrollment_code,
-    AuditEvent, CredentialKind, DeviceRecord, ADMIN_TOKEN_PREFIX, CODE_LIFETIME_MS, DEVICE_TOKEN_PREFIX,
+    check_token, hash_secret, parse_enrollment_code, CredentialKind, DeviceRecord, ADMIN_TOKEN_PREFIX,
+    DEVICE_TOKEN_PREFIX,
 };
-use sync_core::registry::{PlaceKind, Registry};
-use sync_core::store::{Store, StoreError};
+use sync_core::devices::{enroll, AccessError};
+use sync_core::store::Store;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::now_ms;
 use crate::AppState;
 
@@ -53,203 +54,24 @@ impl AdminName {
     }
 }
 
-/// Why a device-management step failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AccessError {
-    /// A device needs a name a person recognises.
-    #[error("a device needs a name (the surveyor or the phone)")]
-    NoName,
-    /// A device needs at least one commune.
-    #[error("a device needs at least one commune")]
-    NoCommunes,
-    /// A commune that is not a commune of the registry.
-    #[error("{0:?} is not a commune in the registry")]
-    UnknownCommune(String),
-    /// No such device.
-    #[error("no device {0:?}")]
-    UnknownDevice(String),
-    /// The device is revoked; add a new one instead.
-    #[error("device {0:?} is revoked; add a new device instead")]
-    Revoked(String),
-    /// The enrollment code is unknown, used or expired.
-    #[error("the enrollment code is unknown, already used or expired; ask the administrator for a new one")]
-    InvalidCode,
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
             AccessError::NoName | AccessError::NoCommunes => {
-                ApiError::bad_request("bad_request", e.to_string())
+                ApiError::new(ErrorCode::BadRequest, e.to_string())
             }
-            AccessError::UnknownCommune(_) => ApiError::bad_request("unknown_commune", e.to_string()),
-            AccessError::UnknownDevice(_) => ApiError::not_found("unknown_device", e.to_string()),
-            AccessError::Revoked(_) => ApiError::new(StatusCode::CONFLICT, "revoked", e.to_string()),
-            AccessError::InvalidCode => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_enrollment_code", e.to_string())
+            AccessError::UnknownCommune(_) => {
+                ApiError::new(ErrorCode::UnknownCommune, e.to_string()).with_status(StatusCode::BAD_REQUEST)
             }
+            AccessError::UnknownDevice(_) => ApiError::new(ErrorCode::UnknownDevice, e.to_string()),
+            // Rotating a revoked device: 409, as the protocol gives it.
+            AccessError::Revoked(_) => {
+                ApiError::new(ErrorCode::Revoked, e.to_string()).with_status(StatusCode::CONFLICT)
+            }
+            AccessError::InvalidCode => ApiError::new(ErrorCode::InvalidEnrollmentCode, e.to_string()),
             AccessError::Store(s) => ApiError::from(s),
         }
     }
-}
-
-fn audit<S: Store + ?Sized>(
-    store: &mut S,
-    now: i64,
-    who: &str,
-    action: &str,
-    subject: &str,
-    detail: String,
-) -> Result<(), StoreError> {
-    store.append_audit(&AuditEvent {
-        at: now,
-        who: who.to_owned(),
-        action: action.to_owned(),
-        subject: subject.to_owned(),
-        detail,
-    })
-}
-
-fn new_code() -> String {
-    new_enrollment_code(rand::random())
-}
-
-/// Adds a device for `communes` and gives it a one-time enrollment code
-/// (valid for [`CODE_LIFETIME_MS`]). `who` is the administrator, for the audit log.
-pub fn add_device<S: Store + ?Sized>(
-    store: &mut S,
-    registry: &Registry,
-    name: &str,
-    communes: &[String],
-    who: &str,
-    now: i64,
-) -> Result<(DeviceRecord, String), AccessError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(AccessError::NoName);
-    }
-    if communes.is_empty() {
-        return Err(AccessError::NoCommunes);
-    }
-    let mut mine: Vec<String> = Vec::new();
-    for c in communes {
-        if registry.get(c).map(|p| p.kind) != Some(PlaceKind::Commune) {
-            return Err(AccessError::UnknownCommune(c.clone()));
-        }
-        if !mine.contains(c) {
-            mine.push(c.clone());
-        }
-    }
-    let id = format!("dev-{}", hex(&rand::random::<[u8; 8]>()));
-    let device = DeviceRecord {
-        id: id.clone(),
-        name: name.to_owned(),
-        communes: mine,
-        created_at: now,
-        enrolled_at: None,
-        revoked_at: None,
-        last_seen: None,
-        app_version: None,
-    };
-    store.put_device(&device)?;
-    let code = new_code();
-    store.set_credential(
-        &id,
-        CredentialKind::Enrollment,
-        &hash_secret(&code),
-        Some(now + CODE_LIFETIME_MS),
-    )?;
-    audit(store, now, who, "device.add", &id, format!("{name} for {}", device.communes.join(", ")))?;
-    Ok((device, code))
-}
-
-/// Revokes a device: its token stops working on its next request, its
-/// pending code too; what it uploaded stays.
-pub fn revoke_device<S: Store + ?Sized>(
-    store: &mut S,
-    id: &str,
-    who: &str,
-    now: i64,
-) -> Result<DeviceRecord, AccessError> {
-    let mut device = store.device(id)?.ok_or_else(|| AccessError::UnknownDevice(id.to_owned()))?;
-    if device.revoked_at.is_none() {
-        device.revoked_at = Some(now);
-        store.put_device(&device)?;
-    }
-    store.remove_credential(id, CredentialKind::Enrollment)?;
-    audit(store, now, who, "device.revoke", id, device.name.clone())?;
-    Ok(device)
-}
-
-/// Drops a device's token and gives it a new enrollment code (a new phone
-/// for the same surveyor, or a token that may have leaked).
-pub fn rotate_device<S: Store + ?Sized>(
-    store: &mut S,
-    id: &str,
-    who: &str,
-    now: i64,
-) -> Result<(DeviceRecord, String), AccessError> {
-    let device = store.device(id)?.ok_or_else(|| AccessError::UnknownDevice(id.to_owned()))?;
-    if device.revoked_at.is_some() {
-        return Err(AccessError::Revoked(id.to_owned()));
-    }
-    store.remove_credential(id, CredentialKind::DeviceToken)?;
-    let code = new_code();
-    store.set_credential(
-        id,
-        CredentialKind::Enrollment,
-        &hash_secret(&code),
-        Some(now + CODE_LIFETIME_MS),
-    )?;
-    audit(store, now, who, "device.rotate", id, device.name.clone())?;
-    Ok((device, code))
-}
-
-/// Exchanges a (normalised) enrollment code for a device token: the code is
-/// removed, so it works once.
-pub fn enroll<S: Store + ?Sized>(
-    store: &mut S,
-    code: &str,
-    app_version: Option<String>,
-    now: i64,
-) -> Result<(DeviceRecord, String), AccessError> {
-    let mut device = store
-        .device_for_credential(CredentialKind::Enrollment, &hash_secret(code), now)?
-        .ok_or(AccessError::InvalidCode)?;
-    if device.revoked_at.is_some() {
-        return Err(AccessError::InvalidCode);
-    }
-    store.remove_credential(&device.id, CredentialKind::Enrollment)?;
-    let token = new_device_token(rand::random());
-    store.set_credential(&device.id, CredentialKind::DeviceToken, &hash_secret(&token), None)?;
-    device.enrolled_at = Some(now);
-    device.last_seen = Some(now);
-    if app_version.is_some() {
-        device.app_version = app_version;
-    }
-    store.put_device(&device)?;
-    let who = format!("device:{}", device.id);
-    audit(store, now, &who, "device.enroll", &device.id, device.name.clone())?;
-    Ok((device, token))
-}
-
-/// Creates an administrator token named `name`; the token is returned once.
-pub fn create_admin_token<S: Store + ?Sized>(
-    store: &mut S,
-    name: &str,
-    now: i64,
-) -> Result<String, StoreError> {
-    let token = new_admin_token(rand::random());
-    store.put_admin_token(name, &hash_secret(&token), now)?;
-    audit(store, now, "server", "admin.token", name, "administrator token created".into())?;
-    Ok(token)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bearer token of a request, if any.
@@ -260,7 +82,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    ApiError::new(ErrorCode::Unauthorized, message)
 }
 
 /// The app version a device reported, cleaned (printable ASCII, bounded).
@@ -290,8 +112,7 @@ pub async fn require_device(State(state): State<AppState>, mut req: Request, nex
             .ok_or_else(|| unauthorized("unknown device token; enroll the device again"))?;
         if device.revoked_at.is_some() {
             return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "revoked",
+                ErrorCode::Revoked,
                 "this device was revoked by the administrator; its uploaded data is kept",
             ));
         }
@@ -358,8 +179,7 @@ pub async fn throttle_enroll(State(state): State<AppState>, req: Request, next: 
         let secs = crate::throttle::retry_after_secs(wait);
         tracing::warn!(client = %ip, retry_after = secs, "enrollment attempts throttled");
         let mut resp = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
+            ErrorCode::TooManyRequests,
             format!("too many enrollment attempts; try again in {secs} s"),
         )
         .into_response();
@@ -378,8 +198,8 @@ pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::By
     let request: EnrollRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return ApiError::bad_request(
-                "bad_request",
+            return ApiError::new(
+                ErrorCode::BadRequest,
                 format!("the body is not {{\"code\": \"...\"}}: {e}"),
             )
             .into_response()
@@ -388,9 +208,9 @@ pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::By
     let code = match parse_enrollment_code(&request.code) {
         Ok(c) => c,
         Err(e) => {
-            let mut err = ApiError::bad_request("bad_enrollment_code", e.to_string());
-            err.body.field = Some("code".into());
-            return err.into_response();
+            return ApiError::new(ErrorCode::BadEnrollmentCode, e.to_string())
+                .with_field("code")
+                .into_response();
         }
     };
     let version = request
@@ -398,7 +218,7 @@ pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::By
         .map(|v| v.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(MAX_APP_VERSION).collect());
     let shared = state.shared.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        shared.writer.run(move |s| Ok(enroll(s, &code, version, now_ms())))
+        shared.writer.run(move |s| Ok(enroll(s, &code, version, now_ms(), rand::random())))
     })
     .await;
     match outcome {

@@ -8,10 +8,11 @@ use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use sync_core::access::{AuditEvent, DeviceRecord};
+use sync_core::devices::{add_device, revoke_device, rotate_device, AccessError};
 use sync_core::store::Store;
 
-use crate::auth::{add_device, revoke_device, rotate_device, AccessError, AdminName};
-use crate::error::ApiError;
+use crate::auth::AdminName;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::now_ms;
 use crate::AppState;
 
@@ -52,16 +53,17 @@ pub async fn add(
     body: Bytes,
 ) -> Result<Json<DeviceWithCode>, ApiError> {
     let req: AddDevice = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "bad_request",
+        ApiError::new(
+            ErrorCode::BadRequest,
             format!("the body is not {{\"name\", \"communes\": [...]}}: {e}"),
         )
     })?;
     let registry = state.shared.registry.read().expect("registry").clone();
     let who = admin.who();
-    let (device, code) =
-        on_writer(&state, move |s| add_device(s, &registry, &req.name, &req.communes, &who, now_ms()))
-            .await?;
+    let (device, code) = on_writer(&state, move |s| {
+        add_device(s, &registry, &req.name, &req.communes, &who, now_ms(), rand::random())
+    })
+    .await?;
     tracing::info!(device = %device.id, name = %device.name, "device added");
     Ok(Json(DeviceWithCode { device, code }))
 }
@@ -93,7 +95,8 @@ pub async fn rotate(
     Path(id): Path<String>,
 ) -> Result<Json<DeviceWithCode>, ApiError> {
     let who = admin.who();
-    let (device, code) = on_writer(&state, move |s| rotate_device(s, &id, &who, now_ms())).await?;
+    let (device, code) =
+        on_writer(&state, move |s| rotate_device(s, &id, &who, now_ms(), rand::random())).await?;
     tracing::info!(device = %device.id, "device token rotated");
     Ok(Json(DeviceWithCode { device, code }))
 }

@@ -52,6 +52,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
+use crate::error::ErrorCode;
 use crate::state::{DocCache, Limits, ReaderPool, Shared};
 pub use crate::transport::{TlsConfig, TlsError};
 use crate::writer::{Writer, WriterThread};
@@ -175,8 +176,7 @@ async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> R
     let limits = &state.shared.limits;
     let too_large = || {
         error::ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!(
                 "the request body is over {} bytes; split the documents across rounds or requests",
                 limits.max_body_bytes
@@ -206,13 +206,12 @@ async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> R
             if over_limit {
                 too_large()
             } else {
-                error::ApiError::bad_request("bad_body", format!("the request body could not be read: {e}"))
+                error::ApiError::new(ErrorCode::BadBody, format!("the request body could not be read: {e}"))
                     .into_response()
             }
         }
         Err(_) => error::ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!(
                 "the request body did not arrive within {} s; send it again",
                 limits.body_read_timeout.as_secs_f64()
@@ -238,16 +237,17 @@ async fn error_shape(response: Response) -> Response {
     let text = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
     let message = String::from_utf8_lossy(&text).chars().take(300).collect::<String>();
     let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeout,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
     };
     let message = if message.trim().is_empty() { status.to_string() } else { message };
-    error::ApiError::new(status, code, message).into_response()
+    // The status was already decided; only the body takes the error shape.
+    error::ApiError::new(code, message).with_status(status).into_response()
 }
 
 /// A panic outside the blocking workers: 500 in the error shape; the server goes on.
@@ -297,7 +297,7 @@ pub fn app(state: AppState) -> Router {
     open.merge(device)
         .merge(admin)
         .fallback(|| async {
-            error::ApiError::not_found("not_found", "no such endpoint; see docs/protocol.md")
+            error::ApiError::new(ErrorCode::NotFound, "no such endpoint; see docs/protocol.md")
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestDecompressionLayer::new())

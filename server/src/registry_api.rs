@@ -3,14 +3,13 @@
 //! server knows; another round is 404 `unknown_round`).
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use sync_core::ids::{DocumentKind, Round, DEFAULT_ROUND};
 use sync_core::registry::{Place, PlaceKind};
 
 use crate::auth::AuthedDevice;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::wire::{CommuneDocuments, RegistryDocument};
 use crate::AppState;
 
@@ -36,26 +35,25 @@ pub async fn commune_documents(
 ) -> Result<Json<CommuneDocuments>, ApiError> {
     if !device.communes.contains(&commune) {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             format!("{commune:?} is not one of this device's communes ({})", device.communes.join(", ")),
         ));
     }
     let round = Round::new(q.round.unwrap_or_else(|| DEFAULT_ROUND.to_owned())).map_err(|e| {
-        let mut err = ApiError::bad_request("bad_request", e.to_string());
+        let mut err = ApiError::new(ErrorCode::BadRequest, e.to_string());
         err.body.field = Some("round".into());
         err
     })?;
     let registry = state.shared.registry.read().expect("registry");
     let place = registry.get(&commune).filter(|p| p.kind == PlaceKind::Commune).ok_or_else(|| {
-        ApiError::not_found("unknown_commune", format!("{commune:?} is not a commune in the registry"))
+        ApiError::new(ErrorCode::UnknownCommune, format!("{commune:?} is not a commune in the registry"))
     })?;
     {
         let rounds = state.shared.rounds.read().unwrap_or_else(|p| p.into_inner());
         if !rounds.contains(&round) {
             let known: Vec<String> = rounds.iter().map(ToString::to_string).collect();
-            let mut err = ApiError::not_found(
-                "unknown_round",
+            let mut err = ApiError::new(
+                ErrorCode::UnknownRound,
                 format!(
                     "survey round {round:?} is not open on this server (open: {}); ask the administrator \
                      (`thonsync rounds open {round}`)",

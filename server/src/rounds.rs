@@ -18,7 +18,7 @@ use sync_core::ids::{Round, DEFAULT_ROUND};
 use sync_core::store::{Store, StoreError};
 
 use crate::auth::AdminName;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::now_ms;
 use crate::AppState;
 
@@ -106,10 +106,10 @@ pub async fn open(
     body: Bytes,
 ) -> Result<Json<RoundOpened>, ApiError> {
     let req: OpenRound = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("bad_request", format!("the body is not {{\"round\": \"2025-1\"}}: {e}"))
+        ApiError::new(ErrorCode::BadRequest, format!("the body is not {{\"round\": \"2025-1\"}}: {e}"))
     })?;
     let round = Round::new(req.round).map_err(|e| {
-        let mut err = ApiError::bad_request("bad_request", e.to_string());
+        let mut err = ApiError::new(ErrorCode::BadRequest, e.to_string());
         err.body.field = Some("round".into());
         err
     })?;

@@ -20,7 +20,7 @@ use sync_core::store::{NewRefusedUpload, Store, WriteBatch};
 use sync_core::survey::SurveyDocument;
 use sync_core::sync::{ChangeRecord, RefusalCode};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use sync_core::access::{AuditEvent, DeviceRecord};
 
 use crate::auth::AuthedDevice;
@@ -32,12 +32,11 @@ use crate::AppState;
 pub fn body_error(rejection: BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the request body is over {limit} bytes; split the documents across rounds or requests"),
         )
     } else {
-        ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+        ApiError::new(ErrorCode::BadBody, rejection.body_text()).with_status(rejection.status())
     }
 }
 
@@ -65,8 +64,7 @@ pub async fn sync(
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
         return ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "a sync request is JSON: send `Content-Type: application/json` (gzip as Content-Encoding)",
         )
         .into_response();
@@ -111,7 +109,7 @@ pub async fn sync(
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::new(ErrorCode::Forbidden, message)
 }
 
 fn audit_event(who: &str, action: &str, subject: &str, detail: String) -> AuditEvent {
@@ -135,7 +133,7 @@ fn refuse_body(shared: &Shared, body: &[u8], source: Option<String>, why: String
         bytes: body.to_vec(),
         received_at: now_ms(),
     });
-    let mut err = ApiError::bad_request("bad_request", why);
+    let mut err = ApiError::new(ErrorCode::BadRequest, why);
     match shared.writer.commit(batch, now_ms()) {
         Ok(summary) => err.body.refused_upload = summary.first_refused_id,
         Err(e) => return ApiError::store(e),
@@ -184,14 +182,13 @@ fn handle(
     let device =
         PeerId::new(record.id.as_str()).map_err(|e| ApiError::internal(format!("device id: {e}")))?;
     check_id("exchange id", &request.exchange).map_err(|e| {
-        let mut err = ApiError::bad_request("bad_request", e.to_string());
+        let mut err = ApiError::new(ErrorCode::BadRequest, e.to_string());
         err.body.field = Some("exchange".into());
         err
     })?;
     if request.documents.len() > shared.limits.max_documents {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_documents",
+            ErrorCode::TooManyDocuments,
             format!(
                 "{} documents in one request; at most {} are accepted, split them across exchanges",
                 request.documents.len(),
@@ -202,7 +199,7 @@ fn handle(
     let mut named: Vec<DocumentId> = Vec::with_capacity(request.documents.len());
     for entry in &request.documents {
         named.push(entry.document.parse().map_err(|e: sync_core::error::IdError| {
-            let mut err = ApiError::bad_request("bad_request", e.to_string());
+            let mut err = ApiError::new(ErrorCode::BadRequest, e.to_string());
             err.body.field = Some("documents[].document".into());
             err
         })?);
@@ -391,13 +388,9 @@ impl HubEnv for ServerEnv<'_> {
 fn hub_error(e: HubError) -> ApiError {
     let message = e.to_string();
     match e {
-        HubError::OutOfStep { .. } => ApiError::new(StatusCode::CONFLICT, "exchange_out_of_step", message),
-        HubError::TooManyRounds { .. } => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "too_many_rounds", message)
-        }
-        HubError::TooManyDocuments { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_documents", message)
-        }
+        HubError::OutOfStep { .. } => ApiError::new(ErrorCode::ExchangeOutOfStep, message),
+        HubError::TooManyRounds { .. } => ApiError::new(ErrorCode::TooManyRounds, message),
+        HubError::TooManyDocuments { .. } => ApiError::new(ErrorCode::TooManyDocuments, message),
         HubError::Store(e) => ApiError::store(e),
     }
 }

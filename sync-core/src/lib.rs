@@ -14,9 +14,13 @@
 //! - [`store`]: the `Store` trait, its SQLite backend and its conformance suite.
 //! - [`registry`]: places, the bundled Bắc Kạn sample, CSV loading.
 //! - [`report`]: the indicators officers read.
+//! - [`access`], [`devices`]: credentials and scopes; adding, enrolling,
+//!   rotating and revoking devices on any store.
+//! - [`wire`]: the JSON bodies of protocol v1 and its error codes.
 
 pub mod access;
 pub mod actors;
+pub mod devices;
 pub mod error;
 pub mod exchange;
 pub mod history;

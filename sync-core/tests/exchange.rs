@@ -11,7 +11,7 @@ use sync_core::exchange::{set_aside, Begin, ClientExchange, HubEnv, HubError, Hu
 use sync_core::ids::{DocumentId, PeerId};
 use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
 use sync_core::sync::{InputLimits, RefusalCode};
-use sync_core::wire::{DocumentMessage, SyncRequest, SyncResponse};
+use sync_core::wire::{DocumentMessage, ErrorCode, SyncRequest, SyncResponse};
 
 fn village(n: u32) -> DocumentId {
     format!("village:nhu-co-{n:02}:2024-1").parse().unwrap()
@@ -135,7 +135,7 @@ fn sync(
     device: &str,
     mine: &mut BTreeMap<DocumentId, SurveyDocument>,
     theirs: &mut BTreeMap<DocumentId, SurveyDocument>,
-) -> Vec<(DocumentId, String)> {
+) -> Vec<(DocumentId, ErrorCode)> {
     let server = PeerId::new("server").unwrap();
     let states = mine.keys().map(|id| (id.clone(), None));
     let mut client = ClientExchange::new("x-1".into(), Some(device.into()), server, states, 1 << 20);
@@ -164,7 +164,7 @@ fn a_refused_document_is_set_aside_and_starts_over_from_the_hubs_version() {
         BTreeMap::from([(id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-b", [2; 8])))]);
     mine.get_mut(&id).unwrap().apply(&[Edit::set(hh("hh-002"), "members", FieldValue::Int(2))], 2).unwrap();
     let refused = sync("tablet-a", &mut mine, &mut theirs);
-    assert_eq!(refused, vec![(id.clone(), "actor_conflict".to_owned())]);
+    assert_eq!(refused, vec![(id.clone(), ErrorCode::ActorConflict)]);
     // Recovery: the local version is kept, the document starts over and syncs.
     let aside = set_aside(&mine[&id], device_actor("tablet-a", [3; 8]));
     let kept =

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cli::device::{Device, SyncOptions};
 use sync_core::automerge::{ActorId, Automerge};
+use sync_core::devices;
 use sync_core::ids::DocumentId;
 use sync_core::registry::{PlaceKind, Registry};
 use sync_core::store::SqliteStore;
@@ -69,14 +70,23 @@ impl TestServer {
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = SqliteStore::open(dir.path().join("thonsync.sqlite")).expect("database");
-        let admin_token = server::auth::create_admin_token(&mut store, "tests", 0).expect("admin token");
+        let admin_token = sync_core::devices::create_admin_token(&mut store, "tests", 0, rand::random())
+            .expect("admin token");
         let registry = Registry::sample_bac_kan();
         let communes: Vec<String> = registry.of_kind(PlaceKind::Commune).map(|p| p.id.clone()).collect();
         let now = server::state::now_ms();
-        let (raw, code) =
-            server::auth::add_device(&mut store, &registry, "raw requests", &communes, "admin:tests", now)
-                .expect("raw device");
-        let (_, raw_token) = server::auth::enroll(&mut store, &code, None, now).expect("raw device enrolls");
+        let (raw, code) = devices::add_device(
+            &mut store,
+            &registry,
+            "raw requests",
+            &communes,
+            "admin:tests",
+            now,
+            rand::random(),
+        )
+        .expect("raw device");
+        let (_, raw_token) =
+            devices::enroll(&mut store, &code, None, now, rand::random()).expect("raw device enrolls");
         drop(store);
         let mut s = Self {
             dir,

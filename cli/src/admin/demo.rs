@@ -468,7 +468,8 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
     // The demo's administrator: a token written straight into the new database.
     let token = {
         let mut store = sync_core::store::SqliteStore::open(&db).context("creating the demo database")?;
-        server::auth::create_admin_token(&mut store, "demo", 0).context("creating the demo's admin token")?
+        sync_core::devices::create_admin_token(&mut store, "demo", 0, rand::random())
+            .context("creating the demo's admin token")?
     };
     let handle = server::start(server::Config::new(&db, "127.0.0.1:0".parse().expect("an address")))
         .context("starting the demo server")?;

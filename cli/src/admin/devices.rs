@@ -263,7 +263,7 @@ pub fn admin(cmd: AdminTokenCommand) -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            let token = server::auth::create_admin_token(&mut store, name, now)?;
+            let token = sync_core::devices::create_admin_token(&mut store, name, now, rand::random())?;
             eprintln!(
                 "administrator token for {name} (shown once; keep it secret, it is stored only as a hash):"
             );

@@ -76,7 +76,7 @@ pub fn run(args: RefusedArgs, lang: Lang) -> anyhow::Result<()> {
                     time::format(r.received_at, utc),
                     r.source.clone().unwrap_or_else(|| "—".to_owned()),
                     r.document.clone().unwrap_or_else(|| "—".to_owned()),
-                    r.code.clone(),
+                    r.code.to_string(),
                     r.reason.clone(),
                     r.bytes_len.to_string(),
                 ]);
@@ -110,7 +110,7 @@ pub fn run(args: RefusedArgs, lang: Lang) -> anyhow::Result<()> {
                 ),
                 (lang.t("Source", "Nguồn"), summary.source.clone().unwrap_or_else(|| "—".to_owned())),
                 (lang.t("Document", "Tài liệu"), summary.document.clone().unwrap_or_else(|| "—".to_owned())),
-                (lang.t("Code", "Mã"), summary.code.clone()),
+                (lang.t("Code", "Mã"), summary.code.to_string()),
                 (lang.t("Reason", "Lý do"), summary.reason.clone()),
                 (lang.t("Bytes", "Byte"), summary.bytes_len.to_string()),
             ];

@@ -12,11 +12,13 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sync_core::access::{AuditEvent, DeviceRecord};
 use sync_core::automerge::ActorId;
+use sync_core::devices::{add_device, revoke_device, rotate_device, AccessError};
 use sync_core::ids::{DocumentId, Round};
 use sync_core::registry::{Place, Registry};
 use sync_core::store::{load_survey, ChangeMeta, PeerSummary, SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::{Edit, SurveyDocument};
 use sync_core::sync::ChangeRecord;
+use sync_core::wire::{ErrorCode, ErrorEnvelope};
 
 use super::{cannot_reach, not_found, Common, Failure, EXIT_ERROR};
 
@@ -60,19 +62,6 @@ pub enum Source {
         /// Blocking HTTP client.
         agent: ureq::Agent,
     },
-}
-
-#[derive(Deserialize)]
-struct ApiErrorBody {
-    error: ApiError,
-}
-
-#[derive(Deserialize)]
-struct ApiError {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
 }
 
 fn store_error(path: &Path, e: StoreError) -> anyhow::Error {
@@ -147,27 +136,31 @@ impl Source {
             return Ok(body);
         }
         let text = body.read_to_string().unwrap_or_default();
-        let (code, message) = match serde_json::from_str::<ApiErrorBody>(&text) {
+        // An answer without the error shape (a proxy's page) is judged by its status alone.
+        let (code, message) = match serde_json::from_str::<ErrorEnvelope>(&text) {
             Ok(b) => (b.error.code, b.error.message),
-            Err(_) => (String::new(), text.chars().take(300).collect()),
+            Err(_) => (ErrorCode::Other(String::new()), text.chars().take(300).collect()),
         };
-        let message = format!("{what}: the server at {base} answered {status}: {message}");
-        Err(match status {
-            404 => not_found(message),
-            401 => Failure {
-                exit: EXIT_ERROR,
-                message: format!(
-                    "{message} ({code}); give an administrator token with --token TOKEN (or THONSYNC_ADMIN_TOKEN), \
-                     made on the server's machine by `thonsync admin create-token --db PATH --name NAME`"
-                ),
-            }
-            .into(),
-            403 => Failure {
-                exit: EXIT_ERROR,
-                message: format!("{message} ({code}); the admin API refused this request"),
-            }
-            .into(),
-            _ => Failure { exit: EXIT_ERROR, message: format!("{message} ({code})") }.into(),
+        let shown = if code.as_str().is_empty() { String::new() } else { format!(" ({code})") };
+        let message = format!("{what}: the server at {base} answered {status}: {message}{shown}");
+        let error = |message: String| Failure { exit: EXIT_ERROR, message }.into();
+        Err(match code {
+            // Not `unknown_commune`: the admin API answers it (400) only for
+            // a device's communes, a mistake like any other.
+            ErrorCode::UnknownDevice
+            | ErrorCode::UnknownDocument
+            | ErrorCode::UnknownRound
+            | ErrorCode::NotFound => not_found(message),
+            ErrorCode::Unauthorized => error(format!(
+                "{message}; give an administrator token with --token TOKEN (or THONSYNC_ADMIN_TOKEN), \
+                 made on the server's machine by `thonsync admin create-token --db PATH --name NAME`"
+            )),
+            ErrorCode::Forbidden => error(format!("{message}; the admin API refused this request")),
+            ErrorCode::Other(_) if status == 404 => not_found(message),
+            ErrorCode::Other(_) if status == 401 => error(format!(
+                "{message}; give an administrator token with --token TOKEN (or THONSYNC_ADMIN_TOKEN)"
+            )),
+            _ => error(message),
         })
     }
 
@@ -423,8 +416,8 @@ pub struct DeviceWithCode {
 const LOCAL_ADMIN: &str = "admin:local";
 
 impl Source {
-    fn access_error(path: &Path, e: server::auth::AccessError) -> anyhow::Error {
-        use server::auth::AccessError as E;
+    fn access_error(path: &Path, e: AccessError) -> anyhow::Error {
+        use AccessError as E;
         match e {
             E::UnknownDevice(_) => not_found(e.to_string()),
             E::NoName | E::NoCommunes | E::UnknownCommune(_) => super::usage(e.to_string()),
@@ -457,7 +450,7 @@ impl Source {
                     Registry::new(places).context("the stored registry is inconsistent")?
                 };
                 let (device, code) =
-                    server::auth::add_device(store, &registry, name, communes, LOCAL_ADMIN, now())
+                    add_device(store, &registry, name, communes, LOCAL_ADMIN, now(), rand::random())
                         .map_err(|e| Self::access_error(path, e))?;
                 Ok(DeviceWithCode { device, code })
             }
@@ -480,8 +473,9 @@ impl Source {
     /// Revokes a device.
     pub fn revoke_device(&mut self, id: &str) -> anyhow::Result<DeviceRecord> {
         match self {
-            Source::Db { path, store } => server::auth::revoke_device(store, id, LOCAL_ADMIN, now())
-                .map_err(|e| Self::access_error(path, e)),
+            Source::Db { path, store } => {
+                revoke_device(store, id, LOCAL_ADMIN, now()).map_err(|e| Self::access_error(path, e))
+            }
             Source::Server { .. } => self.post_json(
                 &format!("/v1/admin/devices/{}/revoke", encode_segment(id)),
                 serde_json::json!({}),
@@ -494,7 +488,7 @@ impl Source {
     pub fn rotate_device(&mut self, id: &str) -> anyhow::Result<DeviceWithCode> {
         match self {
             Source::Db { path, store } => {
-                let (device, code) = server::auth::rotate_device(store, id, LOCAL_ADMIN, now())
+                let (device, code) = rotate_device(store, id, LOCAL_ADMIN, now(), rand::random())
                     .map_err(|e| Self::access_error(path, e))?;
                 Ok(DeviceWithCode { device, code })
             }

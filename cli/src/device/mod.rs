@@ -162,8 +162,34 @@ pub enum DeviceCommand {
     },
 }
 
-/// Runs a device command.
+/// Exit code of a sync that left refused versions set aside.
+pub const EXIT_REFUSED: u8 = 2;
+/// Exit code when the server could not be reached (after every retry).
+pub const EXIT_UNREACHABLE: u8 = 4;
+/// Exit code when the device's own database failed: a local fault, not the
+/// server's, so it is not retried.
+pub const EXIT_LOCAL_STORE: u8 = 5;
+
+/// The exit code of a failed device command: [`EXIT_LOCAL_STORE`] for the
+/// device's own database, [`EXIT_UNREACHABLE`] for a server out of reach,
+/// 1 for anything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.chain().find_map(|c| c.downcast_ref::<DeviceError>()) {
+        Some(DeviceError::LocalStore(_)) => EXIT_LOCAL_STORE,
+        Some(DeviceError::GaveUp { .. } | DeviceError::Unreachable(_)) => EXIT_UNREACHABLE,
+        _ => 1,
+    }
+}
+
+/// Runs a device command; a failure is printed and becomes its exit code.
 pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
+    run_command(cmd).or_else(|e| {
+        eprintln!("error: {e:#}");
+        Ok(ExitCode::from(exit_code(&e)))
+    })
+}
+
+fn run_command(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DeviceCommand::Init { server, code, commune, round, ca_cert, dir } => {
             let ca = match &ca_cert {
@@ -204,7 +230,7 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
             let report = device.sync(&retry.options())?;
             print_report(&report);
             if !report.refused.is_empty() {
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(EXIT_REFUSED));
             }
         }
         DeviceCommand::Set { village, household, assignments, dir } => {

@@ -44,9 +44,10 @@ pub enum DeviceError {
     /// `init` on a directory that already holds a device.
     #[error("{0} already holds a device; use another --dir")]
     AlreadyInitialised(PathBuf),
-    /// The local store failed.
-    #[error("local store: {0}")]
-    Store(#[from] StoreError),
+    /// The device's own database failed: a local fault (disk full, a
+    /// damaged or unwritable file), never retried as if the server were at fault.
+    #[error("this device's own database failed: {0}; this is a problem of this device (free space, the file and its folder), not of the server")]
+    LocalStore(#[from] StoreError),
     /// An id or setting that does not parse.
     #[error("{0}")]
     Invalid(String),
@@ -69,6 +70,9 @@ pub enum DeviceError {
     /// The server refused the request as a whole (not worth retrying).
     #[error("the server refused the sync: {0}")]
     Refused(ErrorBody),
+    /// The server could not be reached, or its answer could not be read.
+    #[error("the call to the server failed: {0}")]
+    Unreachable(String),
     /// Enrollment failed: the code was refused or the server could not be reached.
     #[error("enrollment failed: {0}")]
     Enroll(String),
@@ -443,15 +447,29 @@ impl Device {
         Ok(ids)
     }
 
-    /// Fetches the commune's document list from the server.
-    pub fn fetch_documents(&mut self) -> Result<Vec<DocumentId>, CallError> {
+    /// Fetches the commune's document list from the server and keeps it,
+    /// once (no retry): a server that cannot be reached or refuses is
+    /// [`DeviceError::Unreachable`] or [`DeviceError::Refused`], a failure
+    /// to keep the list [`DeviceError::LocalStore`].
+    pub fn fetch_documents(&mut self) -> Result<Vec<DocumentId>, DeviceError> {
+        match self.fetch() {
+            Ok(ids) => Ok(ids),
+            Err(Failure::Device(e)) => Err(e),
+            Err(Failure::Call(CallError::Server { body, .. })) => Err(DeviceError::Refused(body)),
+            Err(Failure::Call(other)) => Err(DeviceError::Unreachable(other.to_string())),
+        }
+    }
+
+    /// [`Device::fetch_documents`] for the sync loop: the server's failures
+    /// (retried when transient) apart from the device's own.
+    fn fetch(&mut self) -> Result<Vec<DocumentId>, Failure> {
         let list: CommuneDocuments = self.client.get_json(&format!(
             "/v1/registry/communes/{}?round={}",
             self.config.commune, self.config.round
         ))?;
         let ids: Vec<DocumentId> = list.documents.iter().filter_map(|d| d.document.parse().ok()).collect();
         let json = serde_json::to_string(&ids).expect("ids serialise");
-        self.store.put_setting(K_DOCUMENTS, &json).map_err(|e| CallError::Garbled(e.to_string()))?;
+        self.store.put_setting(K_DOCUMENTS, &json).map_err(DeviceError::from)?;
         Ok(ids)
     }
 
@@ -586,10 +604,7 @@ impl Device {
         loop {
             attempt += 1;
             report.exchanges += 1;
-            let outcome = match self.fetch_documents() {
-                Ok(_) => self.exchange_all(options, send, &mut report, started),
-                Err(e) => Err(Failure::Call(e)),
-            };
+            let outcome = self.fetch().and_then(|_| self.exchange_all(options, send, &mut report, started));
             let error = match outcome {
                 Ok(()) => {
                     self.store.put_setting(K_LAST_SYNC, &now_ms().to_string())?;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 pub use sync_core::wire::{
-    CommuneDocuments, DocumentMessage, DocumentReply, EnrollRequest, EnrollResponse, ErrorBody,
+    CommuneDocuments, DocumentMessage, DocumentReply, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode,
     ErrorEnvelope, RegistryDocument, SyncRequest, SyncResponse,
 };
 
@@ -15,7 +15,8 @@ pub enum CallError {
     /// No answer: refused connection, reset, timeout. Worth retrying.
     #[error("no answer from the server: {0}")]
     Unreachable(String),
-    /// The server answered with an error.
+    /// The server answered with an error. Its code may be one this build
+    /// does not know ([`ErrorCode::Other`], a newer server's).
     #[error("server said {status}: {body}")]
     Server {
         /// HTTP status.
@@ -23,17 +24,29 @@ pub enum CallError {
         /// The error it sent.
         body: ErrorBody,
     },
+    /// An error answer without the error shape (e.g. a proxy's page).
+    #[error("answered {status}: {text}")]
+    Http {
+        /// HTTP status.
+        status: u16,
+        /// The start of the answer.
+        text: String,
+    },
     /// The answer could not be read.
     #[error("unreadable answer from the server: {0}")]
     Garbled(String),
 }
 
 impl CallError {
-    /// Whether trying again (with a new exchange) can help.
+    /// Whether trying again (with a new exchange) can help: no answer,
+    /// 5xx, 409 and 429 (docs/protocol.md). Decided by the status, so a code
+    /// this build does not know is treated right.
     pub fn is_transient(&self) -> bool {
         match self {
             CallError::Unreachable(_) | CallError::Garbled(_) => true,
-            CallError::Server { status, .. } => *status >= 500 || *status == 409 || *status == 429,
+            CallError::Server { status, .. } | CallError::Http { status, .. } => {
+                *status >= 500 || *status == 409 || *status == 429
+            }
         }
     }
 }
@@ -151,17 +164,9 @@ impl Client {
     fn error_of(status: u16, bytes: &[u8]) -> CallError {
         match serde_json::from_slice::<ErrorEnvelope>(bytes) {
             Ok(env) => CallError::Server { status, body: env.error },
-            Err(_) => CallError::Server {
+            Err(_) => CallError::Http {
                 status,
-                body: ErrorBody {
-                    code: "http".into(),
-                    message: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
-                    document: None,
-                    field: None,
-                    rule: None,
-                    household: None,
-                    refused_upload: None,
-                },
+                text: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
             },
         }
     }
@@ -212,4 +217,33 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(bytes).expect("writing to memory");
     enc.finish().expect("writing to memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_code_of_a_newer_server_is_read_and_judged_by_its_status() {
+        let body =
+            br#"{"error": {"code": "commune_closed", "message": "the survey of this commune is closed",
+                        "document": "village:nhu-co-01:2024-1", "field": null, "rule": null}}"#;
+        let e = Client::error_of(403, body);
+        let CallError::Server { status, body } = &e else { panic!("{e:?}") };
+        assert_eq!(*status, 403);
+        assert_eq!(body.code, ErrorCode::Other("commune_closed".into()));
+        assert_eq!(body.document.as_deref(), Some("village:nhu-co-01:2024-1"));
+        assert!(e.to_string().contains("commune_closed"), "{e}");
+        assert!(!e.is_transient());
+        let later = br#"{"error": {"code": "maintenance", "message": "back soon"}}"#;
+        assert!(Client::error_of(503, later).is_transient());
+    }
+
+    #[test]
+    fn an_answer_without_the_error_shape_keeps_its_status() {
+        let e = Client::error_of(502, b"<html>Bad Gateway</html>");
+        assert!(matches!(&e, CallError::Http { status: 502, text } if text.contains("Bad Gateway")), "{e:?}");
+        assert!(e.is_transient());
+        assert!(!Client::error_of(400, b"no").is_transient());
+    }
 }

@@ -352,7 +352,7 @@ pub fn use_admin_token(token: &str) {
 #[allow(dead_code)]
 pub fn admin_token(db: &Path) -> String {
     let mut store = SqliteStore::open(db).expect("database");
-    server::auth::create_admin_token(&mut store, "tests", 0).expect("admin token")
+    sync_core::devices::create_admin_token(&mut store, "tests", 0, [1; 32]).expect("admin token")
 }
 
 /// Runs the real `thonsync` binary in English (unless `args` say otherwise).

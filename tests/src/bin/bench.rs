@@ -345,13 +345,14 @@ fn enroll_devices(db: &Path, devices: usize) -> anyhow::Result<Vec<String>> {
     (0..devices)
         .map(|d| {
             let commune = format!("commune-{d:03}");
-            let (_, code) = server::auth::add_device(
+            let (_, code) = sync_core::devices::add_device(
                 &mut store,
                 &registry,
                 &format!("bench device {d}"),
                 &[commune],
                 "admin:bench",
                 now,
+                rand::random(),
             )?;
             Ok(code)
         })
@@ -365,9 +366,16 @@ fn enroll_attacker(db: &Path) -> anyhow::Result<(String, String)> {
     let registry = sync_core::registry::Registry::new(store.places()?)?;
     let communes: Vec<String> = registry.of_kind(PlaceKind::Commune).map(|p| p.id.clone()).collect();
     let now = server::state::now_ms();
-    let (record, code) =
-        server::auth::add_device(&mut store, &registry, "hostile device", &communes, "admin:bench", now)?;
-    let (_, token) = server::auth::enroll(&mut store, &code, None, now)?;
+    let (record, code) = sync_core::devices::add_device(
+        &mut store,
+        &registry,
+        "hostile device",
+        &communes,
+        "admin:bench",
+        now,
+        rand::random(),
+    )?;
+    let (_, token) = sync_core::devices::enroll(&mut store, &code, None, now, rand::random())?;
     Ok((record.id, token))
 }
 
