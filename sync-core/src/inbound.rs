@@ -172,8 +172,9 @@ fn check_filters(message: &Message) -> Result<(), InputError> {
     Ok(())
 }
 
-/// Reads an unsigned LEB128 number of at most 64 bits.
-fn read_uleb(bytes: &[u8], at: &mut usize) -> Option<u64> {
+/// Reads an unsigned LEB128 number of at most 64 bits at `at`, moving it on;
+/// `None` when the bytes end first or the number is longer.
+pub fn read_uleb(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let (mut value, mut shift) = (0u64, 0u32);
     loop {
         let b = *bytes.get(*at)?;
@@ -189,7 +190,8 @@ fn read_uleb(bytes: &[u8], at: &mut usize) -> Option<u64> {
     }
 }
 
-fn write_uleb(out: &mut Vec<u8>, mut value: u64) {
+/// Appends `value` as unsigned LEB128, the way automerge writes lengths and counts.
+pub fn write_uleb(out: &mut Vec<u8>, mut value: u64) {
     loop {
         let byte = (value & 0x7f) as u8;
         value >>= 7;

@@ -833,29 +833,10 @@ mod tests {
         }
     }
 
-    fn uleb(bytes: &[u8], at: &mut usize) -> u64 {
-        let (mut value, mut shift) = (0u64, 0);
-        loop {
-            let b = bytes[*at];
-            *at += 1;
-            value |= u64::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                return value;
-            }
-        }
-    }
+    use crate::inbound::write_uleb;
 
-    fn write_uleb(out: &mut Vec<u8>, mut value: u64) {
-        loop {
-            let b = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
+    fn uleb(bytes: &[u8], at: &mut usize) -> u64 {
+        crate::inbound::read_uleb(bytes, at).expect("a number")
     }
 
     /// `change` encoded again by hand, its op columns (spec, data) edited by

@@ -75,16 +75,7 @@ fn refused(code: RefusalCode, device: &str, limits: &InputLimits, bytes: &[u8]) 
     r
 }
 
-fn uleb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        out.push(if v == 0 { b } else { b | 0x80 });
-        if v == 0 {
-            return;
-        }
-    }
-}
+use sync_core::inbound::write_uleb as uleb;
 
 /// A message with one `have` whose filter claims the given parameters.
 fn with_filter(entries: u64, bits_per_entry: u64, probes: u64) -> Vec<u8> {

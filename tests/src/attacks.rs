@@ -118,18 +118,7 @@ impl SyncMessage {
     }
 }
 
-/// Appends `v` as unsigned LEB128.
-pub fn uleb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
+pub use sync_core::inbound::write_uleb as uleb;
 
 fn hashes(out: &mut Vec<u8>, hs: &[ChangeHash]) {
     uleb(out, hs.len() as u64);
