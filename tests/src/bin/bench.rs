@@ -69,6 +69,11 @@ struct Args {
     /// Internal: run only the server on this database and print its address.
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
+    /// With `--compare`: samod's server offers every document to every
+    /// connected device (samod's default policy) instead of only syncing
+    /// the documents each device brings, as Thôn Sync scopes devices.
+    #[arg(long)]
+    samod_announce: bool,
     /// Internal: run only samod's server with its files in this directory.
     #[arg(long, hide = true)]
     serve_samod: Option<PathBuf>,
@@ -95,10 +100,10 @@ fn main() -> anyhow::Result<()> {
     let devices = args.devices.unwrap_or(if args.resync { 1 } else { 50 });
     let load = Load { devices, villages: args.villages, households: args.households, per_household: false };
     if let Some(dir) = &args.serve_samod {
-        return serve_samod(dir);
+        return serve_samod(dir, args.samod_announce);
     }
     if args.compare {
-        return compare(Load { per_household: true, ..load });
+        return compare(Load { per_household: true, ..load }, args.samod_announce);
     }
     if args.floor {
         return floor::child(Load { per_household: true, ..load });
@@ -172,22 +177,22 @@ fn resync(load: Load) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "compare")]
-fn serve_samod(dir: &Path) -> anyhow::Result<()> {
-    samod_side::serve(dir)
+fn serve_samod(dir: &Path, announce: bool) -> anyhow::Result<()> {
+    samod_side::serve(dir, announce)
 }
 
 #[cfg(not(feature = "compare"))]
-fn serve_samod(_: &Path) -> anyhow::Result<()> {
+fn serve_samod(_: &Path, _: bool) -> anyhow::Result<()> {
     bail!("this bench was built without samod (the `compare` feature)")
 }
 
 #[cfg(feature = "compare")]
-fn samod_first_sync(load: Load) -> anyhow::Result<Option<Side>> {
-    samod_side::run(load).map(Some)
+fn samod_first_sync(load: Load, announce: bool) -> anyhow::Result<Option<Side>> {
+    samod_side::run(load, announce).map(Some)
 }
 
 #[cfg(not(feature = "compare"))]
-fn samod_first_sync(_: Load) -> anyhow::Result<Option<Side>> {
+fn samod_first_sync(_: Load, _: bool) -> anyhow::Result<Option<Side>> {
     println!(
         "not measured: this bench was built without samod; build it with the `compare` feature: \
          cargo run --release -p tests --features compare --bin bench -- --compare"
@@ -196,12 +201,12 @@ fn samod_first_sync(_: Load) -> anyhow::Result<Option<Side>> {
 }
 
 /// `--compare`: Thôn Sync, samod and the floor on the same documents, one after the other.
-fn compare(load: Load) -> anyhow::Result<()> {
+fn compare(load: Load, samod_announce: bool) -> anyhow::Result<()> {
     println!("== Thôn Sync ==");
     let ours = run(&load, 0)?.first_sync;
     println!();
     println!("== samod 0.16 ==");
-    let samod = samod_first_sync(load)?;
+    let samod = samod_first_sync(load, samod_announce)?;
     println!();
     println!("== the floor: automerge apply + one fsync'd SQLite commit per device, one process ==");
     let floor = floor::run(load)?;

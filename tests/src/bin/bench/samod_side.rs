@@ -6,6 +6,11 @@
 //! `AcceptorHandle::accept_tokio_io`). A device is done when the server
 //! holds every change of every one of its documents (samod's own
 //! `they_have_our_changes`).
+//!
+//! Its server syncs only the documents each device brings (announcing
+//! none of its own, so a device is not sent the other devices' villages,
+//! as Thôn Sync scopes a device to its commune); with `announce` it keeps
+//! samod's default policy and offers every document to every device.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -13,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use samod::{BackoffConfig, Repo, Url};
+use samod::{BackoffConfig, Repo, ShareConfig, Url};
 use sync_core::automerge::Automerge;
 
 use crate::{cpu_seconds, mib, settled_cpu_seconds, status_kb, village_document, Load, Side};
@@ -22,11 +27,14 @@ use crate::{cpu_seconds, mib, settled_cpu_seconds, status_kb, village_document, 
 const SYNC_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The child process: samod's server until stdin closes.
-pub fn serve(dir: &Path) -> anyhow::Result<()> {
+pub fn serve(dir: &Path, announce: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let repo =
-            Repo::build_tokio().with_storage(samod::storage::TokioFilesystemStorage::new(dir)).load().await;
+        let repo = Repo::build_tokio()
+            .with_storage(samod::storage::TokioFilesystemStorage::new(dir))
+            .with_share_policy(ShareConfig::read_write().with_announce(announce))
+            .load()
+            .await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let acceptor = repo.make_acceptor(Url::parse(&format!("tcp://{addr}"))?)?;
@@ -51,7 +59,7 @@ pub fn serve(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// samod's first sync of the benchmark's documents; its figures.
-pub fn run(load: Load) -> anyhow::Result<Side> {
+pub fn run(load: Load, announce: bool) -> anyhow::Result<Side> {
     let mut devices = Vec::new();
     let mut changes = 0;
     for d in 0..load.devices {
@@ -68,6 +76,7 @@ pub fn run(load: Load) -> anyhow::Result<Side> {
     let mut child = Command::new(std::env::current_exe()?)
         .arg("--serve-samod")
         .arg(tmp.path().join("samod"))
+        .args(announce.then_some("--samod-announce"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -79,8 +88,11 @@ pub fn run(load: Load) -> anyhow::Result<Side> {
     };
     let pid = child.id();
     println!(
-        "samod benchmark: {} devices × {} villages × {} households, one change per household, server at {url} (pid {pid})",
-        load.devices, load.villages, load.households
+        "samod benchmark: {} devices × {} villages × {} households, one change per household, server at {url} (pid {pid}), {}",
+        load.devices,
+        load.villages,
+        load.households,
+        if announce { "offering every document to every device" } else { "syncing only what each device brings" }
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -88,6 +100,8 @@ pub fn run(load: Load) -> anyhow::Result<Side> {
     let synced = rt.block_on(first_sync(Url::parse(&url)?, devices));
     let cpu_s = cpu_before.zip(settled_cpu_seconds(pid)).map(|(a, b)| b - a);
     let peak_kb = status_kb(pid, "VmHWM");
+    let (files, bytes) = dir_size(&tmp.path().join("samod"));
+    println!("samod's storage after the sync: {files} files, {:.1} MB", bytes as f64 / 1e6);
     drop(child.stdin.take());
     child.wait()?;
     let (wall, mut latencies) = synced?;
@@ -114,6 +128,22 @@ pub fn run(load: Load) -> anyhow::Result<Side> {
     }
     println!("server peak resident memory (VmHWM): {}", mib(peak_kb));
     Ok(side)
+}
+
+/// Files and bytes under a directory, all levels.
+fn dir_size(dir: &Path) -> (usize, u64) {
+    let mut total = (0, 0);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => {
+                let (f, b) = dir_size(&entry.path());
+                total = (total.0 + f, total.1 + b);
+            }
+            Ok(m) => total = (total.0 + 1, total.1 + m.len()),
+            Err(_) => {}
+        }
+    }
+    total
 }
 
 /// Every device's client repo, holding its documents, connects at once; the
