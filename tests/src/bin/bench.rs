@@ -8,6 +8,14 @@
 //! baseline), then with N hostile loops that, while the honest devices sync,
 //! send every attack of `tests::attacks` in turn with an enrolled device's
 //! own token; it prints both runs' latencies and peak memory side by side.
+//!
+//! With `--compare` it measures, in one run and each server in a child
+//! process of its own, Thôn Sync, samod 0.16 (its server and one samod
+//! client per device over TCP on 127.0.0.1) and the floor (automerge apply
+//! plus one fsync'd SQLite commit per device batch, in one process) on the
+//! same documents, one change per household, and prints them side by side.
+//! With `--resync` it measures the bytes a re-sync after a one-field edit
+//! moves with 20 and with 200 documents on the device.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,19 +27,26 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use cli::device::{Device, SyncOptions, SyncReport};
+use sync_core::automerge::{ActorId, ReadDoc};
 use sync_core::ids::DocumentId;
 use sync_core::registry::{Place, PlaceKind};
 use sync_core::store::{SqliteStore, Store};
-use sync_core::survey::{Edit, FieldValue, Target};
+use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
+
+#[path = "bench/floor.rs"]
+mod floor;
+#[cfg(feature = "compare")]
+#[path = "bench/samod_side.rs"]
+mod samod_side;
 
 /// Benchmark the sync server with simulated field devices.
 ///
 /// Example: `cargo run --release -p tests --bin bench -- --devices 50 --villages 20 --households 60`
 #[derive(Debug, Parser)]
 struct Args {
-    /// Devices syncing at once, one commune each.
-    #[arg(long, default_value_t = 50)]
-    devices: usize,
+    /// Devices syncing at once, one commune each (default 50; 1 with `--resync`).
+    #[arg(long)]
+    devices: Option<usize>,
     /// Villages per commune.
     #[arg(long, default_value_t = 20)]
     villages: usize,
@@ -42,9 +57,39 @@ struct Args {
     /// after a baseline run without them, and compare.
     #[arg(long)]
     hostile: Option<usize>,
+    /// Measure Thôn Sync, samod 0.16 and the floor (automerge apply plus an
+    /// fsync'd SQLite commit) side by side on the same documents, one change
+    /// per household (samod only when built with `--features compare`).
+    #[arg(long, conflicts_with_all = ["hostile", "resync"])]
+    compare: bool,
+    /// Measure the bytes a re-sync after a one-field edit moves, with 20
+    /// and with 200 documents on each device (`--households` households per village).
+    #[arg(long, conflicts_with = "hostile")]
+    resync: bool,
     /// Internal: run only the server on this database and print its address.
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
+    /// With `--compare`: samod's server offers every document to every
+    /// connected device (samod's default policy) instead of only syncing
+    /// the documents each device brings, as Thôn Sync scopes devices.
+    #[arg(long)]
+    samod_announce: bool,
+    /// Internal: run only samod's server with its files in this directory.
+    #[arg(long, hide = true)]
+    serve_samod: Option<PathBuf>,
+    /// Internal: run only the floor and print its figures as JSON.
+    #[arg(long, hide = true)]
+    floor: bool,
+}
+
+/// What the devices record: D devices × V villages × H households.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    devices: usize,
+    villages: usize,
+    households: usize,
+    /// One change per household (as `--compare` measures) rather than one per village.
+    per_household: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,15 +97,29 @@ fn main() -> anyhow::Result<()> {
     if let Some(db) = &args.serve {
         return serve(db);
     }
+    let devices = args.devices.unwrap_or(if args.resync { 1 } else { 50 });
+    let load = Load { devices, villages: args.villages, households: args.households, per_household: false };
+    if let Some(dir) = &args.serve_samod {
+        return serve_samod(dir, args.samod_announce);
+    }
+    if args.compare {
+        return compare(Load { per_household: true, ..load }, args.samod_announce);
+    }
+    if args.floor {
+        return floor::child(Load { per_household: true, ..load });
+    }
+    if args.resync {
+        return resync(load);
+    }
     let Some(loops) = args.hostile else {
-        run(&args, 0)?;
+        run(&load, 0)?;
         return Ok(());
     };
     println!("== baseline: honest devices only ==");
-    let calm = run(&args, 0)?;
+    let calm = run(&load, 0)?;
     println!();
     println!("== the same with {loops} hostile loops ==");
-    let hostile = run(&args, loops)?;
+    let hostile = run(&load, loops)?;
     println!();
     println!("honest devices without / with {loops} hostile loops:");
     for (name, a, b) in [("first sync", calm.first, hostile.first), ("re-sync", calm.again, hostile.again)] {
@@ -86,6 +145,127 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--resync`: the bytes a re-sync after a one-field edit moves with 20 and
+/// with 200 documents on each device (its villages and its commune's document).
+fn resync(load: Load) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for documents in [20, 200] {
+        println!("== {documents} documents per device ==");
+        let figures = run(&Load { villages: documents - 1, ..load }, 0)?;
+        println!();
+        rows.push(figures);
+    }
+    println!(
+        "re-sync after a one-field edit, mean per device ({} devices, {} households per village):",
+        load.devices, load.households
+    );
+    for f in &rows {
+        let [sent, received, up, down] = f.resync_bytes;
+        let edit = f.edit_bytes.max(1) as f64;
+        println!(
+            "  {} documents: the edit's change {} B; sync messages {up} B up + {down} B down = {} B (×{:.1} the edit); \
+             HTTP bodies {sent} B sent + {received} B received = {} B (×{:.1})",
+            f.documents_per_device,
+            f.edit_bytes,
+            up + down,
+            (up + down) as f64 / edit,
+            sent + received,
+            (sent + received) as f64 / edit
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "compare")]
+fn serve_samod(dir: &Path, announce: bool) -> anyhow::Result<()> {
+    samod_side::serve(dir, announce)
+}
+
+#[cfg(not(feature = "compare"))]
+fn serve_samod(_: &Path, _: bool) -> anyhow::Result<()> {
+    bail!("this bench was built without samod (the `compare` feature)")
+}
+
+#[cfg(feature = "compare")]
+fn samod_first_sync(load: Load, announce: bool) -> anyhow::Result<Option<Side>> {
+    samod_side::run(load, announce).map(Some)
+}
+
+#[cfg(not(feature = "compare"))]
+fn samod_first_sync(_: Load, _: bool) -> anyhow::Result<Option<Side>> {
+    println!(
+        "not measured: this bench was built without samod; build it with the `compare` feature: \
+         cargo run --release -p tests --features compare --bin bench -- --compare"
+    );
+    Ok(None)
+}
+
+/// `--compare`: Thôn Sync, samod and the floor on the same documents, one after the other.
+fn compare(load: Load, samod_announce: bool) -> anyhow::Result<()> {
+    println!("== Thôn Sync ==");
+    let ours = run(&load, 0)?.first_sync;
+    println!();
+    println!("== samod 0.16 ==");
+    let samod = samod_first_sync(load, samod_announce)?;
+    println!();
+    println!("== the floor: automerge apply + one fsync'd SQLite commit per device, one process ==");
+    let floor = floor::run(load)?;
+    println!();
+    print_table(load, &ours, samod.as_ref(), &floor);
+    Ok(())
+}
+
+/// The side-by-side table of `--compare` and its ratios.
+fn print_table(load: Load, ours: &Side, samod: Option<&Side>, floor: &Side) {
+    println!(
+        "first sync, {} device(s) × {} villages × {} households, one change per household (8 fields), same run:",
+        load.devices, load.villages, load.households
+    );
+    println!(
+        "  {:<11} {:>9} {:>11} {:>11} {:>8} {:>9} {:>11} {:>11}",
+        "system", "documents", "wall", "documents/s", "changes", "CPU", "CPU/change", "peak memory"
+    );
+    for (name, side) in [("Thôn Sync", Some(ours)), ("samod 0.16", samod), ("floor", Some(floor))] {
+        let Some(side) = side else {
+            println!("  {name:<11} not measured");
+            continue;
+        };
+        println!(
+            "  {:<11} {:>9} {:>8.0} ms {:>11.0} {:>8} {:>9} {:>11} {:>11}",
+            name,
+            side.documents,
+            side.wall.as_secs_f64() * 1e3,
+            side.documents_per_s(),
+            side.changes,
+            side.cpu_s.map(|c| format!("{:.0} ms", c * 1e3)).unwrap_or_else(|| "?".into()),
+            side.cpu_us_per_change().map(|c| format!("{c:.1} µs")).unwrap_or_else(|| "?".into()),
+            mib(side.peak_kb)
+        );
+    }
+    println!(
+        "  CPU: the server process's user+sys until it went idle (the floor: its one process). \
+         Thôn Sync's devices also sync their commune's document, and its changes exclude the \
+         document genesis the server makes itself."
+    );
+    match samod {
+        Some(samod) => println!(
+            "Thôn Sync / samod documents per second: ×{:.2} (target ≥ 1.25)",
+            ours.documents_per_s() / samod.documents_per_s().max(1e-9)
+        ),
+        None => println!("Thôn Sync / samod documents per second: unknown"),
+    }
+    let per_change =
+        |a: &Side, b: Option<&Side>| match (a.cpu_us_per_change(), b.and_then(Side::cpu_us_per_change)) {
+            (Some(a), Some(b)) => format!("×{:.2}", a / b.max(1e-9)),
+            _ => "unknown".into(),
+        };
+    println!(
+        "Thôn Sync / floor server CPU per stored change: {} (target ≤ 2)",
+        per_change(ours, Some(floor))
+    );
+    println!("Thôn Sync / samod server CPU per stored change: {}", per_change(ours, samod));
+}
+
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -94,15 +274,122 @@ fn ratio(a: Duration, b: Duration) -> f64 {
     b.as_secs_f64() / a.as_secs_f64().max(1e-6)
 }
 
-/// p50 and p99 of the honest devices per phase, and the server's VmHWM (kB).
+/// p50 and p99 of the honest devices per phase, the server's VmHWM (kB),
+/// and the first sync and re-sync in detail.
 struct Figures {
     first: (Duration, Duration),
     again: (Duration, Duration),
     peak_kb: Option<u64>,
+    /// The first sync as `--compare` tables it.
+    first_sync: Side,
+    /// Mean bytes per device re-sync: HTTP bodies sent and received, sync messages up and down.
+    resync_bytes: [usize; 4],
+    /// Mean bytes of the one-field edit's change (as stored, uncompressed).
+    edit_bytes: usize,
+    /// Documents each device syncs.
+    documents_per_device: usize,
+}
+
+/// One system's first sync of the same documents, for the `--compare` table.
+#[derive(Clone, Debug)]
+struct Side {
+    /// Village documents synced (Thôn Sync's devices also sync their commune's document).
+    documents: usize,
+    /// Wall time from the first device starting to the last one done.
+    wall: Duration,
+    /// Changes the server stored.
+    changes: usize,
+    /// The server's user+sys CPU during the sync, seconds.
+    cpu_s: Option<f64>,
+    /// The server's peak resident memory (VmHWM) after the sync, kB.
+    peak_kb: Option<u64>,
+}
+
+impl Side {
+    fn documents_per_s(&self) -> f64 {
+        self.documents as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_us_per_change(&self) -> Option<f64> {
+        self.cpu_s.map(|c| c * 1e6 / self.changes.max(1) as f64)
+    }
+}
+
+/// One household's fields, as every benchmark device records them.
+fn household_edits(device: usize, h: usize) -> anyhow::Result<Vec<Edit>> {
+    let t = Target::Household(format!("hh-{h:03}").parse()?);
+    Ok(vec![
+        Edit::set(t.clone(), "members", FieldValue::Int(4 + (h % 4) as i64)),
+        Edit::set(t.clone(), "members_15_plus", FieldValue::Int(3)),
+        Edit::set(t.clone(), "adults", FieldValue::Int(2)),
+        Edit::set(t.clone(), "fibre_broadband", FieldValue::Bool(h.is_multiple_of(2))),
+        Edit::set(t.clone(), "adults_with_smartphone", FieldValue::Int(2)),
+        Edit::set(t.clone(), "cashless_payment", FieldValue::Bool(h.is_multiple_of(3))),
+        Edit::set(t.clone(), "surveyed_by", FieldValue::Text(format!("surveyor {device}"))),
+        Edit::set(t, "surveyed_at", FieldValue::Int(1_700_000_000_000)),
+    ])
+}
+
+/// The village place id of device `d`'s `v`th village.
+fn village_place(d: usize, v: usize) -> String {
+    format!("commune-{d:03}-v{v:02}")
+}
+
+/// Device `d`'s village `v` as the benchmark's devices record it, one change
+/// per household, written outside any device (for samod and the floor): the
+/// same genesis, household and field changes a Thôn Sync device makes.
+fn village_document(d: usize, v: usize, households: usize) -> anyhow::Result<SurveyDocument> {
+    let id = tests::village(&village_place(d, v));
+    let actor = ActorId::from(rand::random::<[u8; 16]>());
+    let mut doc = SurveyDocument::create(id, actor);
+    for h in 0..households {
+        doc.apply(&household_edits(d, h)?, server::state::now_ms())?;
+    }
+    Ok(doc)
+}
+
+/// A process's user+sys CPU time so far, in seconds (`/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3;
+    // utime and stime are fields 14 and 15.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_s > 0).then(|| ticks as f64 / per_s as f64)
+}
+
+/// A process's CPU time once it has gone idle (no CPU tick for 100 ms, or
+/// after 5 s at most): work a server finishes after answering counts too.
+fn settled_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut last = cpu_seconds(pid)?;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = cpu_seconds(pid)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Some(last)
+}
+
+/// A `/proc/PID/status` line's value in kB (`VmHWM`, `VmRSS`).
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn mib(kb: Option<u64>) -> String {
+    kb.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "unknown".into())
 }
 
 /// One benchmark run on a fresh database, with `hostile` attack loops during the phases.
-fn run(args: &Args, hostile: usize) -> anyhow::Result<Figures> {
+fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
     let tmp = tempfile::tempdir()?;
     let db = tmp.path().join("bench.sqlite");
     write_registry(&db, args.devices, args.villages)?;
@@ -124,8 +411,11 @@ fn run(args: &Args, hostile: usize) -> anyhow::Result<Figures> {
     let pid = child.id();
 
     println!(
-        "Thôn Sync benchmark: {} devices × {} villages × {} households, server at {url} (pid {pid})",
-        args.devices, args.villages, args.households
+        "Thôn Sync benchmark: {} devices × {} villages × {} households{}, server at {url} (pid {pid})",
+        args.devices,
+        args.villages,
+        args.households,
+        if args.per_household { ", one change per household" } else { "" }
     );
     let setup = Instant::now();
     let mut devices = Vec::new();
@@ -133,20 +423,18 @@ fn run(args: &Args, hostile: usize) -> anyhow::Result<Figures> {
         let mut device = Device::init(&tmp.path().join(format!("device-{d}")), &url, code, None, None)?;
         device.fetch_documents().map_err(|e| anyhow::anyhow!("{e}"))?;
         for v in 0..args.villages {
-            let id = tests::village(&format!("commune-{d:03}-v{v:02}"));
-            let mut edits = Vec::new();
-            for h in 0..args.households {
-                let t = Target::Household(format!("hh-{h:03}").parse()?);
-                edits.push(Edit::set(t.clone(), "members", FieldValue::Int(4 + (h % 4) as i64)));
-                edits.push(Edit::set(t.clone(), "members_15_plus", FieldValue::Int(3)));
-                edits.push(Edit::set(t.clone(), "adults", FieldValue::Int(2)));
-                edits.push(Edit::set(t.clone(), "fibre_broadband", FieldValue::Bool(h % 2 == 0)));
-                edits.push(Edit::set(t.clone(), "adults_with_smartphone", FieldValue::Int(2)));
-                edits.push(Edit::set(t.clone(), "cashless_payment", FieldValue::Bool(h % 3 == 0)));
-                edits.push(Edit::set(t.clone(), "surveyed_by", FieldValue::Text(format!("surveyor {d}"))));
-                edits.push(Edit::set(t, "surveyed_at", FieldValue::Int(1_700_000_000_000)));
+            let id = tests::village(&village_place(d, v));
+            if args.per_household {
+                for h in 0..args.households {
+                    device.record(&id, &household_edits(d, h)?)?;
+                }
+            } else {
+                let mut edits = Vec::new();
+                for h in 0..args.households {
+                    edits.extend(household_edits(d, h)?);
+                }
+                device.record(&id, &edits)?;
             }
-            device.record(&id, &edits)?;
         }
         devices.push(device);
     }
@@ -161,7 +449,7 @@ fn run(args: &Args, hostile: usize) -> anyhow::Result<Figures> {
         }
         None => Vec::new(),
     };
-    let (first, again) = std::thread::scope(|s| -> anyhow::Result<_> {
+    let phases = std::thread::scope(|s| -> anyhow::Result<_> {
         let loops: Vec<_> = match &attacker {
             Some((_, token)) => (0..hostile)
                 .map(|n| {
@@ -171,7 +459,7 @@ fn run(args: &Args, hostile: usize) -> anyhow::Result<Figures> {
                 .collect(),
             None => Vec::new(),
         };
-        let phases = honest_phases(&mut devices, docs);
+        let phases = honest_phases(&mut devices, docs, pid);
         stop.store(true, Ordering::Relaxed);
         let mut answers: BTreeMap<String, usize> = BTreeMap::new();
         for l in loops {
@@ -186,10 +474,7 @@ fn run(args: &Args, hostile: usize) -> anyhow::Result<Figures> {
         phases
     })?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+    let peak_kb = status_kb(pid, "VmHWM");
     let field = |k: &str| status.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_owned());
     println!(
         "server peak resident memory (VmHWM): {}; now (VmRSS): {}",
@@ -201,32 +486,89 @@ fn run(args: &Args, hostile: usize) -> anyhow::Result<Figures> {
     drop(child.stdin.take());
     child.wait()?;
     let pct = |p: &Phase| (percentile(&p.latencies, 0.5), percentile(&p.latencies, 0.99));
-    Ok(Figures { first: pct(&first), again: pct(&again), peak_kb })
+    Ok(Figures {
+        first: pct(&phases.first),
+        again: pct(&phases.again),
+        peak_kb,
+        first_sync: Side {
+            documents: args.devices * args.villages,
+            wall: phases.first.wall,
+            changes: phases.first.reports.iter().map(|r| r.accepted_by_server).sum(),
+            cpu_s: phases.first_cpu_s,
+            peak_kb: phases.first_peak_kb,
+        },
+        resync_bytes: phases.resync_bytes,
+        edit_bytes: phases.edit_bytes,
+        documents_per_device: args.villages + 1,
+    })
 }
 
-/// The honest phases: everyone's first sync, then one small edit each and a re-sync.
-fn honest_phases(devices: &mut [Device], docs: usize) -> anyhow::Result<(Phase, Phase)> {
-    let first = run_all(devices)?;
-    print_phase("first sync", &first, docs);
+/// What the honest phases measured.
+struct Honest {
+    first: Phase,
+    again: Phase,
+    /// The server's CPU during the first sync, seconds.
+    first_cpu_s: Option<f64>,
+    /// The server's VmHWM right after the first sync, kB.
+    first_peak_kb: Option<u64>,
+    /// Mean bytes per device re-sync: HTTP bodies sent and received, sync messages up and down.
+    resync_bytes: [usize; 4],
+    /// Mean bytes of the edit's change.
+    edit_bytes: usize,
+}
 
+/// The honest phases: everyone's first sync, then one small edit each and a
+/// re-sync. `server` is the server's process id, whose CPU is read.
+fn honest_phases(devices: &mut [Device], docs: usize, server: u32) -> anyhow::Result<Honest> {
+    let cpu_before = cpu_seconds(server);
+    let first = run_all(devices)?;
+    let first_cpu_s = cpu_before.zip(settled_cpu_seconds(server)).map(|(a, b)| b - a);
+    let first_peak_kb = status_kb(server, "VmHWM");
+    print_phase("first sync", &first, docs);
+    let changes: usize = first.reports.iter().map(|r| r.accepted_by_server).sum();
+    match first_cpu_s {
+        Some(cpu) => println!(
+            "  server CPU (user+sys): {cpu:.2} s, {:.0} µs per stored change",
+            cpu * 1e6 / changes.max(1) as f64
+        ),
+        None => println!("  server CPU: unknown"),
+    }
+
+    let mut edit_bytes = 0;
     for (d, device) in devices.iter_mut().enumerate() {
-        let id = tests::village(&format!("commune-{d:03}-v00"));
-        device
+        let id = tests::village(&village_place(d, 0));
+        let hash = device
             .record(&id, &[Edit::set(Target::Household("hh-007".parse()?), "members", FieldValue::Int(9))])?;
+        edit_bytes += device
+            .document(&id)?
+            .automerge()
+            .get_change_by_hash(&hash)
+            .map(|c| c.raw_bytes().len())
+            .unwrap_or(0);
     }
     let again = run_all(devices)?;
     print_phase("re-sync after one small edit", &again, docs);
     let n = again.reports.len().max(1);
     let sum = |f: fn(&SyncReport) -> usize| again.reports.iter().map(f).sum::<usize>() / n;
-    println!(
-        "  bytes per re-sync: {} B sent, {} B received (HTTP bodies; request gzip, response as decoded JSON); sync messages {} B up, {} B down",
+    let resync_bytes = [
         sum(|r| r.bytes_sent),
         sum(|r| r.bytes_received),
         sum(|r| r.message_bytes_sent),
-        sum(|r| r.message_bytes_received)
+        sum(|r| r.message_bytes_received),
+    ];
+    println!(
+        "  bytes per re-sync: {} B sent, {} B received (HTTP bodies; request gzip, response as decoded JSON); sync messages {} B up, {} B down",
+        resync_bytes[0], resync_bytes[1], resync_bytes[2], resync_bytes[3]
     );
 
-    Ok((first, again))
+    Ok(Honest {
+        first,
+        again,
+        first_cpu_s,
+        first_peak_kb,
+        resync_bytes,
+        edit_bytes: edit_bytes / devices.len().max(1),
+    })
 }
 
 /// The outcome of all devices syncing at once.
