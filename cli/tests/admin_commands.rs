@@ -389,3 +389,41 @@ fn every_command_has_help_with_an_example_and_the_exit_codes() {
         assert!(help.contains("Exit codes: 0 ok"), "{cmd:?}:\n{help}");
     }
 }
+
+#[test]
+fn refused_lists_every_kind_of_refusal_the_server_keeps() {
+    use sync_core::store::{NewRefusedUpload, SqliteStore, Store, WriteBatch};
+    use sync_core::wire::ErrorCode;
+    let (_dir, path) = admin_fixture::own_db();
+    let kinds: Vec<_> = ErrorCode::ALL.iter().filter_map(ErrorCode::refusal).collect();
+    assert_eq!(kinds.len(), 12, "every refusal code: {kinds:?}");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let refused = kinds
+        .iter()
+        .map(|&code| NewRefusedUpload {
+            source: Some("tablet-x".into()),
+            document: Some("village:quang-thuan-01:2024-1".into()),
+            code,
+            reason: format!("kept as {code:?}"),
+            bytes: vec![0x42, 7],
+            received_at: 1_700_000_000_000,
+        })
+        .collect();
+    store.commit(&WriteBatch { refused, ..WriteBatch::default() }, 1_700_000_000_000).unwrap();
+    drop(store);
+    let db = path.to_str().unwrap();
+    let listed = json(&["refused", "--db", db, "--format", "json"]);
+    let table = ok(&["refused", "--db", db]);
+    for code in kinds {
+        let name = ErrorCode::from(code).as_str().to_owned();
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["code"] == name.as_str() && r["source"] == "tablet-x"),
+            "{name} is listed: {listed}"
+        );
+        assert!(table.contains(&name), "{name} is in the table:\n{table}");
+    }
+}
