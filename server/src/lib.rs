@@ -154,6 +154,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         actor_owners: Mutex::new(Default::default()),
         waiting: Mutex::new(Default::default()),
         turns: Mutex::new(Default::default()),
+        rounds_pool: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_rounds.max(1))),
         fault_document: config.fault_document.clone(),
         enroll_throttle: Mutex::new(throttle::Throttle::new(
             config.limits.enroll_per_minute_per_address,
@@ -401,14 +402,25 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Starts a server on its own thread; returns once it listens (port 0 picks a free port).
-pub fn start(config: Config) -> Result<ServerHandle, StartError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+/// The server's runtime. Its blocking threads, where every sync round is
+/// played, are bounded by the pool of rounds (plus a few for the audit log
+/// and the sweeper): many devices, or a hostile one with many connections,
+/// cannot make the server start a thread (and a malloc arena) each.
+pub fn runtime(limits: &Limits, worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder
+        .max_blocking_threads(limits.max_concurrent_rounds.max(1) + 4)
         .enable_all()
         .thread_name("thonsync-server")
         .build()
-        .map_err(StartError::Runtime)?;
+}
+
+/// Starts a server on its own thread; returns once it listens (port 0 picks a free port).
+pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+    let runtime = runtime(&config.limits, Some(2)).map_err(StartError::Runtime)?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;

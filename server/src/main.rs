@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     } else if !args.listen.ip().is_loopback() {
         tracing::warn!("serving plain HTTP: tokens and survey data travel readable; see --tls-cert");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = server::runtime(&config.limits, None)?;
     runtime.block_on(server::serve(config, shutdown_signal()))?;
     Ok(())
 }

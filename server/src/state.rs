@@ -60,6 +60,9 @@ pub struct Limits {
     /// requests wait for the writer to take one (back-pressure) rather than
     /// queue without end.
     pub writer_queue: usize,
+    /// Sync rounds played at once, at most; more wait their turn (holding
+    /// no document), so memory follows this, not the devices connected.
+    pub max_concurrent_rounds: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +81,7 @@ impl Default for Limits {
             enroll_per_minute_per_address: 10,
             enroll_per_minute: 300,
             writer_queue: crate::writer::DEFAULT_QUEUE,
+            max_concurrent_rounds: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         }
     }
 }
@@ -261,6 +265,8 @@ pub struct Shared {
     pub waiting: Mutex<HashMap<PeerId, usize>>,
     /// A turn per device: its sync requests are handled one at a time.
     pub turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The pool of sync rounds: `max_concurrent_rounds` permits.
+    pub rounds_pool: Arc<tokio::sync::Semaphore>,
     /// A document whose handling panics on purpose: how tests prove that a
     /// panic is contained. Never set by the server binary.
     pub fault_document: Option<String>,

@@ -77,6 +77,10 @@ pub async fn sync(
     // One sync request per device at a time: a device (or a stolen token
     // used from many connections) gets at most one worker thread.
     let _turn = shared.device_turn(&device.id).await;
+    // Then a place in the bounded pool of rounds (about the machine's size).
+    let Ok(_place) = shared.rounds_pool.clone().acquire_owned().await else {
+        return ApiError::internal("the server is shutting down").into_response();
+    };
     let touched = Arc::new(Mutex::new(Touched::default()));
     let mine = touched.clone();
     let outcome = tokio::task::spawn_blocking(move || handle(&shared, &device, &body, &mine)).await;

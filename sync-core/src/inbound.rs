@@ -43,6 +43,9 @@ pub struct InputLimits {
     pub max_waiting_per_device: usize,
     /// Distinct actor ids among the changes one message adds.
     pub max_new_actors_per_message: usize,
+    /// One change, in bytes (compressed or not, and once inflated); a survey
+    /// edit is a few hundred bytes.
+    pub max_change_bytes: usize,
     /// A change's commit message, in bytes.
     pub max_change_message_bytes: usize,
     /// A change's extra bytes (reserved by automerge for future fields).
@@ -56,6 +59,7 @@ impl Default for InputLimits {
             max_waiting_per_document: 1024,
             max_waiting_per_device: 4096,
             max_new_actors_per_message: 4,
+            max_change_bytes: 256 * 1024,
             max_change_message_bytes: 1024,
             max_change_extra_bytes: 256,
         }
@@ -117,7 +121,7 @@ pub fn check_message(bytes: &[u8], limits: &InputLimits) -> Result<Inbound, Inpu
     let mut budget = limits.max_inflated_bytes;
     let mut changes = Vec::new();
     for (i, data) in message.changes.iter().enumerate() {
-        let found = offered_changes_within(data, &mut budget).map_err(|mut e| {
+        let found = offered_changes_within(data, &mut budget, limits.max_change_bytes).map_err(|mut e| {
             e.message = format!("change data {i}: {}", e.message);
             e
         })?;
@@ -240,16 +244,34 @@ fn split_chunks(mut bytes: &[u8]) -> Result<Vec<Chunk<'_>>, InputError> {
     Ok(chunks)
 }
 
-/// Inflates raw DEFLATE data, failing past `budget` bytes (which it spends).
-fn inflate(data: &[u8], budget: &mut usize) -> Result<Vec<u8>, InputError> {
+/// Inflates raw DEFLATE data, failing past `budget` bytes (which it spends)
+/// or past `max` bytes for this one piece; never holds more than that.
+fn inflate(data: &[u8], budget: &mut usize, max: usize) -> Result<Vec<u8>, InputError> {
+    let cap = (*budget).min(max);
     let mut out = Vec::new();
-    let cap = *budget as u64 + 1;
-    flate2::read::DeflateDecoder::new(data).take(cap).read_to_end(&mut out).map_err(|e| InputError {
-        code: RefusalCode::BadChange,
-        message: format!("compressed data does not inflate: {e}"),
+    flate2::read::DeflateDecoder::new(data).take(cap as u64 + 1).read_to_end(&mut out).map_err(|e| {
+        InputError { code: RefusalCode::BadChange, message: format!("compressed data does not inflate: {e}") }
     })?;
+    if out.len() > max {
+        return fail(
+            RefusalCode::TooLarge,
+            format!("a change inflates past {max} bytes, the limit for one change"),
+        );
+    }
     spend(budget, out.len())?;
     Ok(out)
+}
+
+/// Spends the inflated size of raw DEFLATE data from `budget` without
+/// keeping it (a document's deflated columns, which automerge inflates itself).
+fn inflated_size(data: &[u8], budget: &mut usize) -> Result<(), InputError> {
+    let cap = *budget as u64 + 1;
+    let n = std::io::copy(&mut flate2::read::DeflateDecoder::new(data).take(cap), &mut std::io::sink())
+        .map_err(|e| InputError {
+            code: RefusalCode::BadChange,
+            message: format!("compressed data does not inflate: {e}"),
+        })?;
+    spend(budget, usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 fn spend(budget: &mut usize, n: usize) -> Result<(), InputError> {
@@ -316,7 +338,7 @@ fn check_document_columns(body: &[u8], budget: &mut usize) -> Result<(), InputEr
     for (spec, len) in columns {
         let end = at.checked_add(len).filter(|&e| e <= body.len()).ok_or_else(bad)?;
         if spec & COLUMN_DEFLATE != 0 {
-            inflate(&body[at..end], budget)?;
+            inflated_size(&body[at..end], budget)?;
         } else {
             spend(budget, len)?;
         }
@@ -329,17 +351,27 @@ fn check_document_columns(body: &[u8], budget: &mut usize) -> Result<(), InputEr
 /// within `budget` and checking that every byte belongs to a chunk that
 /// parses whole. Automerge panics on some damaged bytes (a fuzzing find),
 /// so its parsers run contained.
-fn offered_changes_within(data: &[u8], budget: &mut usize) -> Result<Vec<Change>, InputError> {
+fn offered_changes_within(
+    data: &[u8],
+    budget: &mut usize,
+    max_change: usize,
+) -> Result<Vec<Change>, InputError> {
     let mut out = Vec::new();
     for chunk in split_chunks(data)? {
         let parsed = match chunk.kind {
             CHANGE => {
+                if chunk.body.len() > max_change {
+                    return fail(
+                        RefusalCode::TooLarge,
+                        format!("a change of {} bytes; at most {max_change} are accepted", chunk.body.len()),
+                    );
+                }
                 spend(budget, chunk.body.len())?;
                 let bytes = change_chunk(chunk.checksum, chunk.body)?;
                 contained(|| Change::try_from(bytes.as_slice()).map(|c| vec![c]).map_err(|e| e.to_string()))
             }
             COMPRESSED => {
-                let body = inflate(chunk.body, budget)?;
+                let body = inflate(chunk.body, budget, max_change)?;
                 let bytes = change_chunk(chunk.checksum, &body)?;
                 contained(|| Change::try_from(bytes.as_slice()).map(|c| vec![c]).map_err(|e| e.to_string()))
             }
@@ -373,7 +405,8 @@ fn offered_changes_within(data: &[u8], budget: &mut usize) -> Result<Vec<Change>
 /// the default limits (for tools and fuzzing; the hub uses [`check_message`]).
 pub fn offered_changes(data: &[u8]) -> Result<Vec<Change>, String> {
     let mut budget = InputLimits::default().max_inflated_bytes;
-    offered_changes_within(data, &mut budget).map_err(|e| e.message)
+    let limits = InputLimits::default();
+    offered_changes_within(data, &mut budget, limits.max_change_bytes).map_err(|e| e.message)
 }
 
 /// A change's commit message and extra bytes within their limits.
@@ -432,9 +465,14 @@ mod tests {
         std::io::Write::write_all(&mut enc, &zeros).unwrap();
         let small = enc.finish().unwrap();
         let mut budget = 1000;
-        assert_eq!(inflate(&small, &mut budget).unwrap_err().code, RefusalCode::TooLarge);
+        assert_eq!(inflate(&small, &mut budget, usize::MAX).unwrap_err().code, RefusalCode::TooLarge);
         let mut budget = 2 << 20;
-        assert_eq!(inflate(&small, &mut budget).unwrap().len(), 1 << 20);
+        assert_eq!(inflate(&small, &mut budget, 1 << 20).unwrap().len(), 1 << 20);
+        let mut budget = 2 << 20;
+        assert_eq!(inflate(&small, &mut budget, 1000).unwrap_err().code, RefusalCode::TooLarge);
+        let mut budget = 2 << 20;
+        inflated_size(&small, &mut budget).unwrap();
+        assert_eq!(budget, 1 << 20);
         assert_eq!(budget, 1 << 20);
     }
 }
