@@ -149,6 +149,13 @@ impl DocSlot {
     }
 }
 
+impl DocSlot {
+    /// The document's heads if it is loaded and not being changed right now.
+    pub fn try_heads(&self) -> Option<Vec<sync_core::automerge::ChangeHash>> {
+        self.doc.try_lock().ok()?.as_ref().map(SurveyDocument::heads)
+    }
+}
+
 /// The bounded cache of loaded documents.
 pub struct DocCache {
     /// Slots by document; a slot in use is shared by `Arc` and never evicted.

@@ -386,6 +386,10 @@ impl HubEnv for ServerEnv<'_> {
     fn legacy_owner(&self, actor: &str) -> Result<Option<String>, String> {
         self.shared.actor_owner(actor).map_err(|e| e.to_string())
     }
+
+    fn current_heads(&self, id: &DocumentId) -> Option<Vec<sync_core::automerge::ChangeHash>> {
+        self.shared.docs.peek(id)?.try_heads()
+    }
 }
 
 /// The error answer of a round that cannot be played.

@@ -224,6 +224,11 @@ impl DocSession {
         Self { state, waiting: Vec::new() }
     }
 
+    /// The heads both sides are known to have.
+    pub fn shared_heads(&self) -> &[ChangeHash] {
+        &self.state.shared_heads
+    }
+
     /// The part of the session worth keeping across exchanges: the heads
     /// both sides are known to have (about 34 bytes).
     pub fn persisted(&self) -> Vec<u8> {

@@ -296,6 +296,26 @@ pub struct DocumentMessage {
     /// An automerge sync message, base64 (standard alphabet, padded); null when the device has nothing to say.
     #[serde(default)]
     pub message: Option<String>,
+    /// With no message: the device's heads of the document as a
+    /// [`heads_digest`], when they are the heads it last shared with the
+    /// server. If the server's heads are the same, the document is in step
+    /// and the server leaves it out of its answer (it loads, locks and
+    /// writes nothing for it); otherwise it answers as if only the id was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<String>,
+}
+
+/// A short digest of a document's heads (16 hex digits of SHA-256 over the
+/// sorted hashes): what a device sends for a document it has nothing new in.
+pub fn heads_digest(heads: &[automerge::ChangeHash]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    let mut h = Sha256::new();
+    for head in &sorted {
+        h.update(head.0);
+    }
+    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The server's answer to one round.

@@ -2,7 +2,7 @@
 //! the caps, refusals and the device's recovery, and waiting changes kept
 //! when an exchange ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sync_core::actors::device_actor;
 use sync_core::automerge::sync::{Message, MessageVersion};
@@ -48,7 +48,7 @@ fn request(round: u32, docs: &[(DocumentId, Option<String>)]) -> SyncRequest {
         round,
         documents: docs
             .iter()
-            .map(|(d, m)| DocumentMessage { document: d.to_string(), message: m.clone() })
+            .map(|(d, m)| DocumentMessage { document: d.to_string(), message: m.clone(), heads: None })
             .collect(),
     }
 }
@@ -224,4 +224,86 @@ fn an_answer_for_another_round_is_not_taken() {
     client.poll_request(&mine).unwrap().unwrap();
     let stale = SyncResponse { exchange: "x-1".into(), round: 7, documents: vec![], error: None };
     assert!(client.handle_response(&mut mine, stale).is_err());
+}
+
+/// A hub whose documents are all in memory: their heads are at hand.
+struct Loaded<'a>(&'a BTreeMap<DocumentId, SurveyDocument>);
+
+impl HubEnv for Loaded<'_> {
+    fn is_known(&self, id: &DocumentId) -> Result<bool, String> {
+        Env.is_known(id)
+    }
+    fn persisted_state(&self, _: &DocumentId) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+    fn legacy_owner(&self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn current_heads(&self, id: &DocumentId) -> Option<Vec<sync_core::automerge::ChangeHash>> {
+        self.0.get(id).map(SurveyDocument::heads)
+    }
+}
+
+#[test]
+fn documents_in_step_cost_a_digest_and_are_left_alone() {
+    let ids: Vec<DocumentId> = (1..=6).map(village).collect();
+    let mut theirs = hub_docs(&ids);
+    let actor = device_actor("tablet-a", [1; 8]);
+    let mut mine: BTreeMap<DocumentId, SurveyDocument> =
+        ids.iter().map(|id| (id.clone(), SurveyDocument::create(id.clone(), actor.clone()))).collect();
+    let server = PeerId::new("server").unwrap();
+    let mut states: BTreeMap<DocumentId, Vec<u8>> = BTreeMap::new();
+    // Runs one exchange; returns the documents that carried a sync message
+    // from the device, and how many the hub locked at most in a round.
+    let exchange = |mine: &mut BTreeMap<DocumentId, SurveyDocument>,
+                        theirs: &mut BTreeMap<DocumentId, SurveyDocument>,
+                        states: &mut BTreeMap<DocumentId, Vec<u8>>| {
+        let saved = ids.iter().map(|id| (id.clone(), states.get(id).cloned()));
+        let mut client = ClientExchange::new("x-1".into(), None, server.clone(), saved, 1 << 20);
+        let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 32);
+        let (mut spoken, mut touched) = (BTreeSet::new(), 0);
+        while let Some(req) = client.poll_request(mine).unwrap() {
+            spoken.extend(req.documents.iter().filter(|d| d.message.is_some()).map(|d| d.document.clone()));
+            let named: Vec<DocumentId> = req.documents.iter().map(|d| d.document.parse().unwrap()).collect();
+            let round = match hub.begin(&req, &named, &Loaded(theirs), 7).unwrap() {
+                Begin::Round(r) => r,
+                Begin::Replay(..) => unreachable!(),
+            };
+            touched = touched.max(hub.documents().len());
+            let mut view: BTreeMap<DocumentId, &mut SurveyDocument> = theirs
+                .iter_mut()
+                .filter(|(k, _)| hub.documents().contains(k))
+                .map(|(k, v)| (k.clone(), v))
+                .collect();
+            let out = hub.apply(round, &mut view, &InputLimits::default(), 0, &Env).unwrap();
+            let (_, response) = hub.finish(out, None);
+            let done = client.handle_response(mine, response).unwrap();
+            for (_, doc, state) in done.batch.sync_states {
+                states.insert(doc, state);
+            }
+        }
+        (spoken, touched)
+    };
+    let (spoken, touched) = exchange(&mut mine, &mut theirs, &mut states);
+    assert_eq!((spoken.len(), touched), (6, 6), "a first exchange plays every document");
+    // One edit on the device: only that document is played; the five others cost a digest each.
+    mine.get_mut(&village(3))
+        .unwrap()
+        .apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(2))], 9)
+        .unwrap();
+    let (spoken, touched) = exchange(&mut mine, &mut theirs, &mut states);
+    assert_eq!(touched, 1, "only the edited document is loaded and locked");
+    assert_eq!(spoken, BTreeSet::from([village(3).to_string()]), "the others sent a digest, no message");
+    assert_eq!(theirs[&village(3)].heads(), mine[&village(3)].heads());
+    // News on the hub: a digest no longer matches, so the document is played and the news arrives.
+    theirs
+        .get_mut(&village(5))
+        .unwrap()
+        .apply(&[Edit::set(hh("hh-002"), "members", FieldValue::Int(4))], 9)
+        .unwrap();
+    let (_, touched) = exchange(&mut mine, &mut theirs, &mut states);
+    assert_eq!(touched, 1);
+    assert_eq!(mine[&village(5)].heads(), theirs[&village(5)].heads(), "the hub's news reached the device");
+    let (_, touched) = exchange(&mut mine, &mut theirs, &mut states);
+    assert_eq!(touched, 0, "all in step: nothing is touched");
 }

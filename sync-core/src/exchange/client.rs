@@ -18,7 +18,7 @@ use crate::ids::{DocumentId, PeerId};
 use crate::store::WriteBatch;
 use crate::survey::SurveyDocument;
 use crate::sync::{DocSession, Trust};
-use crate::wire::{DocumentMessage, ErrorBody, SyncRequest, SyncResponse};
+use crate::wire::{heads_digest, DocumentMessage, ErrorBody, SyncRequest, SyncResponse};
 
 use super::MAX_EXCHANGE_ROUNDS;
 
@@ -76,6 +76,9 @@ pub struct ClientExchange {
     server_spoke: bool,
     /// Bytes of the device's own sync messages sent so far.
     message_bytes_sent: usize,
+    /// Documents sent as a heads digest in the last request: a document the
+    /// answer leaves out is in step, and done for this exchange.
+    quiet: BTreeSet<DocumentId>,
 }
 
 impl ClientExchange {
@@ -99,6 +102,7 @@ impl ClientExchange {
             refused: BTreeSet::new(),
             server_spoke: true,
             message_bytes_sent: 0,
+            quiet: BTreeSet::new(),
         }
     }
 
@@ -139,16 +143,22 @@ impl ClientExchange {
                 continue;
             }
             let Some(doc) = docs.get(id) else { continue };
+            if round == 1 && !session.shared_heads().is_empty() && session.shared_heads() == doc.heads() {
+                // Nothing new here since the last exchange: say so in a few
+                // bytes; the server answers only if it has something new.
+                self.quiet.insert(id.clone());
+                let heads = Some(heads_digest(&doc.heads()));
+                documents.push(DocumentMessage { document: id.to_string(), message: None, heads });
+                continue;
+            }
             let message = session.generate(doc);
             if let Some(m) = &message {
                 self.message_bytes_sent += m.len();
                 budget = budget.saturating_sub(m.len());
             }
             if message.is_some() || round == 1 {
-                documents.push(DocumentMessage {
-                    document: id.to_string(),
-                    message: message.map(|m| B64.encode(m)),
-                });
+                let message = message.map(|m| B64.encode(m));
+                documents.push(DocumentMessage { document: id.to_string(), message, heads: None });
             }
         }
         let said_something = documents.iter().any(|d| d.message.is_some());
@@ -170,6 +180,13 @@ impl ClientExchange {
         }
         self.server_spoke = false;
         let mut out = ClientRound::default();
+        // A document sent as a digest and left out of the answer is in step.
+        let answered: BTreeSet<String> = response.documents.iter().map(|d| d.document.clone()).collect();
+        for id in std::mem::take(&mut self.quiet) {
+            if !answered.contains(&id.to_string()) {
+                self.sessions.remove(&id);
+            }
+        }
         for reply in response.documents {
             let Ok(id) = reply.document.parse::<DocumentId>() else { continue };
             let Some(session) = self.sessions.get_mut(&id) else { continue };

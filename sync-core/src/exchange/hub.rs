@@ -18,7 +18,7 @@ use crate::ids::{DocumentId, PeerId};
 use crate::store::{NewRefusedUpload, WriteBatch};
 use crate::survey::SurveyDocument;
 use crate::sync::{DocSession, InputLimits, Refusal, RefusalCode, Uploader};
-use crate::wire::{DocumentReply, ErrorBody, SyncRequest, SyncResponse};
+use crate::wire::{heads_digest, DocumentReply, ErrorBody, SyncRequest, SyncResponse};
 
 /// Answers of the store and the registry the hub needs during a round.
 /// Failures are strings: the shell logs them and answers "store unavailable".
@@ -30,6 +30,12 @@ pub trait HubEnv {
     fn persisted_state(&self, id: &DocumentId) -> Result<Option<Vec<u8>>, String>;
     /// The device a legacy actor is bound to (see [`crate::actors`]).
     fn legacy_owner(&self, actor: &str) -> Result<Option<String>, String>;
+    /// The document's heads if they are at hand without loading it (the
+    /// document is in memory); `None` makes a device's heads digest count
+    /// for nothing, and the document is played as usual.
+    fn current_heads(&self, _id: &DocumentId) -> Option<Vec<automerge::ChangeHash>> {
+        None
+    }
 }
 
 /// Why a round cannot be played at all (nothing of it applies).
@@ -174,6 +180,12 @@ impl HubExchange {
         for (entry, id) in request.documents.iter().zip(named) {
             let refuse =
                 |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
+            if let (None, Some(digest)) = (&entry.message, &entry.heads) {
+                let in_step = env.current_heads(id).is_some_and(|heads| heads_digest(&heads) == *digest);
+                if in_step && !self.sessions.contains_key(id) {
+                    continue; // both sides hold the same heads: nothing to do, nothing to touch
+                }
+            }
             if !self.sessions.contains_key(id) {
                 new_documents.insert(id.clone());
             }
