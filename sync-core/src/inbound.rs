@@ -106,6 +106,21 @@ pub fn check_message(bytes: &[u8], limits: &InputLimits) -> Result<Inbound, Inpu
         code: RefusalCode::Undecodable,
         message: format!("not an automerge sync message: {e}"),
     })?;
+    // Oversized changes are refused before anything is copied again.
+    for data in message.changes.iter() {
+        for chunk in split_chunks(data)? {
+            if matches!(chunk.kind, CHANGE | COMPRESSED) && chunk.body.len() > limits.max_change_bytes {
+                return fail(
+                    RefusalCode::TooLarge,
+                    format!(
+                        "a change of {} bytes; at most {} are accepted",
+                        chunk.body.len(),
+                        limits.max_change_bytes
+                    ),
+                );
+            }
+        }
+    }
     let reencoded = message.clone().encode();
     if reencoded != bytes {
         return fail(

@@ -256,8 +256,8 @@ fn documents_in_step_cost_a_digest_and_are_left_alone() {
     // Runs one exchange; returns the documents that carried a sync message
     // from the device, and how many the hub locked at most in a round.
     let exchange = |mine: &mut BTreeMap<DocumentId, SurveyDocument>,
-                        theirs: &mut BTreeMap<DocumentId, SurveyDocument>,
-                        states: &mut BTreeMap<DocumentId, Vec<u8>>| {
+                    theirs: &mut BTreeMap<DocumentId, SurveyDocument>,
+                    states: &mut BTreeMap<DocumentId, Vec<u8>>| {
         let saved = ids.iter().map(|id| (id.clone(), states.get(id).cloned()));
         let mut client = ClientExchange::new("x-1".into(), None, server.clone(), saved, 1 << 20);
         let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 32);
