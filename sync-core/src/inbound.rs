@@ -10,8 +10,8 @@
 //! - the message must re-encode to exactly the bytes that arrived;
 //! - at most one `have` entry, whose Bloom filter has automerge's own
 //!   parameters (10 bits per entry, 7 probes), so probing costs what the
-//!   filter's bytes say; no hash twice in `heads` or `need`, so a reply is
-//!   never larger than the document;
+//!   filter's bytes say; every hash list in order with no hash twice, so a
+//!   reply is never larger than the document;
 //! - change data is a run of whole chunks; each change chunk's checksum is
 //!   verified; compressed chunks and the deflated columns of document chunks
 //!   are inflated here, within [`InputLimits::max_inflated_bytes`] for the
@@ -106,6 +106,7 @@ pub fn check_message(bytes: &[u8], limits: &InputLimits) -> Result<Inbound, Inpu
         code: RefusalCode::Undecodable,
         message: format!("not an automerge sync message: {e}"),
     })?;
+    check_lists(&message)?;
     // Oversized changes are refused before anything is copied again.
     for data in message.changes.iter() {
         for chunk in split_chunks(data)? {
@@ -121,7 +122,8 @@ pub fn check_message(bytes: &[u8], limits: &InputLimits) -> Result<Inbound, Inpu
             }
         }
     }
-    let reencoded = message.clone().encode();
+    let reencoded = contained(|| Ok(message.clone().encode()))
+        .map_err(|reason| InputError { code: RefusalCode::Undecodable, message: reason })?;
     if reencoded != bytes {
         return fail(
             RefusalCode::TrailingBytes,
@@ -148,25 +150,34 @@ pub fn check_message(bytes: &[u8], limits: &InputLimits) -> Result<Inbound, Inpu
     Ok(Inbound { message, changes })
 }
 
-/// At most one `have`, each filter with automerge's parameters, and no
-/// hash listed twice in `heads` or `need` (a need repeated n times would
-/// make the reply carry the same change n times).
+/// Every hash list sorted with no hash twice, as automerge writes them (a
+/// need repeated n times would make the reply carry the same change n
+/// times; automerge's own encoder assumes the order).
+fn check_lists(message: &Message) -> Result<(), InputError> {
+    let lists = [("heads", &message.heads), ("need", &message.need)]
+        .into_iter()
+        .chain(message.have.iter().map(|h| ("have.last_sync", &h.last_sync)));
+    for (what, list) in lists {
+        if let Some(pair) = list.windows(2).find(|w| w[0] >= w[1]) {
+            return fail(
+                RefusalCode::BadFilter,
+                format!(
+                    "`{what}` lists {} after {}; automerge lists each hash once, in order",
+                    pair[1], pair[0]
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// At most one `have`, each filter with automerge's parameters.
 fn check_filters(message: &Message) -> Result<(), InputError> {
     if message.have.len() > 1 {
         return fail(
             RefusalCode::BadFilter,
             format!("the message has {} `have` entries; automerge sends at most one", message.have.len()),
         );
-    }
-    for (what, list) in [("heads", &message.heads), ("need", &message.need)] {
-        let mut sorted = list.clone();
-        sorted.sort();
-        if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return fail(
-                RefusalCode::BadFilter,
-                format!("the message lists {} twice in `{what}`; automerge lists each hash once", twice[0]),
-            );
-        }
     }
     for have in &message.have {
         let bytes = have.bloom.to_bytes();

@@ -118,7 +118,7 @@ pub enum RefusalCode {
     /// More fresh actor ids in one message than a device ever needs.
     TooManyActors,
     /// A `have` Bloom filter with parameters automerge never writes, more
-    /// than one filter, or a hash listed twice in `heads` or `need`.
+    /// than one filter, or a hash list out of order or with a hash twice.
     BadFilter,
     /// Change data that inflates past the limit, or a change whose commit
     /// message or extra bytes are over theirs.
@@ -301,11 +301,9 @@ impl DocSession {
             version: automerge::sync::MessageVersion::V1,
         });
         message.need.retain(|h| !waiting.contains(h));
-        for h in missing {
-            if !message.need.contains(&h) {
-                message.need.push(h);
-            }
-        }
+        message.need.extend(missing);
+        message.need.sort();
+        message.need.dedup();
         Some(message.encode())
     }
 
