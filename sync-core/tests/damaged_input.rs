@@ -15,6 +15,9 @@ fn every_fuzzing_find_is_refused_with_an_error() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let entry_name = entry.file_name();
+        if !entry_name.to_string_lossy().starts_with("stored_changes") {
+            continue; // the other targets' finds replay beside their own tests
+        }
         let data = std::fs::read(entry.path()).unwrap();
         let id: sync_core::ids::DocumentId = "commune:song-cau:2024-1".parse().unwrap();
         let split = data.first().map(|b| *b as usize % data.len().max(1)).unwrap_or(0);
