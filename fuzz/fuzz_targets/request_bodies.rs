@@ -3,6 +3,9 @@
 //! with every sync message handed to the hub's session and its reply.
 #![no_main]
 
+#[path = "../../sync-core/tests/support/hub_round.rs"]
+mod support;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
@@ -12,7 +15,6 @@ use sync_core::access::parse_enrollment_code;
 use sync_core::automerge::ActorId;
 use sync_core::ids::DocumentId;
 use sync_core::survey::SurveyDocument;
-use sync_core::sync::{DocSession, InputLimits, Uploader};
 
 fuzz_target!(
     init: {
@@ -29,16 +31,7 @@ fuzz_target!(
             let Ok(id) = part.document.parse::<DocumentId>() else { continue };
             let Some(Ok(bytes)) = part.message.as_deref().map(|m| B64.decode(m)) else { continue };
             let mut doc = SurveyDocument::create(id, ActorId::from([9u8; 16]));
-            let before = doc.heads();
-            let anyone = |_: &str| Ok(Some("fuzz".to_owned()));
-            let limits = InputLimits::default();
-            let uploader = Uploader { device: "fuzz", limits: &limits, legacy_owner: &anyone };
-            let mut session = DocSession::resume(None);
-            if session.receive_from(&mut doc, &bytes, &uploader).is_err() {
-                assert_eq!(doc.heads(), before, "a refused message changed the document");
-            } else {
-                let _ = session.try_generate(&doc);
-            }
+            support::hub_round(&mut doc, &bytes);
         }
     }
 );

@@ -6,10 +6,12 @@
 //! `-rss_limit_mb`) is a bug.
 #![no_main]
 
+#[path = "../../sync-core/tests/support/hub_round.rs"]
+mod support;
+
 use libfuzzer_sys::fuzz_target;
 use sync_core::automerge::ActorId;
 use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
-use sync_core::sync::{DocSession, InputLimits, Uploader};
 
 fuzz_target!(
     init: {
@@ -19,22 +21,10 @@ fuzz_target!(
         std::panic::set_hook(Box::new(|_| {}));
     },
     |data: &[u8]| {
-    let id = "village:nhu-co-01:2024-1".parse().unwrap();
-    let mut hub = SurveyDocument::create(id, ActorId::from([9u8; 16]));
-    hub.apply(&[Edit::set(Target::Household("hh-1".parse().unwrap()), "members", FieldValue::Int(3))], 1).unwrap();
-    let before = hub.heads();
-    let mut session = DocSession::resume(None);
-    // Every actor passes the actor rule here, so that fuzzing reaches what
-    // lies behind it (the rule itself is tested in sync-core/tests/trust.rs).
-    let anyone = |_: &str| Ok(Some("fuzz".to_owned()));
-    let limits = InputLimits::default();
-    let uploader = Uploader { device: "fuzz", limits: &limits, legacy_owner: &anyone };
-    if session.receive_from(&mut hub, data, &uploader).is_err() {
-        assert_eq!(hub.heads(), before, "a refused message changed the document");
-    } else {
-        let _ = session.try_generate(&hub);
-        let _ = hub.snapshot(None);
-        let _ = sync_core::validate::conflicts(&hub);
-    }
+        let id = "village:nhu-co-01:2024-1".parse().unwrap();
+        let mut hub = SurveyDocument::create(id, ActorId::from([9u8; 16]));
+        let household = Target::Household("hh-1".parse().unwrap());
+        hub.apply(&[Edit::set(household, "members", FieldValue::Int(3))], 1).unwrap();
+        support::hub_round(&mut hub, data);
     }
 );

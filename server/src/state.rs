@@ -70,7 +70,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 8 * 1024 * 1024,
             max_documents: 64,
-            max_rounds: 2 * sync_core::sync::MAX_ROUNDS,
+            max_rounds: sync_core::exchange::MAX_EXCHANGE_ROUNDS,
             max_cached_documents: 128,
             document_idle: Duration::from_secs(120),
             exchange_idle: Duration::from_secs(300),

@@ -386,12 +386,7 @@ fn offered_changes_within(
     for chunk in split_chunks(data)? {
         let parsed = match chunk.kind {
             CHANGE => {
-                if chunk.body.len() > max_change {
-                    return fail(
-                        RefusalCode::TooLarge,
-                        format!("a change of {} bytes; at most {max_change} are accepted", chunk.body.len()),
-                    );
-                }
+                // (Its size was checked against `max_change` in `check_message`.)
                 spend(budget, chunk.body.len())?;
                 let bytes = change_chunk(chunk.checksum, chunk.body)?;
                 contained(|| Change::try_from(bytes.as_slice()).map(|c| vec![c]).map_err(|e| e.to_string()))
@@ -425,14 +420,6 @@ fn offered_changes_within(
         })?);
     }
     Ok(out)
-}
-
-/// The changes one element of a sync message's change data carries, within
-/// the default limits (for tools and fuzzing; the hub uses [`check_message`]).
-pub fn offered_changes(data: &[u8]) -> Result<Vec<Change>, String> {
-    let mut budget = InputLimits::default().max_inflated_bytes;
-    let limits = InputLimits::default();
-    offered_changes_within(data, &mut budget, limits.max_change_bytes).map_err(|e| e.message)
 }
 
 /// A change's commit message and extra bytes within their limits.

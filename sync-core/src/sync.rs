@@ -30,8 +30,8 @@ use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::DocumentId;
+pub use crate::inbound::InputLimits;
 use crate::inbound::{check_message, contained, Inbound};
-pub use crate::inbound::{offered_changes, InputLimits};
 use crate::survey::SurveyDocument;
 use crate::validate::{check_change, RuleBreach};
 

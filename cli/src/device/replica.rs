@@ -30,8 +30,6 @@ pub const SERVER_PEER: &str = "server";
 pub const DB_FILE: &str = "device.sqlite";
 /// Most documents in one exchange (the server's default limit).
 pub const MAX_DOCUMENTS_PER_EXCHANGE: usize = 64;
-/// Most rounds of one exchange (the server's default limit).
-pub const MAX_ROUNDS: u32 = 2 * sync_core::sync::MAX_ROUNDS;
 /// Budget for the messages of one request; the rest wait for the next round.
 pub const ROUND_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 

@@ -106,16 +106,6 @@ impl ClientExchange {
         }
     }
 
-    /// The exchange id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Rounds sent so far.
-    pub fn rounds(&self) -> u32 {
-        self.round
-    }
-
     /// Bytes of the device's own sync messages sent so far.
     pub fn message_bytes_sent(&self) -> usize {
         self.message_bytes_sent

@@ -417,11 +417,6 @@ impl HubExchange {
         }
         batch
     }
-
-    /// The device of the exchange.
-    pub fn device(&self) -> &PeerId {
-        &self.device
-    }
 }
 
 /// Queues the session's shared heads when they changed since last persisted.
