@@ -438,12 +438,10 @@ impl DocSession {
         // Apply only what is ready, on a fork.
         let mut state = self.state.clone();
         let mut fork = doc.automerge().fork();
-        let for_automerge = Message {
-            changes: ready.iter().map(|c| c.raw_bytes().to_vec()).collect::<Vec<_>>().into(),
-            ..message
-        };
-        contained(|| fork.receive_sync_message(&mut state, for_automerge).map_err(|e| e.to_string()))
-            .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
+        contained(|| {
+            receive_parsed(&mut fork, &mut state, message, ready.clone()).map_err(|e| e.to_string())
+        })
+        .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
         if let Some(dropped) = ready.iter().find(|c| fork.get_change_meta_by_hash(&c.hash()).is_none()) {
             return Err(refuse(
                 RefusalCode::BadChange,
@@ -487,6 +485,45 @@ impl DocSession {
         *self = next;
         Ok(Received { new_changes, pending: self.waiting.len(), actors, reply })
     }
+}
+
+/// Receives `message` into `doc` as automerge's `receive_sync_message`
+/// would if the message carried exactly `ready`, but applies those changes
+/// as already parsed and checked (by [`crate::inbound`]) instead of
+/// parsing their bytes a second time.
+///
+/// `ready` must be in dependency order, each change's dependencies known.
+fn receive_parsed(
+    doc: &mut Automerge,
+    state: &mut State,
+    message: Message,
+    ready: Vec<Change>,
+) -> Result<(), automerge::AutomergeError> {
+    let heads_only = Message { changes: Vec::<Vec<u8>>::new().into(), ..message };
+    if ready.is_empty() {
+        return doc.receive_sync_message(state, heads_only);
+    }
+    let before: HashSet<ChangeHash> = doc.get_heads().into_iter().collect();
+    doc.apply_changes(ready)?;
+    let after = doc.get_heads();
+    // What automerge does after applying a message's changes: the shared
+    // heads advance by our new heads, keeping the old shared ones still heads.
+    let mut shared: Vec<ChangeHash> = after
+        .iter()
+        .filter(|h| !before.contains(h))
+        .chain(state.shared_heads.iter().filter(|h| after.contains(h)))
+        .copied()
+        .collect();
+    shared.sort();
+    shared.dedup();
+    state.shared_heads = shared;
+    // With changes in the message automerge never takes the sender's heads
+    // as heads already sent to it; without them it does when they equal
+    // ours, which they may now be. Keep what a message with changes keeps.
+    let last_sent = std::mem::take(&mut state.last_sent_heads);
+    doc.receive_sync_message(state, heads_only)?;
+    state.last_sent_heads = last_sent;
+    Ok(())
 }
 
 /// Splits changes into those that can apply now, in an order where each

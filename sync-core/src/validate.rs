@@ -42,8 +42,10 @@ enum Place {
 
 fn locate(doc: &SurveyDocument, obj: &ObjectId) -> Place {
     let am = doc.automerge();
-    let ObjectId::Id(_) = obj else { return Place::Root };
-    let Ok(exid) = am.import_obj(&obj.to_string()) else { return Place::Elsewhere };
+    let ObjectId::Id(op) = obj else { return Place::Root };
+    // No actor index: automerge looks the actor up (and finds none for an
+    // object this document does not hold).
+    let exid = automerge::ObjId::Id(op.0, op.1.clone(), usize::MAX);
     let Ok(parents) = am.parents(&exid) else { return Place::Elsewhere };
     let path: Vec<_> = parents.collect();
     let key = |i: usize| match path.get(i).map(|p| &p.prop) {

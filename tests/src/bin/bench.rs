@@ -521,7 +521,9 @@ struct Honest {
 /// re-sync. `server` is the server's process id, whose CPU is read.
 fn honest_phases(devices: &mut [Device], docs: usize, server: u32) -> anyhow::Result<Honest> {
     let cpu_before = cpu_seconds(server);
+    let devices_before = cpu_seconds(std::process::id());
     let first = run_all(devices)?;
+    let devices_cpu_s = devices_before.zip(cpu_seconds(std::process::id())).map(|(a, b)| b - a);
     let first_cpu_s = cpu_before.zip(settled_cpu_seconds(server)).map(|(a, b)| b - a);
     let first_peak_kb = status_kb(server, "VmHWM");
     print_phase("first sync", &first, docs);
@@ -532,6 +534,9 @@ fn honest_phases(devices: &mut [Device], docs: usize, server: u32) -> anyhow::Re
             cpu * 1e6 / changes.max(1) as f64
         ),
         None => println!("  server CPU: unknown"),
+    }
+    if let Some(cpu) = devices_cpu_s {
+        println!("  devices' CPU (user+sys, this process): {cpu:.2} s");
     }
 
     let mut edit_bytes = 0;
