@@ -385,6 +385,15 @@ pub struct EnrollRequest {
     /// The app's version, shown in `thonsync devices list`.
     #[serde(default)]
     pub app_version: Option<String>,
+    /// The commune the device will survey: one that is not the device's is
+    /// refused (403 `forbidden`) before the code is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commune: Option<String>,
+    /// The device id a device folder already holds, enrolling again after
+    /// the administrator rotated it: a code for another device is refused
+    /// (403 `forbidden`) before it is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// The answer of `POST /v1/enroll`.
