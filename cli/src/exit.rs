@@ -26,7 +26,7 @@ pub const EXIT_DATA_REFUSED: u8 = 7;
 /// The exit-code table, shown under every command's `--help` and in README.
 macro_rules! exit_codes {
     () => {
-        "Exit codes (every thonsync command): 0 ok, 1 error, 2 wrong usage, \
+        "Exit codes: 0 ok, 1 error, 2 wrong usage, \
          3 not found (place, document, refused upload), 4 database or server unreachable, \
          5 the device's own database failed, 6 synced but an upload was refused and set aside, \
          7 data refused (value out of range, consistency rule, likely typo), nothing written."
