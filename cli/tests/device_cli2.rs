@@ -412,4 +412,11 @@ fn households_come_from_a_spreadsheet_all_or_nothing() {
     assert_eq!(shown["survey"]["households"]["hh-11"]["adults"], 3);
     let shown = json(&dir, &["show", "nhu-co-02"]);
     assert_eq!(shown["survey"]["households"]["hh-12"]["fibre_broadband"], true);
+
+    // As a spreadsheet in Vietnamese saves it: a byte-order mark, `;` between cells.
+    std::fs::write(&file, "\u{feff}household;members;adults;head_name\r\nhh-20;3;2;Nông Văn C\r\n").unwrap();
+    let done = json(&dir, &["import", f, "--village", "nhu-co-03"]);
+    assert_eq!(done["households_created"], 1, "{done}");
+    let shown = json(&dir, &["show", "nhu-co-03"]);
+    assert_eq!(shown["survey"]["households"]["hh-20"]["head_name"], "Nông Văn C");
 }

@@ -5,7 +5,9 @@
 //! column. Every row is checked as `thonsync device set` checks an edit (the
 //! field's type and range, a household id that looks like a typo, the
 //! consistency rules) and every error names its line; nothing is written
-//! unless every row passes. Then each row is recorded as one change.
+//! unless every row passes. Then each row is recorded as one change, all in
+//! one commit of the device's database. A byte-order mark is skipped, and a
+//! header row with more `;` than `,` means `;`-separated cells.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -81,10 +83,15 @@ pub(super) fn run(
     confirmed: bool,
     out: Out,
 ) -> anyhow::Result<u8> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(file)
+    let bytes = std::fs::read(file)
         .map_err(|e| failure(crate::exit::EXIT_ERROR, format!("{}: {e}", file.display())))?;
+    // A spreadsheet may start its file with a byte-order mark, and separate
+    // cells with `;` (where `,` is the decimal comma, as in Vietnamese).
+    let text = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+    let count = |c: u8| first.iter().filter(|b| **b == c).count();
+    let delimiter = if count(b';') > count(b',') { b';' } else { b',' };
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).delimiter(delimiter).from_reader(text);
     let mut summary = Summary { file: file.display().to_string(), ..Summary::default() };
     let columns = columns(&mut reader, out)?;
     if !columns.iter().any(|c| matches!(c, Column::Village)) && village.is_none() {
@@ -138,9 +145,10 @@ pub(super) fn run(
         }
         return Err(failure(EXIT_DATA_REFUSED, message));
     }
-    for row in rows {
-        let hash = device.record(&row.document, &row.edits)?;
-        summary.changes.push(hash.to_string());
+    let changes: Vec<_> = rows.iter().map(|r| (r.document.clone(), r.edits.clone())).collect();
+    let hashes = device.record_all(&changes)?;
+    summary.changes = hashes.iter().map(ToString::to_string).collect();
+    for row in &rows {
         summary.fields_written += row.edits.len();
         if row.new {
             summary.households_created += 1;
@@ -169,7 +177,7 @@ pub(super) fn run(
 }
 
 /// The header row (line 1): every column must be known, once.
-fn columns(reader: &mut csv::Reader<std::fs::File>, out: Out) -> anyhow::Result<Vec<Column>> {
+fn columns(reader: &mut csv::Reader<&[u8]>, out: Out) -> anyhow::Result<Vec<Column>> {
     let headers = reader.headers().map_err(|e| failure(EXIT_DATA_REFUSED, format!("line 1: {e}")))?.clone();
     let refuse = |en: String, vi: String| {
         let line = out.lang.t("line", "dòng");

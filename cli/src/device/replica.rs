@@ -578,6 +578,38 @@ impl Device {
         Ok(hash)
     }
 
+    /// Records several changes (each a document and its edits, in order)
+    /// in one commit of the device's database: all are kept, or none.
+    /// Returns their hashes, in order.
+    pub fn record_all(
+        &mut self,
+        changes: &[(DocumentId, Vec<Edit>)],
+    ) -> Result<Vec<ChangeHash>, DeviceError> {
+        let mut drafts: BTreeMap<DocumentId, SurveyDocument> = BTreeMap::new();
+        let mut records = Vec::new();
+        let mut hashes = Vec::with_capacity(changes.len());
+        let now = now_ms();
+        for (id, edits) in changes {
+            if !drafts.contains_key(id) {
+                let doc = self.load(id)?.clone();
+                drafts.insert(id.clone(), doc);
+            }
+            let draft = drafts.get_mut(id).expect("inserted");
+            let before = draft.heads();
+            let hash =
+                draft.apply(edits, now)?.ok_or_else(|| DeviceError::Invalid("no edits given".into()))?;
+            records
+                .extend(draft.automerge().get_changes(&before).into_iter().map(|c| ChangeRecord::new(id, c)));
+            hashes.push(hash);
+        }
+        self.store.commit(&WriteBatch { changes: records, ..Default::default() }, now)?;
+        for (id, doc) in drafts {
+            self.docs.insert(id.clone(), doc);
+            self.compact_if_reset(&id)?;
+        }
+        Ok(hashes)
+    }
+
     /// Documents whose refused local version is set aside.
     pub fn refused_versions(&self) -> Result<Vec<RefusedVersion>, DeviceError> {
         let mut out = Vec::new();
