@@ -130,7 +130,11 @@ fn every_device_command_speaks_json_and_vietnamese_with_dates_not_milliseconds()
     // `show`: the document heads, and times as ISO-8601, not milliseconds.
     let shown = json(&dir, &["show", "nhu-co-01"]);
     assert_eq!(shown["heads"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown["document"], "village:nhu-co-01:2024-1");
     assert_eq!(shown["survey"]["households"]["hh-001"]["surveyed_at"], "2024-03-05T14:30:00+07:00");
+    json(&dir, &["set", "nhu-co-01", "--household", "hh-002", "members=2", "surveyed_at=2024-03-06"]);
+    let day = json(&dir, &["show", "nhu-co-01"]);
+    assert_eq!(day["survey"]["households"]["hh-002"]["surveyed_at"], "2024-03-06T00:00:00+07:00");
     let utc = json(&dir, &["show", "nhu-co-01", "--utc"]);
     assert_eq!(utc["survey"]["households"]["hh-001"]["surveyed_at"], "2024-03-05T07:30:00Z");
     let table = ok(&dir, &["show", "nhu-co-01"]);

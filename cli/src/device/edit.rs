@@ -34,7 +34,8 @@ pub fn grouped(n: i64, lang: Lang) -> String {
 
 /// Reads a value typed by a person for `field`; a wrong one is refused
 /// ([`EXIT_DATA_REFUSED`]) with the range or the form it must have. Times
-/// are read as dates (`2024-03-05 14:30`, Vietnam time unless `utc`).
+/// are read as dates (`2024-03-05 14:30`, Vietnam time unless `utc`; a
+/// date alone is the start of that day).
 pub fn parse_value(field: &Field, raw: &str, lang: Lang, utc: bool) -> anyhow::Result<FieldValue> {
     let name = field.name;
     let refused = |en: String, vi: String| failure(EXIT_DATA_REFUSED, if lang == Lang::Vi { vi } else { en });
@@ -78,7 +79,7 @@ pub fn parse_value(field: &Field, raw: &str, lang: Lang, utc: bool) -> anyhow::R
                 ))
             }
         }
-        FieldKind::Time => match time::parse(raw, utc) {
+        FieldKind::Time => match time::parse_start(raw, utc) {
             Some(ms) if ms >= 0 => Ok(FieldValue::Int(ms)),
             _ => Err(refused(
                 format!("{name} takes a date and time such as 2024-03-05 or '2024-03-05 14:30', not {raw:?}"),
