@@ -72,7 +72,8 @@ error_codes! {
     /// The typed enrollment code cannot be a code.
     BadEnrollmentCode = "bad_enrollment_code", 400;
     /// A document or commune outside the device's communes, or a `device`
-    /// field that is not the token's.
+    /// field that is not the token's; at enrollment, a commune that is not
+    /// the device's or a code for another device (the code is not spent).
     Forbidden = "forbidden", 403;
     /// A change's actor id is not the uploading device's.
     ActorConflict = "actor_conflict", 422;
