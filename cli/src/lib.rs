@@ -5,6 +5,9 @@
 //! - [`device`]: the field-device replica (`thonsync device ...`).
 //! - [`admin`]: the administrator's commands (status, villages, show,
 //!   history, conflicts, resolve, issues, refused, report, export, registry, demo).
+//! - [`exit`]: the one table of exit codes every command uses.
+
+pub mod exit;
 
 pub mod admin;
 pub mod device;

@@ -3,13 +3,15 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    cli::exit::quiet_on_closed_stdout();
     let cli = cli::Cli::parse();
     cli::init_logging(cli.verbose);
     match cli::run(cli) {
         Ok(code) => code,
+        Err(e) if cli::exit::is_broken_pipe(&e) => std::process::ExitCode::from(cli::exit::EXIT_OK),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
+            std::process::ExitCode::from(cli::exit::carried(&e).unwrap_or(cli::exit::EXIT_ERROR))
         }
     }
 }

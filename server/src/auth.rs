@@ -24,7 +24,7 @@ use sync_core::access::{
     check_token, hash_secret, parse_enrollment_code, CredentialKind, DeviceRecord, ADMIN_TOKEN_PREFIX,
     DEVICE_TOKEN_PREFIX,
 };
-use sync_core::devices::{enroll, AccessError};
+use sync_core::devices::{enroll_checked, AccessError, EnrollCheck};
 use sync_core::store::Store;
 
 use crate::error::{ApiError, ErrorCode};
@@ -69,6 +69,10 @@ impl From<AccessError> for ApiError {
                 ApiError::new(ErrorCode::Revoked, e.to_string()).with_status(StatusCode::CONFLICT)
             }
             AccessError::InvalidCode => ApiError::new(ErrorCode::InvalidEnrollmentCode, e.to_string()),
+            // Checked before the code is spent: the surveyor retries with the same code.
+            AccessError::CommuneNotAllowed { .. } | AccessError::OtherDevice { .. } => {
+                ApiError::new(ErrorCode::Forbidden, e.to_string())
+            }
             AccessError::Store(s) => ApiError::from(s),
         }
     }
@@ -216,9 +220,10 @@ pub async fn enroll_endpoint(State(state): State<AppState>, body: axum::body::By
     let version = request
         .app_version
         .map(|v| v.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(MAX_APP_VERSION).collect());
+    let check = EnrollCheck { commune: request.commune, device: request.device };
     let shared = state.shared.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        shared.writer.run(move |s| Ok(enroll(s, &code, version, now_ms(), rand::random())))
+        shared.writer.run(move |s| Ok(enroll_checked(s, &code, &check, version, now_ms(), rand::random())))
     })
     .await;
     match outcome {

@@ -40,9 +40,37 @@ pub enum AccessError {
     /// The enrollment code is unknown, used or expired.
     #[error("the enrollment code is unknown, already used or expired; ask the administrator for a new one")]
     InvalidCode,
+    /// The code is for a device that may not sync the commune asked for;
+    /// the code is not spent.
+    #[error("this device may sync {}, not {commune:?}; the code is still valid", allowed.join(", "))]
+    CommuneNotAllowed {
+        /// The commune asked for.
+        commune: String,
+        /// The device's communes.
+        allowed: Vec<String>,
+    },
+    /// The code is for another device than the one re-enrolling; the code is
+    /// not spent.
+    #[error("this code is for device {code_for:?}, not {device:?}; the code is still valid")]
+    OtherDevice {
+        /// The device re-enrolling.
+        device: String,
+        /// The device the code was issued for.
+        code_for: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What an enrolling device asks to be checked before its code is spent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnrollCheck {
+    /// The commune the device will survey: must be one of the device's.
+    pub commune: Option<String>,
+    /// The device id a folder already holds (enrolling again after
+    /// `rotate`): the code must be that device's.
+    pub device: Option<String>,
 }
 
 fn audit<S: Store + ?Sized>(
@@ -180,11 +208,38 @@ pub fn enroll<S: Store + ?Sized>(
     now: i64,
     random: Random,
 ) -> Result<(DeviceRecord, String), AccessError> {
+    enroll_checked(store, code, &EnrollCheck::default(), app_version, now, random)
+}
+
+/// [`enroll`] after checking what the device asks for ([`EnrollCheck`]): a
+/// commune that is not the device's, or a code for another device, is
+/// refused before the code is spent, so the surveyor can retry with it.
+pub fn enroll_checked<S: Store + ?Sized>(
+    store: &mut S,
+    code: &str,
+    check: &EnrollCheck,
+    app_version: Option<String>,
+    now: i64,
+    random: Random,
+) -> Result<(DeviceRecord, String), AccessError> {
     let mut device = store
         .device_for_credential(CredentialKind::Enrollment, &hash_secret(code), now)?
         .ok_or(AccessError::InvalidCode)?;
     if device.revoked_at.is_some() {
         return Err(AccessError::InvalidCode);
+    }
+    if let Some(commune) = &check.commune {
+        if !device.communes.contains(commune) {
+            return Err(AccessError::CommuneNotAllowed {
+                commune: commune.clone(),
+                allowed: device.communes.clone(),
+            });
+        }
+    }
+    if let Some(id) = &check.device {
+        if *id != device.id {
+            return Err(AccessError::OtherDevice { device: id.clone(), code_for: device.id.clone() });
+        }
     }
     store.remove_credential(&device.id, CredentialKind::Enrollment)?;
     let token = new_device_token(random);
@@ -222,6 +277,24 @@ mod tests {
 
     fn random(seed: u8) -> Random {
         std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8))
+    }
+
+    #[test]
+    fn a_wrong_commune_or_another_device_does_not_spend_the_code() {
+        let mut store = SqliteStore::in_memory().unwrap();
+        let registry = Registry::sample_bac_kan();
+        let communes = vec!["nhu-co".to_owned()];
+        let (device, code) =
+            add_device(&mut store, &registry, "Chị Lan", &communes, "admin:hoa", 1_000, random(1)).unwrap();
+        let wrong = EnrollCheck { commune: Some("song-cau".into()), device: None };
+        let refused = enroll_checked(&mut store, &code, &wrong, None, 2_000, random(2));
+        assert!(matches!(refused, Err(AccessError::CommuneNotAllowed { .. })), "{refused:?}");
+        let other = EnrollCheck { commune: None, device: Some("dev-0000000000000000".into()) };
+        let refused = enroll_checked(&mut store, &code, &other, None, 2_000, random(2));
+        assert!(matches!(refused, Err(AccessError::OtherDevice { .. })), "{refused:?}");
+        let right = EnrollCheck { commune: Some("nhu-co".into()), device: Some(device.id.clone()) };
+        let (enrolled, _) = enroll_checked(&mut store, &code, &right, None, 2_001, random(3)).unwrap();
+        assert_eq!(enrolled.id, device.id);
     }
 
     #[test]

@@ -72,7 +72,8 @@ error_codes! {
     /// The typed enrollment code cannot be a code.
     BadEnrollmentCode = "bad_enrollment_code", 400;
     /// A document or commune outside the device's communes, or a `device`
-    /// field that is not the token's.
+    /// field that is not the token's; at enrollment, a commune that is not
+    /// the device's or a code for another device (the code is not spent).
     Forbidden = "forbidden", 403;
     /// A change's actor id is not the uploading device's.
     ActorConflict = "actor_conflict", 422;
@@ -385,6 +386,15 @@ pub struct EnrollRequest {
     /// The app's version, shown in `thonsync devices list`.
     #[serde(default)]
     pub app_version: Option<String>,
+    /// The commune the device will survey: one that is not the device's is
+    /// refused (403 `forbidden`) before the code is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commune: Option<String>,
+    /// The device id a device folder already holds, enrolling again after
+    /// the administrator rotated it: a code for another device is refused
+    /// (403 `forbidden`) before it is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// The answer of `POST /v1/enroll`.

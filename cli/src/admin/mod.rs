@@ -13,26 +13,16 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use self::text::Lang;
 
-/// Exit codes, shown under every command's `--help`.
-macro_rules! exit_codes {
-    () => {
-        "Exit codes: 0 ok, 1 error, 2 wrong usage, 3 not found (place, document, refused upload), \
-         4 database or server unreachable."
-    };
-}
-
-/// `after_help` text: an example, then the exit codes.
+/// `after_help` text: examples, then the exit codes of [`crate::exit`].
 macro_rules! help {
-    ($($line:literal),+ $(,)?) => {
-        concat!("Examples:\n", $("  ", $line, "\n",)+ "\n", exit_codes!())
-    };
+    ($($t:tt)*) => { $crate::exit::help!($($t)*) };
 }
 
 mod demo;
 mod devices;
 mod export;
 mod history;
-mod out;
+pub(crate) mod out;
 mod quality;
 mod refused;
 mod registry;
@@ -44,33 +34,7 @@ mod survey;
 pub mod text;
 pub mod time;
 
-/// The command succeeded.
-pub const EXIT_OK: u8 = 0;
-/// Something failed; the message says what.
-pub const EXIT_ERROR: u8 = 1;
-/// The command line is wrong (clap uses 2 as well).
-pub const EXIT_USAGE: u8 = 2;
-/// A place, document or refused upload does not exist.
-pub const EXIT_NOT_FOUND: u8 = 3;
-/// The database or the server cannot be reached.
-pub const EXIT_UNREACHABLE: u8 = 4;
-
-/// An error that carries its exit code; the message says what to do next.
-#[derive(Debug)]
-pub struct Failure {
-    /// The process exit code.
-    pub exit: u8,
-    /// For a person.
-    pub message: String,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Failure {}
+pub use crate::exit::{Failure, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
 
 /// A "not found" failure (exit 3).
 pub fn not_found(message: impl Into<String>) -> anyhow::Error {
@@ -259,31 +223,10 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     };
     match result {
         Ok(()) => Ok(ExitCode::from(EXIT_OK)),
+        Err(e) if crate::exit::is_broken_pipe(&e) => Ok(ExitCode::from(EXIT_OK)),
         Err(e) => {
-            let exit = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<Failure>().map(|f| f.exit))
-                .or_else(|| e.chain().find_map(broken_pipe))
-                .unwrap_or(EXIT_ERROR);
-            if exit == 0 {
-                return Ok(ExitCode::from(EXIT_OK));
-            }
             eprintln!("{}: {e:#}", lang.t("error", "lỗi"));
-            Ok(ExitCode::from(exit))
+            Ok(ExitCode::from(crate::exit::carried(&e).unwrap_or(EXIT_ERROR)))
         }
     }
-}
-
-/// A closed stdout (`thonsync export | head`) is not an error: exit quietly.
-fn broken_pipe(e: &(dyn std::error::Error + 'static)) -> Option<u8> {
-    let kind = if let Some(io) = e.downcast_ref::<std::io::Error>() {
-        io.kind()
-    } else if let Some(json) = e.downcast_ref::<serde_json::Error>() {
-        json.io_error_kind()?
-    } else if let csv::ErrorKind::Io(io) = e.downcast_ref::<csv::Error>()?.kind() {
-        io.kind()
-    } else {
-        return None;
-    };
-    (kind == std::io::ErrorKind::BrokenPipe).then_some(EXIT_OK)
 }

@@ -22,7 +22,9 @@ use sync_core::store::{load_survey, SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::{is_structural, Edit, SurveyDocument};
 use sync_core::sync::ChangeRecord;
 
-use super::wire::{ca_certificates, CallError, Client, CommuneDocuments, ErrorBody, RoundTrip, SyncRequest};
+use super::wire::{
+    ca_certificates, CallError, Client, CommuneDocuments, EnrollCheck, ErrorBody, RoundTrip, SyncRequest,
+};
 
 /// The peer id a device keeps its sync sessions under.
 pub const SERVER_PEER: &str = "server";
@@ -39,9 +41,6 @@ pub enum DeviceError {
     /// The directory holds no device yet.
     #[error("{0} is not a device directory; run `thonsync device init --server URL --code CODE` first")]
     NotInitialised(PathBuf),
-    /// `init` on a directory that already holds a device.
-    #[error("{0} already holds a device; use another --dir")]
-    AlreadyInitialised(PathBuf),
     /// The device's own database failed: a local fault (disk full, a
     /// damaged or unwritable file), never retried as if the server were at fault.
     #[error("this device's own database failed: {0}; this is a problem of this device (free space, the file and its folder), not of the server")]
@@ -308,6 +307,23 @@ impl Device {
         round: Option<&str>,
         ca_pem: Option<&str>,
     ) -> Result<Self, DeviceError> {
+        Self::enroll_folder(dir, server, code, commune, round, ca_pem).map(|(device, _)| device)
+    }
+
+    /// [`Device::init_trusting`], and also the way back for a folder that
+    /// already holds a device whose code the administrator rotated: the same
+    /// device enrolls again with its new code and keeps its replica, its
+    /// actor and its edits not yet uploaded. The second value says whether
+    /// the folder was enrolled again. The server checks the commune (and,
+    /// enrolling again, the device id) before it spends the code.
+    pub fn enroll_folder(
+        dir: &Path,
+        server: &str,
+        code: &str,
+        commune: Option<&str>,
+        round: Option<&str>,
+        ca_pem: Option<&str>,
+    ) -> Result<(Self, bool), DeviceError> {
         let ca = ca_pem
             .map(|pem| {
                 ca_certificates(pem.as_bytes())
@@ -316,6 +332,7 @@ impl Device {
             .transpose()?;
         let code = sync_core::access::parse_enrollment_code(code)
             .map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        let round_given = round.is_some();
         let round =
             Round::new(round.unwrap_or(DEFAULT_ROUND)).map_err(|e| DeviceError::Invalid(e.to_string()))?;
         if !(server.starts_with("http://") || server.starts_with("https://")) {
@@ -327,15 +344,57 @@ impl Device {
         create_owner_only(&dir.join(DB_FILE))?;
         let mut store = SqliteStore::open(dir.join(DB_FILE))?;
         restrict_to_owner(dir)?;
-        if store.setting(K_ID)?.is_some() {
-            return Err(DeviceError::AlreadyInitialised(dir.to_owned()));
-        }
+        let held = match store.setting(K_ID)? {
+            Some(id) => {
+                let kept = store.setting(K_COMMUNE)?.unwrap_or_default();
+                if let Some(c) = commune.filter(|c| *c != kept) {
+                    return Err(DeviceError::Invalid(format!(
+                        "{} holds the replica of commune {kept}; a replica for {c:?} needs another --dir",
+                        dir.display()
+                    )));
+                }
+                let kept_round = store.setting(K_ROUND)?.unwrap_or_default();
+                if round_given && round.as_str() != kept_round {
+                    return Err(DeviceError::Invalid(format!(
+                        "{} holds the replica of round {kept_round}; round {round} needs another --dir",
+                        dir.display()
+                    )));
+                }
+                Some((id, kept))
+            }
+            None => None,
+        };
+        let check = match &held {
+            Some((id, kept)) => EnrollCheck { commune: Some(kept.clone()), device: Some(id.clone()) },
+            None => EnrollCheck { commune: commune.map(str::to_owned), device: None },
+        };
         let server = server.trim_end_matches('/');
-        let enrolled =
-            Client::trusting(server, Duration::from_secs(60), ca).enroll(&code).map_err(|e| match e {
+        let enrolled = Client::trusting(server, Duration::from_secs(60), ca).enroll(&code, &check).map_err(
+            |e| match e {
+                CallError::Unreachable(why) => DeviceError::Unreachable(why),
                 CallError::Server { body, .. } => DeviceError::Enroll(body.to_string()),
                 other => DeviceError::Enroll(other.to_string()),
-            })?;
+            },
+        )?;
+        if let Some((id, _)) = &held {
+            if enrolled.device != *id {
+                return Err(DeviceError::Enroll(format!(
+                    "the code was for device {}, not {id} which {} holds",
+                    enrolled.device,
+                    dir.display()
+                )));
+            }
+            store.put_setting(K_SERVER, server)?;
+            store.put_setting(K_TOKEN, &enrolled.token)?;
+            if let Some(pem) = ca_pem {
+                store.put_setting(K_CA_CERT, pem)?;
+            }
+            if !enrolled.name.is_empty() {
+                store.put_setting(K_NAME, &enrolled.name)?;
+            }
+            drop(store);
+            return Ok((Self::open(dir)?, true));
+        }
         let commune = match commune {
             Some(c) if enrolled.communes.iter().any(|m| m == c) => c.to_owned(),
             Some(c) => {
@@ -365,7 +424,7 @@ impl Device {
         store.put_setting(K_ACTOR, &new_actor(id.as_str()).to_hex_string())?;
         store.put_setting(K_ID, id.as_str())?;
         drop(store);
-        Self::open(dir)
+        Ok((Self::open(dir)?, false))
     }
 
     /// Opens an existing device.
@@ -517,6 +576,38 @@ impl Device {
         self.docs.insert(id.clone(), candidate);
         self.compact_if_reset(id)?;
         Ok(hash)
+    }
+
+    /// Records several changes (each a document and its edits, in order)
+    /// in one commit of the device's database: all are kept, or none.
+    /// Returns their hashes, in order.
+    pub fn record_all(
+        &mut self,
+        changes: &[(DocumentId, Vec<Edit>)],
+    ) -> Result<Vec<ChangeHash>, DeviceError> {
+        let mut drafts: BTreeMap<DocumentId, SurveyDocument> = BTreeMap::new();
+        let mut records = Vec::new();
+        let mut hashes = Vec::with_capacity(changes.len());
+        let now = now_ms();
+        for (id, edits) in changes {
+            if !drafts.contains_key(id) {
+                let doc = self.load(id)?.clone();
+                drafts.insert(id.clone(), doc);
+            }
+            let draft = drafts.get_mut(id).expect("inserted");
+            let before = draft.heads();
+            let hash =
+                draft.apply(edits, now)?.ok_or_else(|| DeviceError::Invalid("no edits given".into()))?;
+            records
+                .extend(draft.automerge().get_changes(&before).into_iter().map(|c| ChangeRecord::new(id, c)));
+            hashes.push(hash);
+        }
+        self.store.commit(&WriteBatch { changes: records, ..Default::default() }, now)?;
+        for (id, doc) in drafts {
+            self.docs.insert(id.clone(), doc);
+            self.compact_if_reset(&id)?;
+        }
+        Ok(hashes)
     }
 
     /// Documents whose refused local version is set aside.

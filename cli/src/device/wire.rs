@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+pub use sync_core::devices::EnrollCheck;
+
 pub use sync_core::wire::{
     CommuneDocuments, DocumentMessage, DocumentReply, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode,
     ErrorEnvelope, RegistryDocument, SyncRequest, SyncResponse,
@@ -133,9 +135,16 @@ impl Client {
         }
     }
 
-    /// Exchanges a one-time enrollment code for a device token.
-    pub fn enroll(&self, code: &str) -> Result<EnrollResponse, CallError> {
-        let body = EnrollRequest { code: code.to_owned(), app_version: Some(APP_VERSION.to_owned()) };
+    /// Exchanges a one-time enrollment code for a device token; the server
+    /// checks `check` (the commune, the device id a folder holds) before it
+    /// spends the code.
+    pub fn enroll(&self, code: &str, check: &EnrollCheck) -> Result<EnrollResponse, CallError> {
+        let body = EnrollRequest {
+            code: code.to_owned(),
+            app_version: Some(APP_VERSION.to_owned()),
+            commune: check.commune.clone(),
+            device: check.device.clone(),
+        };
         let json = serde_json::to_vec(&body).expect("serialises");
         let resp = self
             .agent

@@ -1,0 +1,269 @@
+//! Checks a surveyor's edit before anything is written, in the surveyor's
+//! language: values read by their field's type with the allowed range named,
+//! values that are already there (nothing to do), household ids that look
+//! like a typo of an existing one, and consistency rules the edit would break
+//! (`sync_core::schema::PART_RULES`, checked by `sync_core::validate`).
+
+use serde_json::Value;
+use sync_core::schema::{Field, FieldKind, MAX_COUNT, MAX_TEXT_LEN};
+use sync_core::survey::{FieldValue, Survey, Target};
+use sync_core::validate::{data_quality, DataQualityIssue};
+
+use crate::admin::text::Lang;
+use crate::admin::time;
+use crate::exit::{failure, EXIT_DATA_REFUSED, EXIT_USAGE};
+
+/// A whole number with thousands separators: `1,000,000` (English) or
+/// `1.000.000` (Vietnamese).
+pub fn grouped(n: i64, lang: Lang) -> String {
+    let sep = lang.t(",", ".");
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push_str(sep);
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// Reads a value typed by a person for `field`; a wrong one is refused
+/// ([`EXIT_DATA_REFUSED`]) with the range or the form it must have. Times
+/// are read as dates (`2024-03-05 14:30`, Vietnam time unless `utc`; a
+/// date alone is the start of that day).
+pub fn parse_value(field: &Field, raw: &str, lang: Lang, utc: bool) -> anyhow::Result<FieldValue> {
+    let name = field.name;
+    let refused = |en: String, vi: String| failure(EXIT_DATA_REFUSED, if lang == Lang::Vi { vi } else { en });
+    match field.kind {
+        FieldKind::Counter => Err(failure(
+            EXIT_USAGE,
+            match lang {
+                Lang::En => {
+                    format!("{name} is a counter: add to it with `thonsync device add VILLAGE {name} N`")
+                }
+                Lang::Vi => format!("{name} là bộ đếm: cộng thêm bằng `thonsync device add THÔN {name} N`"),
+            },
+        )),
+        FieldKind::Count => match raw.trim().parse::<i64>() {
+            Ok(n) if (0..=MAX_COUNT).contains(&n) => Ok(FieldValue::Int(n)),
+            _ => Err(refused(
+                format!(
+                    "{name} must be a whole number between 0 and {}, not {raw:?}",
+                    grouped(MAX_COUNT, Lang::En)
+                ),
+                format!(
+                    "{name} phải là số nguyên từ 0 đến {}, không phải {raw:?}",
+                    grouped(MAX_COUNT, Lang::Vi)
+                ),
+            )),
+        },
+        FieldKind::Bool => FieldValue::parse(name, FieldKind::Bool, raw).map_err(|_| {
+            refused(
+                format!("{name} takes yes or no (có / không), not {raw:?}"),
+                format!("{name} chỉ nhận có hoặc không (yes / no), không phải {raw:?}"),
+            )
+        }),
+        FieldKind::Text => {
+            let n = raw.chars().count();
+            if n <= MAX_TEXT_LEN {
+                Ok(FieldValue::Text(raw.to_owned()))
+            } else {
+                Err(refused(
+                    format!("{name} takes text of at most {MAX_TEXT_LEN} characters, not {n}"),
+                    format!("{name} chỉ nhận văn bản tối đa {MAX_TEXT_LEN} ký tự, không phải {n}"),
+                ))
+            }
+        }
+        FieldKind::Time => match time::parse_start(raw, utc) {
+            Some(ms) if ms >= 0 => Ok(FieldValue::Int(ms)),
+            _ => Err(refused(
+                format!("{name} takes a date and time such as 2024-03-05 or '2024-03-05 14:30', not {raw:?}"),
+                format!("{name} nhận ngày giờ dạng 2024-03-05 hoặc '2024-03-05 14:30', không phải {raw:?}"),
+            )),
+        },
+    }
+}
+
+/// The record an edit target names in a survey snapshot, as JSON.
+fn record<'a>(survey: &'a Value, target: &Target) -> Option<&'a Value> {
+    match target {
+        Target::Facts => survey.get("facts"),
+        Target::Household(h) => survey.get("households")?.get(h.as_str()),
+    }
+}
+
+/// The value `field` has now in `target` of a snapshot (`None` when unset).
+pub fn current(survey: &Value, target: &Target, field: &str) -> Option<Value> {
+    record(survey, target)?.get(field).filter(|v| !v.is_null()).cloned()
+}
+
+/// Household ids in `existing` that `new` looks like a typo of: the same
+/// once case, separators and leading zeros are ignored (`hh-5`, `hh-05`,
+/// `HH_005`), or one edit apart with the same numbers (`hb-012`, `hh-012`).
+/// Ids one edit apart whose numbers differ (`hh-013` next to `hh-012`) are
+/// the next household of a numbered list, not a typo.
+pub fn look_alikes<'a>(new: &str, existing: &'a [String]) -> Vec<&'a str> {
+    let n = normalise(new);
+    existing
+        .iter()
+        .filter(|e| {
+            e.as_str() != new
+                && (normalise(e) == n || (within_one_edit(e, new) && numbers(e) == numbers(new)))
+        })
+        .map(String::as_str)
+        .collect()
+}
+
+/// The numbers in an id, without leading zeros.
+fn numbers(id: &str) -> Vec<String> {
+    id.split(|c: char| !c.is_ascii_digit())
+        .filter(|d| !d.is_empty())
+        .map(|d| d.trim_start_matches('0').to_owned())
+        .collect()
+}
+
+/// Lower case, letters and digits only, each run of digits without its leading zeros.
+fn normalise(id: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if !digits.is_empty() {
+            let trimmed = digits.trim_start_matches('0');
+            out.push_str(if trimmed.is_empty() { "0" } else { trimmed });
+            digits.clear();
+        }
+    };
+    for c in id.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else if c.is_alphanumeric() {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
+
+/// Whether one insertion, deletion or substitution turns `a` into `b`.
+fn within_one_edit(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let (short, long) = if a.len() <= b.len() { (&a, &b) } else { (&b, &a) };
+    if long.len() - short.len() > 1 {
+        return false;
+    }
+    let prefix = short.iter().zip(long.iter()).take_while(|(x, y)| x == y).count();
+    if short.len() == long.len() {
+        prefix == short.len() || short[prefix + 1..] == long[prefix + 1..]
+    } else {
+        short[prefix..] == long[prefix + 1..]
+    }
+}
+
+/// Refuses a new household id that looks like a typo of an existing one,
+/// unless the surveyor confirmed it is new.
+pub fn check_new_household(
+    household: &str,
+    existing: &[String],
+    confirmed: bool,
+    lang: Lang,
+) -> anyhow::Result<()> {
+    if confirmed || existing.iter().any(|e| e == household) {
+        return Ok(());
+    }
+    let like = look_alikes(household, existing);
+    if like.is_empty() {
+        return Ok(());
+    }
+    let like = like.join(", ");
+    Err(failure(
+        EXIT_DATA_REFUSED,
+        match lang {
+            Lang::En => format!(
+                "household {household} does not exist, but {like} does: did you mean {like}? \
+                 Nothing was written; if {household} is a new household, run the command again with --new-household"
+            ),
+            Lang::Vi => format!(
+                "hộ {household} chưa có, nhưng đã có {like}: có phải ý bạn là {like}? \
+                 Chưa ghi gì; nếu {household} là hộ mới, chạy lại lệnh với --new-household"
+            ),
+        },
+    ))
+}
+
+/// The breaches `after` has that `before` did not (same rule, same record):
+/// what an edit would break.
+pub fn new_breaches(before: &Survey, after: &Survey) -> Vec<DataQualityIssue> {
+    let old = data_quality(before);
+    data_quality(after)
+        .into_iter()
+        .filter(|i| !old.iter().any(|o| o.rule == i.rule && o.household == i.household))
+        .collect()
+}
+
+/// A breach the surveyor's own edit would make, said in their language.
+pub fn breach_message(issue: &DataQualityIssue, after: &Value, lang: Lang) -> String {
+    let target = match &issue.household {
+        Some(h) => {
+            sync_core::ids::HouseholdId::new(h.as_str()).map(Target::Household).unwrap_or(Target::Facts)
+        }
+        None => Target::Facts,
+    };
+    let value = |f: &str| current(after, &target, f).map(|v| v.to_string()).unwrap_or_else(|| "—".into());
+    let place = match (&issue.household, lang) {
+        (Some(h), Lang::En) => format!("household {h}: "),
+        (Some(h), Lang::Vi) => format!("hộ {h}: "),
+        (None, _) => String::new(),
+    };
+    let what = match issue.fields.as_slice() {
+        [single] => match lang {
+            Lang::En => format!("{single} would add up to {}, below 0", value(single)),
+            Lang::Vi => format!("{single} sẽ thành {}, nhỏ hơn 0", value(single)),
+        },
+        [part, whole] if part == "digital_team_members" => match lang {
+            Lang::En => format!("{part} is {} but {whole} is no: answer {whole}=yes first", value(part)),
+            Lang::Vi => format!("{part} là {} nhưng {whole} là không: hãy ghi {whole}=có trước", value(part)),
+        },
+        [part, whole, ..] => match lang {
+            Lang::En => format!("{part} ({}) cannot be more than {whole} ({})", value(part), value(whole)),
+            Lang::Vi => format!("{part} ({}) không được lớn hơn {whole} ({})", value(part), value(whole)),
+        },
+        [] => issue.detail.clone(),
+    };
+    match lang {
+        Lang::En => format!("{place}{what} (rule {}); nothing was written", issue.rule),
+        Lang::Vi => format!("{place}{what} (quy tắc {}); chưa ghi gì", issue.rule),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_of_household_ids_are_found() {
+        let existing = vec!["hh-05".to_owned(), "hh-012".to_owned(), "hh-100".to_owned()];
+        assert_eq!(look_alikes("hh-5", &existing), ["hh-05"]);
+        assert_eq!(look_alikes("HH_005", &existing), ["hh-05"]);
+        assert_eq!(look_alikes("hb-012", &existing), ["hh-012"]);
+        assert_eq!(look_alikes("hh012", &existing), ["hh-012"]);
+        assert!(look_alikes("hh-013", &existing).is_empty(), "the next household of the list");
+        assert!(look_alikes("hh-200", &existing).is_empty());
+        assert!(look_alikes("hh-777", &existing).is_empty());
+        assert!(look_alikes("hh-05", &existing).is_empty(), "itself is no typo");
+    }
+
+    #[test]
+    fn numbers_are_grouped_per_language() {
+        assert_eq!(grouped(1_000_000, Lang::En), "1,000,000");
+        assert_eq!(grouped(1_000_000, Lang::Vi), "1.000.000");
+        assert_eq!(grouped(999, Lang::En), "999");
+    }
+}
