@@ -4,6 +4,13 @@
 //! realistic clashes, sync in a seeded random order, and the province report
 //! and the open conflicts are printed through the same code as `thonsync
 //! report` and `thonsync conflicts`, read from the demo server.
+//!
+//! The fieldwork is dated: each village is surveyed on its own day from
+//! 4 March 2024 (the devices' clocks say so), so `show --at` and `history`
+//! have a past to show. One surveyor mistypes a household's adults (more
+//! than its members: a consistency breach for `thonsync issues`), and one
+//! tablet's upload is cut off when the signal drops (kept by the server as a
+//! refused upload for `thonsync refused`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -201,7 +208,23 @@ struct Recorded {
     qr_codes_issued: BTreeMap<String, i64>,
     /// The households with clashing values.
     clashes: Vec<Clash>,
+    /// The household whose adults were mistyped (more adults than members).
+    breach: Option<Breach>,
+    /// Uploads the server refused and kept (the cut-off one).
+    refused_uploads: u64,
 }
+
+/// A household whose answers break a consistency rule.
+#[derive(Debug, Serialize)]
+struct Breach {
+    document: String,
+    village: String,
+    household: String,
+    rule: &'static str,
+}
+
+/// The commune whose surveyor mistypes a household's adults.
+const BREACH_COMMUNE: &str = "song-cau";
 
 #[derive(Serialize)]
 struct SurveyorOut<'a> {
@@ -360,7 +383,7 @@ fn record_fieldwork(
                 if i == 0 {
                     clash_members = members;
                 }
-                surveyors[lead].device.record(&doc, &edits)?;
+                surveyors[lead].device.record_at(&doc, &edits, at)?;
             }
             let has_team = rng.random_bool(p.digital_team);
             let team_members = if has_team { rng.random_range(3..=6) } else { 0 };
@@ -373,16 +396,19 @@ fn record_fieldwork(
                     FieldValue::Bool(rng.random_bool(p.cultural_house_internet)),
                 ),
             ];
-            surveyors[lead].device.record(&doc, &facts)?;
+            let facts_at = day + (n as i64) * 1_200_000;
+            surveyors[lead].device.record_at(&doc, &facts, facts_at)?;
             // Cameras: each surveyor counts the ones on their side of the village.
             let cameras = i64::from(rng.random_range(0..=p.cameras));
             let by_lead = rng.random_range(0..=cameras);
             let by_other = cameras - by_lead;
             for (who, amount) in [(lead, by_lead), (other, by_other)] {
                 if amount > 0 {
-                    surveyors[who]
-                        .device
-                        .record(&doc, &[Edit::increment(Target::Facts, "security_cameras", amount)])?;
+                    surveyors[who].device.record_at(
+                        &doc,
+                        &[Edit::increment(Target::Facts, "security_cameras", amount)],
+                        facts_at + 60_000,
+                    )?;
                 }
             }
             *recorded.security_cameras.entry(commune.clone()).or_default() += cameras;
@@ -391,17 +417,29 @@ fn record_fieldwork(
             for i in half..n {
                 let at = day + (i as i64) * 1_200_000 + 600_000;
                 let name = surveyors[other].name.clone();
-                let (edits, _) = household_edits(rng, &p, &hh(i)?, &name, at, commune, recorded);
-                surveyors[other].device.record(&doc, &edits)?;
+                let (mut edits, members) = household_edits(rng, &p, &hh(i)?, &name, at, commune, recorded);
+                // Sông Cầu's first village: the second surveyor's first household
+                // gets one adult more than its members, a typing slip.
+                if i == half && vi == 0 && commune == BREACH_COMMUNE {
+                    edits.push(Edit::set(Target::Household(hh(i)?), "adults", int(members + 1)));
+                    recorded.breach = Some(Breach {
+                        document: doc.to_string(),
+                        village: village.clone(),
+                        household: hh(i)?.to_string(),
+                        rule: "adults <= members",
+                    });
+                }
+                surveyors[other].device.record_at(&doc, &edits, at)?;
             }
             // A household the lead surveyor recorded, started again by the second,
             // who counts one more member (a relative home for the harvest).
             if vi == clash_village {
                 let household = hh(0)?;
                 let theirs = clash_members + 1;
-                surveyors[other].device.record(
+                surveyors[other].device.record_at(
                     &doc,
                     &[Edit::set(Target::Household(household.clone()), "members", int(theirs))],
+                    day + (n as i64 + 1) * 1_200_000,
                 )?;
                 recorded.clashes.push(Clash {
                     document: doc.to_string(),
@@ -416,13 +454,49 @@ fn record_fieldwork(
         // The commune's own facts, from the first surveyor.
         let first = team[0];
         let doc = surveyors[first].device.document_for(commune)?;
-        surveyors[first].device.record(
+        let at = FIELDWORK_START_MS + (villages.len() as i64) * 86_400_000;
+        surveyors[first].device.record_at(
             &doc,
             &[
                 Edit::set(Target::Facts, "ocop_products_online", int(rng.random_range(0..=4))),
                 Edit::set(Target::Facts, "cooperatives_production_diary", int(rng.random_range(0..=3))),
             ],
+            at,
         )?;
+    }
+    Ok(())
+}
+
+/// The last surveyor's tablet loses signal halfway through an upload: the
+/// server receives the first half of a sync request, refuses it and keeps
+/// the bytes aside (`thonsync refused`).
+fn cut_off_upload(surveyors: &[Surveyor], recorded: &mut Recorded, lang: Lang) -> anyhow::Result<()> {
+    let Some(s) = surveyors.last() else { return Ok(()) };
+    let whole = format!(
+        r#"{{"device":"{}","exchange":"cut-off","round":0,"documents":[{{"document":"village:{}-01:{}"}}]}}"#,
+        s.device.config().device,
+        s.commune,
+        DEFAULT_ROUND
+    );
+    let half = &whole.as_bytes()[..whole.len() / 2];
+    let (status, _) = s
+        .device
+        .client()
+        .post_sync_bytes(&crate::device::wire::gzip(half))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
+    if status == 400 {
+        recorded.refused_uploads += 1;
+        progress(format!(
+            "  {} · {}: {}",
+            s.name,
+            s.commune_name,
+            lang.t(
+                "upload cut off by a lost signal; the server kept it aside",
+                "tải lên bị ngắt do mất sóng; máy chủ đã giữ lại riêng"
+            ),
+        ));
+    } else {
+        tracing::warn!(status, "the server did not refuse a cut-off upload");
     }
     Ok(())
 }
@@ -537,10 +611,11 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
         "lần nữa, để mỗi máy nhận dữ liệu của người khác:",
     ));
     sync_all(&mut rng, &mut surveyors, lang, lang.t("receive", "nhận về"))?;
+    cut_off_upload(&surveyors, &mut recorded, lang)?;
     progress(format!(
-        "{} {:.1} s",
+        "{} {} s",
         lang.t("fieldwork simulated and synced in", "đã mô phỏng và đồng bộ trong"),
-        started.elapsed().as_secs_f64()
+        out::decimal(started.elapsed().as_secs_f64(), 1)
     ));
 
     let kept = args.keep.as_ref().map(|_| work.path().display().to_string());
@@ -627,6 +702,11 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
                 db.display()
             ));
         }
+        if let Some(b) = &recorded.breach {
+            progress(format!("  thonsync issues --commune {BREACH_COMMUNE} --db {}", db.display()));
+            progress(format!("  thonsync show {} --at 2024-03-04 --db {}", b.village, db.display()));
+        }
+        progress(format!("  thonsync refused --db {}", db.display()));
         if let Some(device) = devices.first() {
             progress(format!("  thonsync device status --dir {}", device.display()));
         }
