@@ -151,6 +151,9 @@ fn vietnamese_error_messages_are_whole() {
     let (code, err) = failure(&["status", "--server", "http://127.0.0.1:9", "--lang", "vi"]);
     assert_eq!(code, 4);
     assert!(err.contains("không kết nối được máy chủ") && !err.contains("cannot reach"), "{err}");
+    let (code, err) = failure(&["refused", "show", "99", "--db", db(), "--lang", "vi"]);
+    assert_eq!(code, 3);
+    assert!(err.starts_with("lỗi: không có dữ liệu bị từ chối mã 99"), "{err}");
     let (code, err) = failure(&["show", "nhu-co-01", "--round", "bad round", "--db", db(), "--lang", "vi"]);
     assert_eq!(code, 2);
     assert!(err.contains("đợt điều tra không hợp lệ"), "{err}");

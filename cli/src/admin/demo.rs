@@ -31,7 +31,7 @@ use super::out;
 use super::quality::{self, ConflictsArgs};
 use super::report::{self, ReportArgs};
 use super::source::{Access, Source};
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::{usage, Common, Format, ListFormat};
 use crate::device::{Device, SyncOptions};
 
@@ -263,19 +263,22 @@ impl Workdir {
 
 fn workdir(keep: Option<&Path>) -> anyhow::Result<Workdir> {
     let Some(dir) = keep else {
-        let tmp =
-            tempfile::Builder::new().prefix("thonsync-demo-").tempdir().context("temporary directory")?;
+        let tmp = tempfile::Builder::new()
+            .prefix("thonsync-demo-")
+            .tempdir()
+            .context(say("temporary directory", "thư mục tạm"))?;
         return Ok(Workdir::Temp(tmp));
     };
     for taken in [DB_FILE, DEVICES_DIR] {
         if dir.join(taken).exists() {
-            return Err(usage(format!(
-                "{} already holds {taken}; give --keep an empty or new directory",
-                dir.display()
+            return Err(usage(say(
+                format!("{} already holds {taken}; give --keep an empty or new directory", dir.display()),
+                format!("{} đã chứa {taken}; hãy cho --keep một thư mục trống hoặc mới", dir.display()),
             )));
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| say(format!("creating {}", dir.display()), format!("tạo {}", dir.display())))?;
     Ok(Workdir::Kept(dir.to_owned()))
 }
 
@@ -517,7 +520,10 @@ fn sync_all(
     let total = order.len();
     for (step, i) in order.into_iter().enumerate() {
         let s = &mut surveyors[i];
-        let r = s.device.sync(&sync_options()).with_context(|| format!("{} syncs", s.name))?;
+        let r = s
+            .device
+            .sync(&sync_options())
+            .with_context(|| say(format!("{} syncs", s.name), format!("{} đồng bộ", s.name)))?;
         progress(format!(
             "  {pass} [{:>2}/{total}] {} · {}: {} {}, {} {}",
             step + 1,
@@ -541,12 +547,13 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
     let db = work.path().join(DB_FILE);
     // The demo's administrator: a token written straight into the new database.
     let token = {
-        let mut store = sync_core::store::SqliteStore::open(&db).context("creating the demo database")?;
+        let mut store = sync_core::store::SqliteStore::open(&db)
+            .context(say("creating the demo database", "tạo cơ sở dữ liệu demo"))?;
         sync_core::devices::create_admin_token(&mut store, "demo", 0, rand::random())
-            .context("creating the demo's admin token")?
+            .context(say("creating the demo's admin token", "tạo mã truy cập quản trị của demo"))?
     };
     let handle = server::start(server::Config::new(&db, "127.0.0.1:0".parse().expect("an address")))
-        .context("starting the demo server")?;
+        .context(say("starting the demo server", "khởi động máy chủ demo"))?;
     let url = handle.url();
     tracing::info!(%url, db = %db.display(), "demo server started");
     progress(format!(
@@ -577,7 +584,9 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
             let dir = work.path().join(DEVICES_DIR).join(format!("{}-{n}", commune.id));
             let added = source.add_device(&name, std::slice::from_ref(&commune.id))?;
             let mut device = Device::init(&dir, &url, &added.code, None, None)?;
-            device.pull(&sync_options()).with_context(|| format!("{name} pulls {}", commune.id))?;
+            device.pull(&sync_options()).with_context(|| {
+                say(format!("{name} pulls {}", commune.id), format!("{name} tải về {}", commune.id))
+            })?;
             surveyors.push(Surveyor {
                 device,
                 name,
@@ -621,11 +630,10 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
     let kept = args.keep.as_ref().map(|_| work.path().display().to_string());
     match args.format {
         ListFormat::Json => {
-            let place = registry
-                .of_kind(PlaceKind::Province)
-                .next()
-                .map(|p| p.id.clone())
-                .ok_or_else(|| anyhow::anyhow!("the demo registry has no province"))?;
+            let place =
+                registry.of_kind(PlaceKind::Province).next().map(|p| p.id.clone()).ok_or_else(|| {
+                    anyhow::anyhow!(say("the demo registry has no province", "danh mục demo không có tỉnh"))
+                })?;
             let report = report::build(&source, &registry, &place, DEFAULT_ROUND)?;
             let round = out::round(DEFAULT_ROUND)?;
             let docs = out::documents(&source, &registry, None, &round)?;
@@ -687,7 +695,7 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
     drop(source);
     let devices: Vec<PathBuf> = surveyors.iter().map(|s| s.device.dir().to_owned()).collect();
     drop(surveyors);
-    handle.stop().context("stopping the demo server")?;
+    handle.stop().context(say("stopping the demo server", "dừng máy chủ demo"))?;
     tracing::info!("demo server stopped");
     if let Workdir::Kept(dir) = &work {
         let db = dir.join(DB_FILE);
