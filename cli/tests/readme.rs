@@ -3,7 +3,8 @@
 //! directory with the built `thonsync` on `PATH`, through `bash` (so quoting,
 //! `$(…)`, `>` and `export` behave as in a terminal); then a server starts on
 //! the demo's database, as the README asks of a second terminal, and the
-//! `sh admin-walkthrough-server` block runs against it. Each command must
+//! `sh admin-walkthrough-server` block runs against it. The commands the
+//! kept demo prints run too. Each command must
 //! exit 0 and print something (or fill the file it writes); a few must print
 //! what the README says they show.
 
@@ -155,6 +156,15 @@ fn the_readme_administrator_walkthrough_runs_as_written() {
     for line in &offline {
         let ran = shell.run(line);
         expect(line, &ran);
+        // The commands the kept demo suggests work as printed.
+        if line.starts_with("thonsync demo --keep") {
+            let suggested: Vec<&str> =
+                ran.stderr.lines().map(str::trim).filter(|l| l.starts_with("thonsync ")).collect();
+            assert!(suggested.len() >= 5, "{}", ran.stderr);
+            for command in suggested {
+                shell.run(command);
+            }
+        }
     }
     // The report and the export are two files, the export for Excel.
     let export = std::fs::read(dir.path().join("bac-kan-households.csv")).unwrap();
