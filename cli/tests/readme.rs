@@ -115,7 +115,7 @@ fn expect(line: &str, ran: &Ran) {
         "thonsync demo --keep ./demo" => &["Report", "field(s) in conflict"],
         "thonsync show nhu-co-03 --at '2024-03-06 08:30'" => &["hh-01", "hh-02", "2 households"],
         "thonsync history nhu-co-02 --household hh-01" => &["members", "2024-03-05"],
-        "thonsync conflicts" => &["8 field(s) in conflict", "village:nhu-co-02:2024-1"],
+        "thonsync conflicts" => &["8 field(s) in conflict", "village:nhu-co-02:2024-1", "(dev-"],
         "thonsync issues --commune song-cau" => &["adults <=", "song-cau-01", "2 issue(s)"],
         "thonsync refused" => &["undecodable", "1 refused upload(s)"],
         "thonsync refused show 1" => &["the body is not a sync request"],

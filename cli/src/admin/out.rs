@@ -185,9 +185,11 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first 8 hex digits of a hash or actor id.
-pub fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(8)]
+/// A hash or actor id for people: the first 8 hex digits, or for a field
+/// device's actor its device id (every device actor starts with the same
+/// bytes, so its first digits would name no one).
+pub fn short(hex: &str) -> String {
+    sync_core::actors::hex_actor_device(hex).unwrap_or_else(|| hex[..hex.len().min(8)].to_owned())
 }
 
 /// A value cell: `—` when there is none.
@@ -332,5 +334,13 @@ mod tests {
         // Too narrow for the id: printed unwrapped, the id whole.
         let shown = fit(&t, Some(20));
         assert!(shown.contains(id), "{shown}");
+    }
+
+    #[test]
+    fn a_device_actor_is_shown_by_its_device() {
+        let actor = sync_core::actors::device_actor("dev-3f2a9c1e0b7d4a55", [7; 8]);
+        assert_eq!(short(&actor.to_hex_string()), "dev-3f2a9c1e0b7d4a55");
+        assert_eq!(short(&"ab".repeat(32)), "abababab");
+        assert_eq!(short("abc"), "abc");
     }
 }
