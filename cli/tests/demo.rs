@@ -86,8 +86,18 @@ fn the_demo_report_adds_up_to_what_the_surveyors_recorded_and_the_seed_reproduce
     assert_eq!(total["place"], "bac-kan");
     assert_eq!(int(&total["completeness"]["households_surveyed"]), SAMPLE_VILLAGES * 3);
     assert_eq!(int(&recorded["households"]), SAMPLE_VILLAGES * 3);
-    // Realistic answers keep every consistency rule.
-    assert_eq!(int(&total["completeness"]["data_quality_issues"]), 0);
+    // Realistic answers keep every consistency rule but one typing slip:
+    // one Sông Cầu household with more adults than members (and than its
+    // members aged 15+), in Sông Cầu alone.
+    assert_eq!(recorded["breach"]["rule"], "adults <= members", "{recorded}");
+    assert_eq!(recorded["breach"]["village"], "song-cau-01", "{recorded}");
+    assert_eq!(int(&total["completeness"]["data_quality_issues"]), 2);
+    for c in report["communes"].as_array().unwrap() {
+        let issues = int(&c["completeness"]["data_quality_issues"]);
+        assert_eq!(issues, if c["place"] == "song-cau" { 2 } else { 0 }, "{}", c["place"]);
+    }
+    // One upload cut off by a lost signal, kept by the server.
+    assert_eq!(int(&recorded["refused_uploads"]), 1, "{recorded}");
     // The province rolls up raw numerators and denominators, not percentages.
     for key in ["households_with_fibre_broadband", "people_with_e_health_record", "adults_with_smartphone"] {
         for part in ["numerator", "denominator"] {

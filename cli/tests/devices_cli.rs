@@ -40,9 +40,10 @@ fn an_administrator_enrolls_a_device_and_history_names_the_surveyor() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("server.sqlite");
     let db = db_path.to_str().unwrap();
+    // The server makes its database when it first starts; `create-token` needs it there.
+    let server = server::start(server::Config::new(&db_path, "127.0.0.1:0".parse().unwrap())).unwrap();
     let token = ok(&["admin", "create-token", "--db", db, "--name", "hoa"], None, None).trim().to_owned();
     assert!(token.starts_with("tsa_") && token.len() == 68, "{token}");
-    let server = server::start(server::Config::new(&db_path, "127.0.0.1:0".parse().unwrap())).unwrap();
     let url = server.url();
     let t = Some(token.as_str());
 

@@ -4,6 +4,13 @@
 //! realistic clashes, sync in a seeded random order, and the province report
 //! and the open conflicts are printed through the same code as `thonsync
 //! report` and `thonsync conflicts`, read from the demo server.
+//!
+//! The fieldwork is dated: each village is surveyed on its own day from
+//! 4 March 2024 (the devices' clocks say so), so `show --at` and `history`
+//! have a past to show. One surveyor mistypes a household's adults (more
+//! than its members: a consistency breach for `thonsync issues`), and one
+//! tablet's upload is cut off when the signal drops (kept by the server as a
+//! refused upload for `thonsync refused`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +31,7 @@ use super::out;
 use super::quality::{self, ConflictsArgs};
 use super::report::{self, ReportArgs};
 use super::source::{Access, Source};
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::{usage, Common, Format, ListFormat};
 use crate::device::{Device, SyncOptions};
 
@@ -201,7 +208,23 @@ struct Recorded {
     qr_codes_issued: BTreeMap<String, i64>,
     /// The households with clashing values.
     clashes: Vec<Clash>,
+    /// The household whose adults were mistyped (more adults than members).
+    breach: Option<Breach>,
+    /// Uploads the server refused and kept (the cut-off one).
+    refused_uploads: u64,
 }
+
+/// A household whose answers break a consistency rule.
+#[derive(Debug, Serialize)]
+struct Breach {
+    document: String,
+    village: String,
+    household: String,
+    rule: &'static str,
+}
+
+/// The commune whose surveyor mistypes a household's adults.
+const BREACH_COMMUNE: &str = "song-cau";
 
 #[derive(Serialize)]
 struct SurveyorOut<'a> {
@@ -240,19 +263,22 @@ impl Workdir {
 
 fn workdir(keep: Option<&Path>) -> anyhow::Result<Workdir> {
     let Some(dir) = keep else {
-        let tmp =
-            tempfile::Builder::new().prefix("thonsync-demo-").tempdir().context("temporary directory")?;
+        let tmp = tempfile::Builder::new()
+            .prefix("thonsync-demo-")
+            .tempdir()
+            .context(say("temporary directory", "thư mục tạm"))?;
         return Ok(Workdir::Temp(tmp));
     };
     for taken in [DB_FILE, DEVICES_DIR] {
         if dir.join(taken).exists() {
-            return Err(usage(format!(
-                "{} already holds {taken}; give --keep an empty or new directory",
-                dir.display()
+            return Err(usage(say(
+                format!("{} already holds {taken}; give --keep an empty or new directory", dir.display()),
+                format!("{} đã chứa {taken}; hãy cho --keep một thư mục trống hoặc mới", dir.display()),
             )));
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| say(format!("creating {}", dir.display()), format!("tạo {}", dir.display())))?;
     Ok(Workdir::Kept(dir.to_owned()))
 }
 
@@ -360,7 +386,7 @@ fn record_fieldwork(
                 if i == 0 {
                     clash_members = members;
                 }
-                surveyors[lead].device.record(&doc, &edits)?;
+                surveyors[lead].device.record_at(&doc, &edits, at)?;
             }
             let has_team = rng.random_bool(p.digital_team);
             let team_members = if has_team { rng.random_range(3..=6) } else { 0 };
@@ -373,16 +399,19 @@ fn record_fieldwork(
                     FieldValue::Bool(rng.random_bool(p.cultural_house_internet)),
                 ),
             ];
-            surveyors[lead].device.record(&doc, &facts)?;
+            let facts_at = day + (n as i64) * 1_200_000;
+            surveyors[lead].device.record_at(&doc, &facts, facts_at)?;
             // Cameras: each surveyor counts the ones on their side of the village.
             let cameras = i64::from(rng.random_range(0..=p.cameras));
             let by_lead = rng.random_range(0..=cameras);
             let by_other = cameras - by_lead;
             for (who, amount) in [(lead, by_lead), (other, by_other)] {
                 if amount > 0 {
-                    surveyors[who]
-                        .device
-                        .record(&doc, &[Edit::increment(Target::Facts, "security_cameras", amount)])?;
+                    surveyors[who].device.record_at(
+                        &doc,
+                        &[Edit::increment(Target::Facts, "security_cameras", amount)],
+                        facts_at + 60_000,
+                    )?;
                 }
             }
             *recorded.security_cameras.entry(commune.clone()).or_default() += cameras;
@@ -391,17 +420,29 @@ fn record_fieldwork(
             for i in half..n {
                 let at = day + (i as i64) * 1_200_000 + 600_000;
                 let name = surveyors[other].name.clone();
-                let (edits, _) = household_edits(rng, &p, &hh(i)?, &name, at, commune, recorded);
-                surveyors[other].device.record(&doc, &edits)?;
+                let (mut edits, members) = household_edits(rng, &p, &hh(i)?, &name, at, commune, recorded);
+                // Sông Cầu's first village: the second surveyor's first household
+                // gets one adult more than its members, a typing slip.
+                if i == half && vi == 0 && commune == BREACH_COMMUNE {
+                    edits.push(Edit::set(Target::Household(hh(i)?), "adults", int(members + 1)));
+                    recorded.breach = Some(Breach {
+                        document: doc.to_string(),
+                        village: village.clone(),
+                        household: hh(i)?.to_string(),
+                        rule: "adults <= members",
+                    });
+                }
+                surveyors[other].device.record_at(&doc, &edits, at)?;
             }
             // A household the lead surveyor recorded, started again by the second,
             // who counts one more member (a relative home for the harvest).
             if vi == clash_village {
                 let household = hh(0)?;
                 let theirs = clash_members + 1;
-                surveyors[other].device.record(
+                surveyors[other].device.record_at(
                     &doc,
                     &[Edit::set(Target::Household(household.clone()), "members", int(theirs))],
+                    day + (n as i64 + 1) * 1_200_000,
                 )?;
                 recorded.clashes.push(Clash {
                     document: doc.to_string(),
@@ -416,13 +457,49 @@ fn record_fieldwork(
         // The commune's own facts, from the first surveyor.
         let first = team[0];
         let doc = surveyors[first].device.document_for(commune)?;
-        surveyors[first].device.record(
+        let at = FIELDWORK_START_MS + (villages.len() as i64) * 86_400_000;
+        surveyors[first].device.record_at(
             &doc,
             &[
                 Edit::set(Target::Facts, "ocop_products_online", int(rng.random_range(0..=4))),
                 Edit::set(Target::Facts, "cooperatives_production_diary", int(rng.random_range(0..=3))),
             ],
+            at,
         )?;
+    }
+    Ok(())
+}
+
+/// The last surveyor's tablet loses signal halfway through an upload: the
+/// server receives the first half of a sync request, refuses it and keeps
+/// the bytes aside (`thonsync refused`).
+fn cut_off_upload(surveyors: &[Surveyor], recorded: &mut Recorded, lang: Lang) -> anyhow::Result<()> {
+    let Some(s) = surveyors.last() else { return Ok(()) };
+    let whole = format!(
+        r#"{{"device":"{}","exchange":"cut-off","round":0,"documents":[{{"document":"village:{}-01:{}"}}]}}"#,
+        s.device.config().device,
+        s.commune,
+        DEFAULT_ROUND
+    );
+    let half = &whole.as_bytes()[..whole.len() / 2];
+    let (status, _) = s
+        .device
+        .client()
+        .post_sync_bytes(&crate::device::wire::gzip(half))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", s.name))?;
+    if status == 400 {
+        recorded.refused_uploads += 1;
+        progress(format!(
+            "  {} · {}: {}",
+            s.name,
+            s.commune_name,
+            lang.t(
+                "upload cut off by a lost signal; the server kept it aside",
+                "tải lên bị ngắt do mất sóng; máy chủ đã giữ lại riêng"
+            ),
+        ));
+    } else {
+        tracing::warn!(status, "the server did not refuse a cut-off upload");
     }
     Ok(())
 }
@@ -443,7 +520,10 @@ fn sync_all(
     let total = order.len();
     for (step, i) in order.into_iter().enumerate() {
         let s = &mut surveyors[i];
-        let r = s.device.sync(&sync_options()).with_context(|| format!("{} syncs", s.name))?;
+        let r = s
+            .device
+            .sync(&sync_options())
+            .with_context(|| say(format!("{} syncs", s.name), format!("{} đồng bộ", s.name)))?;
         progress(format!(
             "  {pass} [{:>2}/{total}] {} · {}: {} {}, {} {}",
             step + 1,
@@ -467,12 +547,13 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
     let db = work.path().join(DB_FILE);
     // The demo's administrator: a token written straight into the new database.
     let token = {
-        let mut store = sync_core::store::SqliteStore::open(&db).context("creating the demo database")?;
+        let mut store = sync_core::store::SqliteStore::open(&db)
+            .context(say("creating the demo database", "tạo cơ sở dữ liệu demo"))?;
         sync_core::devices::create_admin_token(&mut store, "demo", 0, rand::random())
-            .context("creating the demo's admin token")?
+            .context(say("creating the demo's admin token", "tạo mã truy cập quản trị của demo"))?
     };
     let handle = server::start(server::Config::new(&db, "127.0.0.1:0".parse().expect("an address")))
-        .context("starting the demo server")?;
+        .context(say("starting the demo server", "khởi động máy chủ demo"))?;
     let url = handle.url();
     tracing::info!(%url, db = %db.display(), "demo server started");
     progress(format!(
@@ -503,7 +584,9 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
             let dir = work.path().join(DEVICES_DIR).join(format!("{}-{n}", commune.id));
             let added = source.add_device(&name, std::slice::from_ref(&commune.id))?;
             let mut device = Device::init(&dir, &url, &added.code, None, None)?;
-            device.pull(&sync_options()).with_context(|| format!("{name} pulls {}", commune.id))?;
+            device.pull(&sync_options()).with_context(|| {
+                say(format!("{name} pulls {}", commune.id), format!("{name} tải về {}", commune.id))
+            })?;
             surveyors.push(Surveyor {
                 device,
                 name,
@@ -537,20 +620,20 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
         "lần nữa, để mỗi máy nhận dữ liệu của người khác:",
     ));
     sync_all(&mut rng, &mut surveyors, lang, lang.t("receive", "nhận về"))?;
+    cut_off_upload(&surveyors, &mut recorded, lang)?;
     progress(format!(
-        "{} {:.1} s",
+        "{} {} s",
         lang.t("fieldwork simulated and synced in", "đã mô phỏng và đồng bộ trong"),
-        started.elapsed().as_secs_f64()
+        out::decimal(started.elapsed().as_secs_f64(), 1)
     ));
 
     let kept = args.keep.as_ref().map(|_| work.path().display().to_string());
     match args.format {
         ListFormat::Json => {
-            let place = registry
-                .of_kind(PlaceKind::Province)
-                .next()
-                .map(|p| p.id.clone())
-                .ok_or_else(|| anyhow::anyhow!("the demo registry has no province"))?;
+            let place =
+                registry.of_kind(PlaceKind::Province).next().map(|p| p.id.clone()).ok_or_else(|| {
+                    anyhow::anyhow!(say("the demo registry has no province", "danh mục demo không có tỉnh"))
+                })?;
             let report = report::build(&source, &registry, &place, DEFAULT_ROUND)?;
             let round = out::round(DEFAULT_ROUND)?;
             let docs = out::documents(&source, &registry, None, &round)?;
@@ -612,7 +695,7 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
     drop(source);
     let devices: Vec<PathBuf> = surveyors.iter().map(|s| s.device.dir().to_owned()).collect();
     drop(surveyors);
-    handle.stop().context("stopping the demo server")?;
+    handle.stop().context(say("stopping the demo server", "dừng máy chủ demo"))?;
     tracing::info!("demo server stopped");
     if let Workdir::Kept(dir) = &work {
         let db = dir.join(DB_FILE);
@@ -627,6 +710,11 @@ pub fn run(args: DemoArgs, lang: Lang) -> anyhow::Result<()> {
                 db.display()
             ));
         }
+        if let Some(b) = &recorded.breach {
+            progress(format!("  thonsync issues --commune {BREACH_COMMUNE} --db {}", db.display()));
+            progress(format!("  thonsync show {} --at 2024-03-04 --db {}", b.village, db.display()));
+        }
+        progress(format!("  thonsync refused --db {}", db.display()));
         if let Some(device) = devices.first() {
             progress(format!("  thonsync device status --dir {}", device.display()));
         }

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use sync_core::access::DeviceRecord;
-use sync_core::store::SqliteStore;
 
 use super::out::{print_json, print_table, table};
-use super::source::{Access, DeviceWithCode, Source};
-use super::text::Lang;
+use super::source::{open_existing, Access, DeviceWithCode, Source};
+use super::text::{say, Lang};
 use super::time;
 use super::{cannot_reach, Common, ListFormat};
 
@@ -98,16 +97,40 @@ pub enum AdminTokenCommand {
     /// Create an administrator token, directly in the server's database (printed once).
     #[command(after_help = help!(
         "thonsync admin create-token --db /var/lib/thonsync/thonsync.sqlite --name hoa",
-        "export THONSYNC_ADMIN_TOKEN=tsa_...   (then: thonsync devices list --server http://127.0.0.1:7300)",
+        "export THONSYNC_ADMIN_TOKEN=$(thonsync admin create-token --db ./demo/thonsync.sqlite --name hoa)",
+        "thonsync admin create-token --db ./demo/thonsync.sqlite --name hoa --format json",
     ))]
     CreateToken {
-        /// The server's SQLite database (created if missing).
+        /// The server's SQLite database; it must exist (the server creates it on its first start).
         #[arg(long, env = "THONSYNC_DB", default_value = "thonsync.sqlite")]
         db: PathBuf,
         /// Who the token is for; the audit log names them.
         #[arg(long)]
         name: String,
+        /// The token alone on stdout (text), or JSON with who it is for and the database.
+        #[arg(long, value_enum, default_value_t)]
+        format: ListFormat,
+        /// Language of messages (default: from LANG / LC_ALL).
+        #[arg(long, value_enum)]
+        lang: Option<Lang>,
     },
+}
+
+impl AdminTokenCommand {
+    /// `--lang`, when given.
+    pub fn lang(&self) -> Option<Lang> {
+        match self {
+            AdminTokenCommand::CreateToken { lang, .. } => *lang,
+        }
+    }
+}
+
+/// `thonsync admin create-token --format json`.
+#[derive(Serialize)]
+struct TokenOut<'a> {
+    name: &'a str,
+    token: &'a str,
+    database: String,
 }
 
 fn print_code(added: &DeviceWithCode, lang: Lang, format: ListFormat) -> anyhow::Result<()> {
@@ -250,22 +273,52 @@ pub fn audit(args: AuditArgs, lang: Lang) -> anyhow::Result<()> {
 }
 
 /// Runs `thonsync admin ...`.
-pub fn admin(cmd: AdminTokenCommand) -> anyhow::Result<()> {
+pub fn admin(cmd: AdminTokenCommand, lang: Lang) -> anyhow::Result<()> {
     match cmd {
-        AdminTokenCommand::CreateToken { db, name } => {
+        AdminTokenCommand::CreateToken { db, name, format, .. } => {
             let name = name.trim();
             if name.is_empty() {
-                return Err(super::usage("--name must name who the token is for"));
+                return Err(super::usage(say(
+                    "--name must name who the token is for",
+                    "--name phải ghi tên người nhận mã truy cập",
+                )));
             }
-            let mut store = SqliteStore::open(&db)
-                .map_err(|e| cannot_reach(format!("cannot open the database {}: {e}", db.display())))?;
+            if !db.is_file() {
+                return Err(cannot_reach(say(
+                    format!(
+                        "no database at {}: give the server's database with --db PATH (or THONSYNC_DB); \
+                         the server creates it when it first starts",
+                        db.display()
+                    ),
+                    format!(
+                        "không có cơ sở dữ liệu tại {}: hãy chỉ cơ sở dữ liệu của máy chủ bằng --db ĐƯỜNG_DẪN \
+                         (hoặc THONSYNC_DB); máy chủ tạo nó khi chạy lần đầu",
+                        db.display()
+                    ),
+                )));
+            }
+            let mut store = open_existing(&db)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            let token = sync_core::devices::create_admin_token(&mut store, name, now, rand::random())?;
+            let token = sync_core::devices::create_admin_token(&mut store, name, now, rand::random())
+                .map_err(|e| {
+                    cannot_reach(say(
+                        format!("cannot write the token to the database {}: {e}", db.display()),
+                        format!("không ghi được mã truy cập vào cơ sở dữ liệu {}: {e}", db.display()),
+                    ))
+                })?;
+            if format == ListFormat::Json {
+                return print_json(&TokenOut { name, token: &token, database: db.display().to_string() });
+            }
             eprintln!(
-                "administrator token for {name} (shown once; keep it secret, it is stored only as a hash):"
+                "{} {name} {}",
+                lang.t("administrator token for", "mã truy cập quản trị cho"),
+                lang.t(
+                    "(shown once; keep it secret, it is stored only as a hash):",
+                    "(chỉ hiện một lần; hãy giữ bí mật, máy chủ chỉ lưu bản băm):"
+                ),
             );
             println!("{token}");
             Ok(())

@@ -7,6 +7,8 @@
 //! `commune` row, every surveyed household a `household` row. Summing the
 //! rows gives the report's numerators and denominators. Personal fields
 //! (`head_name`) are left out unless `--include-personal` is given.
+//! `--excel` starts a CSV file with the UTF-8 byte order mark, which Excel
+//! needs to read Vietnamese names as UTF-8 rather than the system code page.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -23,9 +25,9 @@ use sync_core::survey::Survey;
 
 use super::out;
 use super::source::{Access, Source};
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::time;
-use super::Common;
+use super::{usage, Common};
 
 /// The file formats of an export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,7 +58,13 @@ pub struct ExportArgs {
     /// Include personal fields (head_name). Handle such a file as personal data.
     #[arg(long)]
     pub include_personal: bool,
+    /// For Excel: start the CSV with a UTF-8 byte order mark, so Excel shows diacritics right.
+    #[arg(long)]
+    pub excel: bool,
 }
+
+/// The UTF-8 byte order mark.
+const UTF8_BOM: &[u8] = "\u{feff}".as_bytes();
 
 /// The columns before the survey fields.
 const PLACE_COLUMNS: &[&str] = &[
@@ -222,12 +230,18 @@ pub fn run(args: ExportArgs, lang: Lang) -> anyhow::Result<()> {
     } else {
         ProgressBar::hidden()
     };
-    let sink: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(BufWriter::new(
-            File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
-        )),
+    if args.excel && args.format != ExportFormat::Csv {
+        return Err(usage(say("--excel goes with --format csv", "--excel chỉ dùng cùng --format csv")));
+    }
+    let mut sink: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(BufWriter::new(File::create(path).with_context(|| {
+            say(format!("cannot write {}", path.display()), format!("không ghi được {}", path.display()))
+        })?)),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
+    if args.excel {
+        sink.write_all(UTF8_BOM)?;
+    }
     let utc = args.common.utc;
     let mut w = RowWriter::new(args.format, columns(args.include_personal), sink)?;
     let load = |id: DocumentId| -> anyhow::Result<Option<Survey>> {

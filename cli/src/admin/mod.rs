@@ -151,7 +151,7 @@ pub enum AdminCommand {
     Report(report::ReportArgs),
     /// Households and village facts in a flat form a spreadsheet opens (streamed, no row cap).
     #[command(after_help = help!(
-        "thonsync export --format csv --out bac-kan.csv",
+        "thonsync export --format csv --excel --out bac-kan.csv   (opens in Excel with diacritics)",
         "thonsync export --format json --commune song-cau > song-cau.json",
         "thonsync export --format csv --include-personal --out with-names.csv",
     ))]
@@ -200,9 +200,10 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Rounds(c) => c.common().lang,
         AdminCommand::Devices(c) => c.common().lang,
         AdminCommand::Audit(a) => a.common.lang,
-        AdminCommand::Admin(_) => None,
+        AdminCommand::Admin(c) => c.lang(),
     }
     .unwrap_or_else(Lang::from_env);
+    text::set_current(lang);
     let result = match cmd {
         AdminCommand::Status(a) => status::run(a, lang),
         AdminCommand::Villages(a) => survey::villages(a, lang),
@@ -219,7 +220,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Rounds(c) => rounds::run(c, lang),
         AdminCommand::Devices(c) => devices::run(c, lang),
         AdminCommand::Audit(a) => devices::audit(a, lang),
-        AdminCommand::Admin(c) => devices::admin(c),
+        AdminCommand::Admin(c) => devices::admin(c, lang),
     };
     match result {
         Ok(()) => Ok(ExitCode::from(EXIT_OK)),

@@ -3,13 +3,14 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use base64::Engine;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::out::{self, print_json, print_table, table};
 use super::source::{Access, RefusedSummary, Source};
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::time;
 use super::{not_found, Common, ListFormat};
 
@@ -90,10 +91,18 @@ pub fn run(args: RefusedArgs, lang: Lang) -> anyhow::Result<()> {
         }
         Some(RefusedAction::Show { id, out: file }) => {
             let (summary, bytes) = source.refused_one(id)?.ok_or_else(|| {
-                not_found(format!("no refused upload has id {id}; `thonsync refused` lists them"))
+                not_found(say(
+                    format!("no refused upload has id {id}; `thonsync refused` lists them"),
+                    format!("không có dữ liệu bị từ chối mã {id}; `thonsync refused` liệt kê chúng"),
+                ))
             })?;
             if let Some(path) = &file {
-                std::fs::write(path, &bytes)?;
+                std::fs::write(path, &bytes).with_context(|| {
+                    say(
+                        format!("cannot write {}", path.display()),
+                        format!("không ghi được {}", path.display()),
+                    )
+                })?;
             }
             if args.format == ListFormat::Json {
                 return print_json(&WithBytes {

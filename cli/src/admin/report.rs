@@ -154,10 +154,7 @@ fn completeness_json(area: &AreaReport) -> serde_json::Map<String, Value> {
 }
 
 fn percent(v: Option<&Value>) -> String {
-    v.and_then(|r| r.get("percent"))
-        .and_then(Value::as_f64)
-        .map(|p| format!("{p:.1}%"))
-        .unwrap_or_else(|| "—".into())
+    v.and_then(|r| r.get("percent")).and_then(Value::as_f64).map(out::percent).unwrap_or_else(|| "—".into())
 }
 
 fn print(report: &Report, lang: Lang) -> anyhow::Result<()> {

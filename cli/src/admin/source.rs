@@ -20,6 +20,7 @@ use sync_core::survey::{Edit, SurveyDocument};
 use sync_core::sync::ChangeRecord;
 use sync_core::wire::{ErrorCode, ErrorEnvelope};
 
+use super::text::say;
 use super::{cannot_reach, not_found, Common, Failure, EXIT_ERROR};
 
 /// The store setting that keeps the administrator's actor id (hex) for
@@ -66,13 +67,44 @@ pub enum Source {
 
 fn store_error(path: &Path, e: StoreError) -> anyhow::Error {
     match e {
-        StoreError::NotFound(_) => cannot_reach(format!(
-            "no database at {}: give the server's database with --db PATH (or THONSYNC_DB), \
-             or a running server with --server URL",
-            path.display()
+        StoreError::NotFound(_) => cannot_reach(say(
+            format!(
+                "no database at {}: give the server's database with --db PATH (or THONSYNC_DB), \
+                 or a running server with --server URL (or THONSYNC_SERVER)",
+                path.display()
+            ),
+            format!(
+                "không có cơ sở dữ liệu tại {}: hãy chỉ cơ sở dữ liệu của máy chủ bằng --db ĐƯỜNG_DẪN \
+                 (hoặc THONSYNC_DB), hoặc một máy chủ đang chạy bằng --server URL (hoặc THONSYNC_SERVER)",
+                path.display()
+            ),
         )),
-        other => anyhow::Error::new(other).context(format!("database {}", path.display())),
+        other => Failure {
+            exit: EXIT_ERROR,
+            message: say(
+                format!("database {}: {other}", path.display()),
+                format!("lỗi cơ sở dữ liệu {} ({other})", path.display()),
+            ),
+        }
+        .into(),
     }
+}
+
+/// "The server sent an unexpected answer", in the command's language.
+fn unexpected(base: &str, what: &str) -> String {
+    say(
+        format!("{what}: the server at {base} sent an unexpected answer"),
+        format!("{what}: máy chủ {base} trả lời không như mong đợi"),
+    )
+}
+
+/// Opens an existing database file read-write; never creates one, so a
+/// mistyped path is an error naming it (exit 4) rather than a new empty database.
+pub fn open_existing(path: &Path) -> anyhow::Result<SqliteStore> {
+    if !path.is_file() {
+        return Err(store_error(path, StoreError::NotFound(String::new())));
+    }
+    SqliteStore::open(path).map_err(|e| store_error(path, e))
 }
 
 impl Source {
@@ -81,8 +113,11 @@ impl Source {
         if let Some(url) = &common.server {
             let base = url.trim_end_matches('/').to_owned();
             if !(base.starts_with("http://") || base.starts_with("https://")) {
-                return Err(super::usage(format!(
-                    "--server {url:?} is not an address; give one like http://127.0.0.1:7300"
+                return Err(super::usage(say(
+                    format!("--server {url:?} is not an address; give one like http://127.0.0.1:7300"),
+                    format!(
+                        "--server {url:?} không phải địa chỉ; hãy cho một địa chỉ như http://127.0.0.1:7300"
+                    ),
                 )));
             }
             // Without a token the server answers 401, and `check` says how to get one.
@@ -106,12 +141,7 @@ impl Source {
         let path = common.db.clone();
         let store = match access {
             Access::Read => SqliteStore::open_read_only(&path).map_err(|e| store_error(&path, e))?,
-            Access::Write => {
-                if !path.exists() {
-                    return Err(store_error(&path, StoreError::NotFound(String::new())));
-                }
-                SqliteStore::open(&path).map_err(|e| store_error(&path, e))?
-            }
+            Access::Write => open_existing(&path)?,
         };
         tracing::debug!(path = %path.display(), ?access, "database opened");
         Ok(Source::Db { path, store })
@@ -142,7 +172,10 @@ impl Source {
             Err(_) => (ErrorCode::Other(String::new()), text.chars().take(300).collect()),
         };
         let shown = if code.as_str().is_empty() { String::new() } else { format!(" ({code})") };
-        let message = format!("{what}: the server at {base} answered {status}: {message}{shown}");
+        let message = say(
+            format!("{what}: the server at {base} answered {status}: {message}{shown}"),
+            format!("{what}: máy chủ {base} trả lời {status}: {message}{shown}"),
+        );
         let error = |message: String| Failure { exit: EXIT_ERROR, message }.into();
         Err(match code {
             // Not `unknown_commune`: the admin API answers it (400) only for
@@ -151,23 +184,43 @@ impl Source {
             | ErrorCode::UnknownDocument
             | ErrorCode::UnknownRound
             | ErrorCode::NotFound => not_found(message),
-            ErrorCode::Unauthorized => error(format!(
-                "{message}; give an administrator token with --token TOKEN (or THONSYNC_ADMIN_TOKEN), \
-                 made on the server's machine by `thonsync admin create-token --db PATH --name NAME`"
+            ErrorCode::Unauthorized => error(say(
+                format!(
+                    "{message}; give an administrator token with --token TOKEN (or THONSYNC_ADMIN_TOKEN), \
+                     made on the server's machine by `thonsync admin create-token --db PATH --name NAME`"
+                ),
+                format!(
+                    "{message}; hãy cho mã truy cập quản trị bằng --token MÃ (hoặc THONSYNC_ADMIN_TOKEN), \
+                     tạo trên máy chủ bằng `thonsync admin create-token --db ĐƯỜNG_DẪN --name TÊN`"
+                ),
             )),
-            ErrorCode::Forbidden => error(format!("{message}; the admin API refused this request")),
+            ErrorCode::Forbidden => error(say(
+                format!("{message}; the admin API refused this request"),
+                format!("{message}; API quản trị từ chối yêu cầu này"),
+            )),
             ErrorCode::Other(_) if status == 404 => not_found(message),
-            ErrorCode::Other(_) if status == 401 => error(format!(
-                "{message}; give an administrator token with --token TOKEN (or THONSYNC_ADMIN_TOKEN)"
+            ErrorCode::Other(_) if status == 401 => error(say(
+                format!(
+                    "{message}; give an administrator token with --token TOKEN (or THONSYNC_ADMIN_TOKEN)"
+                ),
+                format!(
+                    "{message}; hãy cho mã truy cập quản trị bằng --token MÃ (hoặc THONSYNC_ADMIN_TOKEN)"
+                ),
             )),
             _ => error(message),
         })
     }
 
     fn transport(base: &str, what: &str, e: ureq::Error) -> anyhow::Error {
-        cannot_reach(format!(
-            "{what}: cannot reach the server at {base} ({e}); is it running? \
-             Start it with `cargo run --release -p server`, or read its database with --db PATH"
+        cannot_reach(say(
+            format!(
+                "{what}: cannot reach the server at {base} ({e}); is it running? \
+                 Start it with `thonsync-server --db PATH`, or read its database with --db PATH"
+            ),
+            format!(
+                "{what}: không kết nối được máy chủ {base} ({e}); máy chủ có đang chạy không? \
+                 Hãy chạy `thonsync-server --db ĐƯỜNG_DẪN`, hoặc đọc thẳng cơ sở dữ liệu bằng --db ĐƯỜNG_DẪN"
+            ),
         ))
     }
 
@@ -175,10 +228,7 @@ impl Source {
         let Source::Server { base, agent } = self else { unreachable!("server only") };
         let resp = agent.get(Self::url(base, path)).call().map_err(|e| Self::transport(base, what, e))?;
         let mut body = Self::check(base, what, resp)?;
-        body.with_config()
-            .limit(u64::MAX)
-            .read_json()
-            .with_context(|| format!("{what}: the server at {base} sent an unexpected answer"))
+        body.with_config().limit(u64::MAX).read_json().with_context(|| unexpected(base, what))
     }
 
     /// The registry; the bundled Bắc Kạn sample when none was loaded.
@@ -187,14 +237,19 @@ impl Source {
         if places.is_empty() {
             return Ok(Registry::sample_bac_kan());
         }
-        Registry::new(places).context("the stored registry is inconsistent; load a corrected one")
+        Registry::new(places).context(say(
+            "the stored registry is inconsistent; load a corrected one",
+            "danh mục địa bàn đã lưu không nhất quán; hãy nạp bản đã sửa",
+        ))
     }
 
     /// The stored places (empty when no registry was loaded).
     pub fn places(&self) -> anyhow::Result<Vec<Place>> {
         match self {
             Source::Db { path, store } => store.places().map_err(|e| store_error(path, e)),
-            Source::Server { .. } => self.get_json("/v1/admin/registry", "reading the registry"),
+            Source::Server { .. } => {
+                self.get_json("/v1/admin/registry", &say("reading the registry", "đọc danh mục địa bàn"))
+            }
         }
     }
 
@@ -202,7 +257,9 @@ impl Source {
     pub fn document_ids(&self) -> anyhow::Result<Vec<DocumentId>> {
         match self {
             Source::Db { path, store } => store.document_ids().map_err(|e| store_error(path, e)),
-            Source::Server { .. } => self.get_json("/v1/admin/documents", "listing documents"),
+            Source::Server { .. } => {
+                self.get_json("/v1/admin/documents", &say("listing documents", "liệt kê tài liệu"))
+            }
         }
     }
 
@@ -212,7 +269,7 @@ impl Source {
         match self {
             Source::Db { path, store } => load_survey(store, id, reader).map_err(|e| store_error(path, e)),
             Source::Server { base, agent } => {
-                let what = format!("reading {id}");
+                let what = say(format!("reading {id}"), format!("đọc {id}"));
                 let resp = agent
                     .get(Self::url(base, &format!("/v1/admin/documents/{id}")))
                     .call()
@@ -223,7 +280,12 @@ impl Source {
                 let mut body = Self::check(base, &what, resp)?;
                 let bytes = body.with_config().limit(u64::MAX).read_to_vec().context(what.clone())?;
                 let doc = SurveyDocument::load(id.clone(), reader, Some(&bytes), std::iter::empty())
-                    .with_context(|| format!("{what}: the server sent a document that does not load"))?;
+                    .with_context(|| {
+                        say(
+                            format!("{what}: the server sent a document that does not load"),
+                            format!("{what}: máy chủ gửi một tài liệu không mở được"),
+                        )
+                    })?;
                 Ok(Some(doc))
             }
         }
@@ -238,7 +300,7 @@ impl Source {
                     Some(d) => format!("/v1/admin/changes?document={d}"),
                     None => "/v1/admin/changes".to_owned(),
                 };
-                self.get_json(&path, "reading change metadata")
+                self.get_json(&path, &say("reading change metadata", "đọc thông tin thay đổi"))
             }
         }
     }
@@ -247,7 +309,9 @@ impl Source {
     pub fn peers(&self) -> anyhow::Result<Vec<PeerSummary>> {
         match self {
             Source::Db { path, store } => store.peers().map_err(|e| store_error(path, e)),
-            Source::Server { .. } => self.get_json("/v1/admin/peers", "listing devices"),
+            Source::Server { .. } => {
+                self.get_json("/v1/admin/peers", &say("listing devices", "liệt kê thiết bị"))
+            }
         }
     }
 
@@ -260,7 +324,8 @@ impl Source {
                 .into_iter()
                 .map(|r| RefusedSummary::from(&r))
                 .collect()),
-            Source::Server { .. } => self.get_json("/v1/admin/refused", "listing refused uploads"),
+            Source::Server { .. } => self
+                .get_json("/v1/admin/refused", &say("listing refused uploads", "liệt kê dữ liệu bị từ chối")),
         }
     }
 
@@ -278,9 +343,10 @@ impl Source {
                     summary: RefusedSummary,
                     bytes_base64: String,
                 }
-                let got: WithBytes = match self
-                    .get_json(&format!("/v1/admin/refused/{id}"), "reading a refused upload")
-                {
+                let got: WithBytes = match self.get_json(
+                    &format!("/v1/admin/refused/{id}"),
+                    &say("reading a refused upload", "đọc dữ liệu bị từ chối"),
+                ) {
                     Ok(g) => g,
                     Err(e) if e.downcast_ref::<Failure>().map(|f| f.exit) == Some(super::EXIT_NOT_FOUND) => {
                         return Ok(None)
@@ -289,7 +355,10 @@ impl Source {
                 };
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(got.bytes_base64.as_bytes())
-                    .context("the server sent refused bytes that are not base64")?;
+                    .context(say(
+                        "the server sent refused bytes that are not base64",
+                        "máy chủ gửi dữ liệu bị từ chối không ở dạng base64",
+                    ))?;
                 Ok(Some((got.summary, bytes)))
             }
         }
@@ -302,7 +371,8 @@ impl Source {
                 size_bytes: store.size_bytes().map_err(|e| store_error(path, e))?,
                 documents: store.document_ids().map_err(|e| store_error(path, e))?.len() as u64,
             }),
-            Source::Server { .. } => self.get_json("/v1/admin/store", "reading the store size"),
+            Source::Server { .. } => self
+                .get_json("/v1/admin/store", &say("reading the store size", "đọc dung lượng cơ sở dữ liệu")),
         }
     }
 
@@ -334,10 +404,14 @@ impl Source {
                 let actor = Self::admin_actor(store)?;
                 let mut doc =
                     load_survey(store, id, actor).map_err(|e| store_error(path, e))?.ok_or_else(|| {
-                        not_found(format!("{id} has no stored changes; see `thonsync villages`"))
+                        not_found(say(
+                            format!("{id} has no stored changes; see `thonsync villages`"),
+                            format!("{id} chưa có thay đổi nào được lưu; xem `thonsync villages`"),
+                        ))
                     })?;
                 let before = doc.heads();
-                let hash = doc.apply(edits, now_ms)?.context("nothing to write")?;
+                let hash =
+                    doc.apply(edits, now_ms)?.context(say("nothing to write", "không có gì để ghi"))?;
                 let changes: Vec<ChangeRecord> = doc
                     .automerge()
                     .get_changes(&before)
@@ -362,14 +436,13 @@ impl Source {
                 struct Written {
                     change: String,
                 }
-                let what = format!("writing to {id}");
+                let what = say(format!("writing to {id}"), format!("ghi vào {id}"));
                 let resp = agent
                     .post(Self::url(base, &format!("/v1/admin/documents/{id}/edits")))
                     .send_json(serde_json::json!({ "edits": edits }))
                     .map_err(|e| Self::transport(base, &what, e))?;
                 let mut body = Self::check(base, &what, resp)?;
-                let written: Written =
-                    body.read_json().with_context(|| format!("{what}: unexpected answer"))?;
+                let written: Written = body.read_json().with_context(|| unexpected(base, &what))?;
                 Ok(written.change)
             }
         }
@@ -388,15 +461,14 @@ impl Source {
                 struct Loaded {
                     places: usize,
                 }
-                let what = "loading the registry";
+                let what = &say("loading the registry", "nạp danh mục địa bàn");
                 let resp = agent
                     .put(Self::url(base, "/v1/admin/registry"))
                     .header("content-type", "text/csv; charset=utf-8")
                     .send(csv.as_bytes())
                     .map_err(|e| Self::transport(base, what, e))?;
                 let mut body = Self::check(base, what, resp)?;
-                let loaded: Loaded =
-                    body.read_json().with_context(|| format!("{what}: unexpected answer"))?;
+                let loaded: Loaded = body.read_json().with_context(|| unexpected(base, what))?;
                 Ok(loaded.places)
             }
         }
@@ -436,7 +508,7 @@ impl Source {
         let resp =
             agent.post(Self::url(base, path)).send_json(body).map_err(|e| Self::transport(base, what, e))?;
         let mut body = Self::check(base, what, resp)?;
-        body.read_json().with_context(|| format!("{what}: the server at {base} sent an unexpected answer"))
+        body.read_json().with_context(|| unexpected(base, what))
     }
 
     /// Adds a device for communes; returns it with its one-time code.
@@ -447,7 +519,10 @@ impl Source {
                 let registry = if places.is_empty() {
                     Registry::sample_bac_kan()
                 } else {
-                    Registry::new(places).context("the stored registry is inconsistent")?
+                    Registry::new(places).context(say(
+                        "the stored registry is inconsistent",
+                        "danh mục địa bàn đã lưu không nhất quán",
+                    ))?
                 };
                 let (device, code) =
                     add_device(store, &registry, name, communes, LOCAL_ADMIN, now(), rand::random())
@@ -457,7 +532,7 @@ impl Source {
             Source::Server { .. } => self.post_json(
                 "/v1/admin/devices",
                 serde_json::json!({ "name": name, "communes": communes }),
-                "adding a device",
+                &say("adding a device", "thêm thiết bị"),
             ),
         }
     }
@@ -466,7 +541,9 @@ impl Source {
     pub fn devices(&self) -> anyhow::Result<Vec<DeviceRecord>> {
         match self {
             Source::Db { path, store } => store.devices().map_err(|e| store_error(path, e)),
-            Source::Server { .. } => self.get_json("/v1/admin/devices", "listing devices"),
+            Source::Server { .. } => {
+                self.get_json("/v1/admin/devices", &say("listing devices", "liệt kê thiết bị"))
+            }
         }
     }
 
@@ -479,7 +556,7 @@ impl Source {
             Source::Server { .. } => self.post_json(
                 &format!("/v1/admin/devices/{}/revoke", encode_segment(id)),
                 serde_json::json!({}),
-                "revoking a device",
+                &say("revoking a device", "thu hồi thiết bị"),
             ),
         }
     }
@@ -504,9 +581,10 @@ impl Source {
     pub fn audit(&self, limit: usize) -> anyhow::Result<Vec<AuditEvent>> {
         match self {
             Source::Db { path, store } => store.audit(limit).map_err(|e| store_error(path, e)),
-            Source::Server { .. } => {
-                self.get_json(&format!("/v1/admin/audit?limit={limit}"), "reading the audit log")
-            }
+            Source::Server { .. } => self.get_json(
+                &format!("/v1/admin/audit?limit={limit}"),
+                &say("reading the audit log", "đọc nhật ký kiểm tra"),
+            ),
         }
     }
 
@@ -518,7 +596,9 @@ impl Source {
                 .iter()
                 .map(ToString::to_string)
                 .collect()),
-            Source::Server { .. } => self.get_json("/v1/admin/rounds", "listing survey rounds"),
+            Source::Server { .. } => {
+                self.get_json("/v1/admin/rounds", &say("listing survey rounds", "liệt kê các đợt điều tra"))
+            }
         }
     }
 
@@ -531,7 +611,7 @@ impl Source {
             Source::Server { .. } => self.post_json(
                 "/v1/admin/rounds",
                 serde_json::json!({ "round": round.as_str() }),
-                "opening a survey round",
+                &say("opening a survey round", "mở đợt điều tra"),
             ),
         }
     }
@@ -540,7 +620,9 @@ impl Source {
     pub fn actor_names(&self) -> anyhow::Result<std::collections::HashMap<String, String>> {
         let pairs: Vec<(String, String)> = match self {
             Source::Db { path, store } => store.actor_devices().map_err(|e| store_error(path, e))?,
-            Source::Server { .. } => self.get_json("/v1/admin/actors", "reading actor bindings")?,
+            Source::Server { .. } => {
+                self.get_json("/v1/admin/actors", &say("reading actor bindings", "đọc liên kết thiết bị"))?
+            }
         };
         let names: std::collections::HashMap<String, String> =
             self.devices()?.into_iter().map(|d| (d.id, d.name)).collect();

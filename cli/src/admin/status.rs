@@ -80,7 +80,7 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
     let mut t = out::plain();
     let size = s
         .store_size_bytes
-        .map(|b| format!("{:.1} MB ({b} bytes)", b as f64 / 1_048_576.0))
+        .map(|b| format!("{} MB ({b} bytes)", out::decimal(b as f64 / 1_048_576.0, 1)))
         .unwrap_or_else(|| "—".to_owned());
     let rows: Vec<(&str, String)> = vec![
         (lang.t("Source", "Nguồn dữ liệu"), s.source.clone()),

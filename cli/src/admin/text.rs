@@ -1,7 +1,38 @@
 //! The language of labels and messages: Vietnamese or English, chosen with
 //! `--lang` or from the locale. Place names always keep their diacritics.
+//!
+//! The command's language is set once when it starts ([`set_current`]), so
+//! error messages built deep in a command ([`say`]) and numbers and dates
+//! (`out`, `time`) follow it without each function taking it.
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::ValueEnum;
+
+/// The command's language: 0 not chosen yet, 1 Vietnamese, 2 English.
+static CURRENT: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the language of this run's messages, numbers and dates.
+pub fn set_current(lang: Lang) {
+    CURRENT.store(if lang == Lang::Vi { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// The language of this run: as set by [`set_current`], else from the locale.
+pub fn current() -> Lang {
+    match CURRENT.load(Ordering::Relaxed) {
+        1 => Lang::Vi,
+        2 => Lang::En,
+        _ => Lang::from_env(),
+    }
+}
+
+/// A whole message in this run's language, from its English and Vietnamese texts.
+pub fn say(en: impl Into<String>, vi: impl Into<String>) -> String {
+    match current() {
+        Lang::En => en.into(),
+        Lang::Vi => vi.into(),
+    }
+}
 
 /// A language the administrator's commands speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,9 @@
 //! Times for people: shown in Vietnam's time zone (UTC+7, no daylight saving)
-//! unless `--utc` is given, and read back from what an officer types.
+//! unless `--utc` is given, written the way the command's language writes
+//! dates (`05/03/2024` in Vietnamese, `2024-03-05` in English), and read
+//! back from what an officer types (either way).
+
+use super::text::{self, Lang};
 
 /// Vietnam's offset from UTC, in milliseconds. Vietnam keeps no daylight saving time.
 pub const VIETNAM_OFFSET_MS: i64 = 7 * 3_600_000;
@@ -46,18 +50,33 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// `2024-03-05 14:30:12` in Vietnam time (or UTC).
+/// `2024-03-05 14:30:12` (English) or `05/03/2024 14:30:12` (Vietnamese)
+/// in Vietnam time (or UTC), in the command's language.
 pub fn format(ms: i64, utc: bool) -> String {
+    format_in(ms, utc, text::current())
+}
+
+/// [`format`] in a given language.
+pub fn format_in(ms: i64, utc: bool, lang: Lang) -> String {
+    let (y, m, d, s) = civil(ms, utc);
+    let clock = format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+    match lang {
+        Lang::En => format!("{y:04}-{m:02}-{d:02} {clock}"),
+        Lang::Vi => format!("{d:02}/{m:02}/{y:04} {clock}"),
+    }
+}
+
+/// Year, month, day and seconds into the day, in Vietnam time (or UTC).
+fn civil(ms: i64, utc: bool) -> (i64, i64, i64, i64) {
     let local = ms + offset_ms(utc);
     let (days, rest) = (local.div_euclid(DAY_MS), local.rem_euclid(DAY_MS));
     let (y, m, d) = civil_from_days(days);
-    let s = rest / 1000;
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    (y, m, d, rest / 1000)
 }
 
-/// `2024-03-05T14:30:12+07:00` (or `Z`): unambiguous, for exports.
+/// `2024-03-05T14:30:12+07:00` (or `Z`): unambiguous, for exports, in every language.
 pub fn format_iso(ms: i64, utc: bool) -> String {
-    let text = format(ms, utc).replace(' ', "T");
+    let text = format_in(ms, utc, Lang::En).replace(' ', "T");
     if utc {
         format!("{text}Z")
     } else {
@@ -65,7 +84,7 @@ pub fn format_iso(ms: i64, utc: bool) -> String {
     }
 }
 
-/// Reads `2024-03-05`, `2024-03-05 14:30`, `2024-03-05T14:30:12`, with an
+/// Reads `2024-03-05` (or `05/03/2024`), `2024-03-05 14:30`, `2024-03-05T14:30:12`, with an
 /// optional `Z` or `+07:00`-style offset; without one the time is Vietnam
 /// time (or UTC with `utc`). A date alone means the end of that day.
 /// Returns milliseconds since 1970.
@@ -76,10 +95,13 @@ pub fn parse(text: &str, utc: bool) -> Option<i64> {
         Some((d, c)) => (d, Some(c.trim())),
         None => (body, None),
     };
-    let mut parts = date.split('-');
-    let y: i64 = parts.next()?.parse().ok()?;
+    // `2024-03-05`, or day first as Vietnamese write it: `05/03/2024`.
+    let (mut parts, day_first) =
+        if date.contains('/') { (date.split('/'), true) } else { (date.split('-'), false) };
+    let a: i64 = parts.next()?.parse().ok()?;
     let m: i64 = parts.next()?.parse().ok()?;
-    let d: i64 = parts.next()?.parse().ok()?;
+    let b: i64 = parts.next()?.parse().ok()?;
+    let (y, d) = if day_first { (b, a) } else { (a, b) };
     if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
@@ -136,10 +158,11 @@ mod tests {
     fn vietnam_time_is_seven_hours_ahead() {
         // 2024-03-05 07:30:00 UTC.
         let ms = 1_709_623_800_000;
-        assert_eq!(format(ms, true), "2024-03-05 07:30:00");
-        assert_eq!(format(ms, false), "2024-03-05 14:30:00");
+        assert_eq!(format_in(ms, true, Lang::En), "2024-03-05 07:30:00");
+        assert_eq!(format_in(ms, false, Lang::En), "2024-03-05 14:30:00");
+        assert_eq!(format_in(ms, false, Lang::Vi), "05/03/2024 14:30:00");
         assert_eq!(format_iso(ms, false), "2024-03-05T14:30:00+07:00");
-        assert_eq!(format(0, true), "1970-01-01 00:00:00");
+        assert_eq!(format_in(0, true, Lang::En), "1970-01-01 00:00:00");
     }
 
     #[test]
@@ -152,9 +175,13 @@ mod tests {
         assert_eq!(parse("2024-03-05T14:30:00+07:00", true), Some(ms));
         assert_eq!(parse("2024-03-05T02:30:00-05:00", false), Some(ms));
         // A date alone: the end of that day, Vietnam time.
-        assert_eq!(format(parse("2024-03-05", false).unwrap(), false), "2024-03-05 23:59:59");
+        let en = |ms| format_in(ms, false, Lang::En);
+        assert_eq!(en(parse("2024-03-05", false).unwrap()), "2024-03-05 23:59:59");
+        // Day first, as Vietnamese write dates.
+        assert_eq!(parse("05/03/2024 14:30", false), Some(ms));
+        assert_eq!(parse("05/03/2024", false), parse("2024-03-05", false));
         // The start of a range: a date alone is the start of that day.
-        assert_eq!(format(parse_start("2024-03-05", false).unwrap(), false), "2024-03-05 00:00:00");
+        assert_eq!(en(parse_start("2024-03-05", false).unwrap()), "2024-03-05 00:00:00");
         assert_eq!(parse_start("2024-03-05 14:30", false), Some(ms));
         assert_eq!(parse_start("2024-03-05Z", false), parse("2024-03-05 00:00", true));
         for bad in ["", "yesterday", "2024-02-30", "2024-13-01", "2024-03-05 25:00", "3f2a9c1e"] {

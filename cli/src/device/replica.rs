@@ -561,11 +561,22 @@ impl Device {
 
     /// Records edits offline as one change; returns its hash.
     pub fn record(&mut self, id: &DocumentId, edits: &[Edit]) -> Result<ChangeHash, DeviceError> {
+        self.record_at(id, edits, now_ms())
+    }
+
+    /// [`Device::record`] with the time the device's clock shows (ms since
+    /// 1970), for replaying fieldwork recorded on earlier days.
+    pub fn record_at(
+        &mut self,
+        id: &DocumentId,
+        edits: &[Edit],
+        at_ms: i64,
+    ) -> Result<ChangeHash, DeviceError> {
         let doc = self.load(id)?;
         let before = doc.heads();
         let mut candidate = doc.clone();
         let hash =
-            candidate.apply(edits, now_ms())?.ok_or_else(|| DeviceError::Invalid("no edits given".into()))?;
+            candidate.apply(edits, at_ms)?.ok_or_else(|| DeviceError::Invalid("no edits given".into()))?;
         let changes: Vec<ChangeRecord> = candidate
             .automerge()
             .get_changes(&before)
