@@ -191,9 +191,9 @@ fn an_administrator_corrects_a_counter_and_a_flagged_value_through_the_database_
     // Both corrections are attributed: history names who, old → new.
     for source in [["--db", db], ["--server", url.as_str()]] {
         let h = ok(&["history", "song-cau-01", source[0], source[1]]);
-        assert!(h.contains("admin:local (administrator)") && h.contains("5 → 2 (+)"), "{h}");
+        assert!(h.contains("admin:local (administrator)") && h.contains("5 → 2 (-3)"), "{h}");
         let h = ok(&["history", "song-cau-05", source[0], source[1]]);
-        assert!(h.contains("admin:tests (administrator)") && h.contains("4 → 1 (+)"), "{h}");
+        assert!(h.contains("admin:tests (administrator)") && h.contains("4 → 1 (-3)"), "{h}");
     }
     // A value outside a counter's range is refused.
     assert_eq!(

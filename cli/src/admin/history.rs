@@ -9,6 +9,7 @@ use serde::Serialize;
 use sync_core::access::edited_change;
 use sync_core::history::{history, Action, HistoryEntry, Receipts};
 use sync_core::ids::DEFAULT_ROUND;
+use sync_core::survey::FieldValue;
 
 use super::out::{self, print_json, print_table, table};
 use super::source::{Access, Source};
@@ -163,7 +164,18 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
                 Action::Created => lang.t("created", "tạo mới").to_owned(),
                 Action::Unset => format!("{} → ∅", out::value(f.old.as_ref(), lang)),
                 Action::Increment => {
-                    format!("{} → {} (+)", out::value(f.old.as_ref(), lang), out::value(f.new.as_ref(), lang))
+                    let delta = match (&f.old, &f.new) {
+                        (Some(FieldValue::Int(old)), Some(FieldValue::Int(new))) => {
+                            format!("{:+}", new - old)
+                        }
+                        (None, Some(FieldValue::Int(new))) => format!("{new:+}"),
+                        _ => "+".to_owned(),
+                    };
+                    format!(
+                        "{} → {} ({delta})",
+                        out::value(f.old.as_ref(), lang),
+                        out::value(f.new.as_ref(), lang)
+                    )
                 }
                 Action::Set => {
                     let mut old = out::value(f.old.as_ref(), lang);

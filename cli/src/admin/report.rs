@@ -220,17 +220,24 @@ fn print(report: &Report, lang: Lang) -> anyhow::Result<()> {
         ]);
         for a in &report.communes {
             let i = indicators_json(a);
+            let percent = |key: &str| {
+                let mut cell = percent(i.get(key));
+                if a.left_out.iter().any(|l| l.indicator == key) {
+                    cell.push_str(" *");
+                }
+                cell
+            };
             let k = &a.completeness;
             t.add_row(vec![
                 a.name.clone(),
                 format!("{}/{}", k.villages_surveyed, k.villages_expected),
                 format!("{}/{}", k.households_surveyed, k.households_expected),
-                percent(i.get("villages_with_digital_team")),
-                percent(i.get("households_with_fibre_broadband")),
-                percent(i.get("people_15_plus_with_account")),
-                percent(i.get("adults_with_smartphone")),
-                percent(i.get("people_with_e_health_record")),
-                percent(i.get("people_shopping_online")),
+                percent("villages_with_digital_team"),
+                percent("households_with_fibre_broadband"),
+                percent("people_15_plus_with_account"),
+                percent("adults_with_smartphone"),
+                percent("people_with_e_health_record"),
+                percent("people_shopping_online"),
                 k.conflicts_open.to_string(),
             ]);
         }
