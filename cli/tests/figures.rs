@@ -239,12 +239,37 @@ fn history_shows_a_resolution_to_the_shown_value_as_old_and_new_with_who_resolve
         assert_eq!(f["clashing"], serde_json::json!([other]));
         assert_eq!(h["administrators"][change["change"].as_str().unwrap()], "admin:tests");
     }
-    // The audit log reads as words, not program structures.
+}
+
+#[test]
+fn the_audit_log_says_what_an_administrator_changed_in_words_either_way() {
+    let (_dir, path) = own_db();
+    let db = path.to_str().unwrap();
+    ok(&["resolve", "song-cau-07", "cultural_house_internet", "no", "--db", db]);
+    let handle = start(&path);
+    let url = handle.url();
+    ok(&["resolve", "quang-thuan-01", "members", "6", "--household", "hh-01", "--server", &url]);
+    ok(&["resolve", "song-cau-05", "security_cameras", "1", "--server", &url]);
     let audit = json(&["audit", "--server", &url, "--format", "json"]);
-    let resolved = audit.as_array().unwrap().iter().find(|e| e["action"] == "conflict.resolve").unwrap();
-    let detail = resolved["detail"].as_str().unwrap();
-    assert!(detail.ends_with(&format!(": household hh-01 members = {shown}")), "{detail}");
-    assert!(!detail.contains("Edit {") && !detail.contains("Household("), "{detail}");
+    let details: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "conflict.resolve")
+        .map(|e| (e["who"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(details.len(), 3, "{details:?}");
+    for ((who, detail), (want_who, want)) in details.iter().zip([
+        ("admin:tests", ": facts security_cameras -3"),
+        ("admin:tests", ": household hh-01 members = 6"),
+        ("admin:local", ": facts cultural_house_internet = false"),
+    ]) {
+        assert_eq!(*who, want_who);
+        assert!(detail.starts_with("change ") && detail.ends_with(want), "{detail}");
+        assert!(!detail.contains('{') && !detail.contains("Household("), "{detail}");
+    }
+    let table = ok(&["audit", "--db", db, "--lang", "vi"]);
+    assert!(table.contains("household hh-01 members = 6"), "{table}");
 }
 
 /// The registry as `registry show --format csv` writes it, without `drop`'s rows.
