@@ -318,7 +318,9 @@ fn a_registry_dropping_surveyed_places_is_refused_unless_forced_and_every_load_i
     );
 
     // Through the server: dropping more is refused the same way, and audited with who.
-    let handle = start(&path);
+    let token = admin_token(&path);
+    use_admin_token(&token);
+    let handle = server::start(server::Config::new(&path, "127.0.0.1:0".parse().unwrap())).unwrap();
     let url = handle.url();
     let smaller = dir.path().join("smaller.csv");
     std::fs::write(&smaller, registry_without(db, &["nhu-co-03", "song-cau-20", "nhu-co-04"])).unwrap();
@@ -329,6 +331,15 @@ fn a_registry_dropping_surveyed_places_is_refused_unless_forced_and_every_load_i
     ok(&["registry", "load", smaller, "--server", &url, "--force"]);
     let (s, r) = households(["--server", url.as_str()]);
     assert_eq!((s, r), (status_after - 10, status_after - 10));
+
+    // A malformed file sent to the admin API straight is refused and audited too.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let answer = agent
+        .put(format!("{url}/v1/admin/registry"))
+        .header("authorization", format!("Bearer {token}"))
+        .send("id,kind,name,parent,expected_households\nx,planet,X,,\n")
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 400);
 
     let audit = json(&["audit", "--server", &url, "--format", "json"]);
     let loads: Vec<(&str, &str, &str)> = audit
@@ -342,12 +353,14 @@ fn a_registry_dropping_surveyed_places_is_refused_unless_forced_and_every_load_i
     assert_eq!(
         actions,
         [
+            ("admin:tests", "registry.load_refused"),
             ("admin:tests", "registry.load"),
             ("admin:tests", "registry.load_refused"),
             ("admin:local", "registry.load"),
             ("admin:local", "registry.load_refused"),
         ]
     );
-    assert!(loads[0].2.contains("--force, dropping places that hold survey data: nhu-co-04"), "{loads:?}");
-    assert!(loads[3].2.contains("nhu-co-03, song-cau-20"), "{loads:?}");
+    assert!(loads[0].2.contains("line 2"), "{loads:?}");
+    assert!(loads[1].2.contains("--force, dropping places that hold survey data: nhu-co-04"), "{loads:?}");
+    assert!(loads[4].2.contains("nhu-co-03, song-cau-20"), "{loads:?}");
 }

@@ -57,7 +57,8 @@ pub struct ForceQuery {
 
 /// `PUT /v1/admin/registry[?force=true]` with a CSV body. A registry that
 /// drops places holding survey data is refused (`bad_registry`, naming them)
-/// unless forced; every load and refusal is written to the audit log.
+/// unless forced; every load and refusal (a malformed file too) is written to
+/// the audit log.
 pub async fn put_registry(
     State(state): State<AppState>,
     Extension(admin): Extension<AdminName>,
@@ -65,8 +66,20 @@ pub async fn put_registry(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = body.map_err(|e| body_error(e, state.shared.limits.max_body_bytes))?;
-    let registry =
-        Registry::from_csv(&body[..]).map_err(|e| ApiError::new(ErrorCode::BadRegistry, e.to_string()))?;
+    let audit = |action: &str, detail: String| AuditEvent {
+        at: now_ms(),
+        who: admin.who(),
+        action: action.into(),
+        subject: "registry".into(),
+        detail,
+    };
+    let registry = match Registry::from_csv(&body[..]) {
+        Ok(r) => r,
+        Err(e) => {
+            state.shared.audit_async(audit(AUDIT_LOAD_REFUSED, e.to_string())).await;
+            return Err(ApiError::new(ErrorCode::BadRegistry, e.to_string()));
+        }
+    };
     let places: Vec<Place> = registry.places().cloned().collect();
     let n = places.len();
     let shared = state.shared.clone();
@@ -89,16 +102,7 @@ pub async fn put_registry(
         Ok(dropped) => (AUDIT_LOAD, load_detail(n, dropped)),
         Err(refused) => (AUDIT_LOAD_REFUSED, refused.to_string()),
     };
-    state
-        .shared
-        .audit_async(AuditEvent {
-            at: now_ms(),
-            who: admin.who(),
-            action: action.into(),
-            subject: "registry".into(),
-            detail,
-        })
-        .await;
+    state.shared.audit_async(audit(action, detail)).await;
     let dropped = outcome.map_err(|e| ApiError::new(ErrorCode::BadRegistry, e.to_string()))?;
     tracing::info!(places = n, dropped = dropped.len(), "registry replaced");
     Ok(Json(json!({ "places": n, "dropped": dropped })))
