@@ -197,7 +197,7 @@ fn resolve_writes_an_administrators_change_that_settles_the_conflict() {
     // A second resolution writes with the same administrator actor.
     let text =
         ok(&["resolve", "village:quang-thuan-01:2024-1", "adults", "3", "--household", "hh-02", "--db", db]);
-    assert!(text.contains("adults = 3"), "{text}");
+    assert!(text.contains("adults 4 → 3") && text.contains("No longer breaks: adults <= members"), "{text}");
     let h2 = json(&["history", "quang-thuan-01", "--db", db, "--format", "json"]);
     assert_eq!(h2["administrator"], h["administrator"]);
     assert_eq!(json(&["issues", "--db", db, "--format", "json"]), Value::Array(vec![]));
@@ -216,7 +216,8 @@ fn resolve_writes_an_administrators_change_that_settles_the_conflict() {
     let (c, err) = code(&["resolve", "quang-thuan-01", "members", "5", "--db", db]);
     assert_eq!(c, 2);
     assert!(err.contains("--household"), "{err}");
-    assert_eq!(code(&["resolve", "song-cau-01", "security_cameras", "3", "--db", db]).0, 2);
+    // A counter is corrected to a count, never below zero.
+    assert_eq!(code(&["resolve", "song-cau-01", "security_cameras", "-3", "--db", db]).0, 2);
     assert_eq!(code(&["resolve", "quang-thuan-01", "members", "5", "--household", "hh-99", "--db", db]).0, 3);
     assert_eq!(code(&["resolve", "giao-hieu-01", "digital_team", "yes", "--db", db]).0, 3);
 }
@@ -296,7 +297,11 @@ fn registry_show_and_load() {
          nhu-co-02,village,Thôn Bản Áng,nhu-co,8\n",
     )
     .unwrap();
-    let text = ok(&["registry", "load", csv_path.to_str().unwrap(), "--db", db]);
+    // It drops surveyed places: refused, naming them, unless forced.
+    let (c, err) = code(&["registry", "load", csv_path.to_str().unwrap(), "--db", db]);
+    assert_eq!(c, 1);
+    assert!(err.contains("nhu-co-03, nhu-co-04"), "{err}");
+    let text = ok(&["registry", "load", csv_path.to_str().unwrap(), "--db", db, "--force"]);
     assert!(text.contains("5 places loaded"), "{text}");
     let loaded = json(&["registry", "show", "--db", db, "--format", "json"]);
     assert_eq!(loaded.as_array().unwrap().len(), 5);

@@ -132,7 +132,11 @@ fn writes_go_through_the_running_server() {
          song-cau-01,village,Tổ 1 Phùng Chí Kiên,song-cau,40\n",
     )
     .unwrap();
-    let text = ok(&["registry", "load", csv_path.to_str().unwrap(), "--server", &url, "--lang", "vi"]);
+    // It drops surveyed places: loaded only when forced.
+    let refused = thonsync(&["registry", "load", csv_path.to_str().unwrap(), "--server", &url]);
+    assert_eq!(refused.status.code(), Some(1));
+    let text =
+        ok(&["registry", "load", csv_path.to_str().unwrap(), "--server", &url, "--lang", "vi", "--force"]);
     assert!(text.contains("4 địa bàn đã nạp"), "{text}");
     for source in ["--server", "--db"] {
         let target = if source == "--server" { url.as_str() } else { db };

@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sync_core::error::EditError;
 use sync_core::ids::DocumentId;
-use sync_core::registry::{Place, Registry};
+use sync_core::registry::{check_load, load_detail, Place, Registry, AUDIT_LOAD, AUDIT_LOAD_REFUSED};
 use sync_core::store::{ChangeMeta, PeerSummary, RefusedUpload, Store, WriteBatch};
 use sync_core::survey::Edit;
 use sync_core::sync::ChangeRecord;
 
-use sync_core::access::AuditEvent;
+use sync_core::access::{edits_detail, AuditEvent, AUDIT_EDIT};
 
 use crate::auth::AdminName;
 use crate::error::{ApiError, ErrorCode};
@@ -47,25 +47,65 @@ pub async fn get_registry(State(state): State<AppState>) -> Json<Vec<Place>> {
     Json(state.shared.registry.read().expect("registry").places().cloned().collect())
 }
 
-/// `PUT /v1/admin/registry` with a CSV body.
+/// `?force=` on the registry load.
+#[derive(Debug, Default, Deserialize)]
+pub struct ForceQuery {
+    /// Load even a registry that drops places holding survey data.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `PUT /v1/admin/registry[?force=true]` with a CSV body. A registry that
+/// drops places holding survey data is refused (`bad_registry`, naming them)
+/// unless forced; every load and refusal (a malformed file too) is written to
+/// the audit log.
 pub async fn put_registry(
     State(state): State<AppState>,
+    Extension(admin): Extension<AdminName>,
+    Query(q): Query<ForceQuery>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = body.map_err(|e| body_error(e, state.shared.limits.max_body_bytes))?;
-    let registry =
-        Registry::from_csv(&body[..]).map_err(|e| ApiError::new(ErrorCode::BadRegistry, e.to_string()))?;
+    let audit = |action: &str, detail: String| AuditEvent {
+        at: now_ms(),
+        who: admin.who(),
+        action: action.into(),
+        subject: "registry".into(),
+        detail,
+    };
+    let registry = match Registry::from_csv(&body[..]) {
+        Ok(r) => r,
+        Err(e) => {
+            state.shared.audit_async(audit(AUDIT_LOAD_REFUSED, e.to_string())).await;
+            return Err(ApiError::new(ErrorCode::BadRegistry, e.to_string()));
+        }
+    };
     let places: Vec<Place> = registry.places().cloned().collect();
     let n = places.len();
     let shared = state.shared.clone();
-    blocking(move || {
+    let outcome = blocking(move || {
+        let stored = shared.readers.with(|s| s.document_ids())?;
+        let checked = {
+            let current = shared.registry.read().expect("registry");
+            check_load(&current, &registry, &stored, q.force)
+        };
+        let dropped = match checked {
+            Ok(dropped) => dropped,
+            Err(refused) => return Ok(Err(refused)),
+        };
         shared.writer.run(move |s| s.put_places(&places))?;
         *shared.registry.write().expect("registry") = registry;
-        Ok(())
+        Ok(Ok(dropped))
     })
     .await?;
-    tracing::info!(places = n, "registry replaced");
-    Ok(Json(json!({ "places": n })))
+    let (action, detail) = match &outcome {
+        Ok(dropped) => (AUDIT_LOAD, load_detail(n, dropped)),
+        Err(refused) => (AUDIT_LOAD_REFUSED, refused.to_string()),
+    };
+    state.shared.audit_async(audit(action, detail)).await;
+    let dropped = outcome.map_err(|e| ApiError::new(ErrorCode::BadRegistry, e.to_string()))?;
+    tracing::info!(places = n, dropped = dropped.len(), "registry replaced");
+    Ok(Json(json!({ "places": n, "dropped": dropped })))
 }
 
 /// `GET /v1/admin/documents`: every stored document id.
@@ -207,8 +247,8 @@ pub async fn post_edits(
     let edits: EditsBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(ErrorCode::BadRequest, format!("the body is not {{\"edits\": [...]}}: {e}"))
     })?;
-    let edit_summary: Vec<String> = edits.edits.iter().map(|e| format!("{e:?}")).take(20).collect();
     let shared = state.shared.clone();
+    let listed: Vec<Edit> = edits.edits.iter().take(20).cloned().collect();
     let hash = blocking(move || {
         let slot = shared.docs.slot(&id);
         let mut guard = slot.lock();
@@ -254,15 +294,14 @@ pub async fn post_edits(
         Ok(hash)
     })
     .await?;
-    let fields: Vec<String> = edit_summary;
     state
         .shared
         .audit_async(AuditEvent {
             at: now_ms(),
             who: admin.who(),
-            action: "conflict.resolve".into(),
+            action: AUDIT_EDIT.into(),
             subject: raw,
-            detail: format!("change {hash}: {}", fields.join(", ")),
+            detail: edits_detail(&hash.to_string(), &listed),
         })
         .await;
     Ok((StatusCode::OK, Json(json!({ "change": hash.to_string() }))))

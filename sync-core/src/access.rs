@@ -158,9 +158,73 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// The audit action of an administrator's change to survey data (a
+/// resolution or a correction).
+pub const AUDIT_EDIT: &str = "conflict.resolve";
+
+/// The audit detail of an administrator's change, in words:
+/// `change 3f2a…: household hh-04 members = 5; facts security_cameras -47`.
+/// [`edited_change`] reads the hash back.
+pub fn edits_detail(change: &str, edits: &[crate::survey::Edit]) -> String {
+    use crate::survey::{EditOp, Target};
+    let text: Vec<String> = edits
+        .iter()
+        .map(|e| {
+            let record = match &e.target {
+                Target::Facts => "facts".to_owned(),
+                Target::Household(h) => format!("household {h}"),
+            };
+            let what = match &e.op {
+                EditOp::Set(crate::survey::FieldValue::Text(t)) => format!("= \"{t}\""),
+                EditOp::Set(v) => format!("= {v}"),
+                EditOp::Increment(d) => format!("{d:+}"),
+                EditOp::Unset => "unset".to_owned(),
+            };
+            format!("{record} {} {what}", e.field)
+        })
+        .collect();
+    format!("change {change}: {}", text.join("; "))
+}
+
+/// The change an administrator's audit event ([`AUDIT_EDIT`]) names, if any.
+pub fn edited_change(event: &AuditEvent) -> Option<&str> {
+    if event.action != AUDIT_EDIT {
+        return None;
+    }
+    let rest = event.detail.strip_prefix("change ")?;
+    Some(rest.split(':').next().unwrap_or(rest).trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_edits_audit_detail_reads_as_words_and_names_its_change() {
+        use crate::survey::{Edit, FieldValue, Target};
+        let hh = Target::Household("hh-04".parse().unwrap());
+        let detail = edits_detail(
+            "3f2a",
+            &[
+                Edit::set(hh.clone(), "members", FieldValue::Int(5)),
+                Edit::set(hh, "head_name", FieldValue::Text("Hoàng Văn A".into())),
+                Edit::increment(Target::Facts, "security_cameras", -47),
+            ],
+        );
+        assert_eq!(
+            detail,
+            "change 3f2a: household hh-04 members = 5; household hh-04 head_name = \"Hoàng Văn A\"; \
+             facts security_cameras -47"
+        );
+        let event = AuditEvent {
+            at: 0,
+            who: "admin:hoa".into(),
+            action: AUDIT_EDIT.into(),
+            subject: String::new(),
+            detail,
+        };
+        assert_eq!(edited_change(&event), Some("3f2a"));
+    }
 
     #[test]
     fn codes_survive_being_typed_back() {

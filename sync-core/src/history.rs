@@ -126,6 +126,10 @@ pub struct FieldChange {
     pub old: Option<FieldValue>,
     /// The value the change wrote (for a counter: the old value plus the delta).
     pub new: Option<FieldValue>,
+    /// The other concurrent values the field held at the change's
+    /// dependencies besides `old` (a clash this change settled); empty when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clashing: Vec<FieldValue>,
 }
 
 /// One change of a document.
@@ -203,6 +207,31 @@ fn value_at(doc: &automerge::Automerge, obj: &ObjId, key: &str, heads: &[ChangeH
     }
 }
 
+/// The concurrent values of a field at `heads` other than the shown one.
+fn clashing_at(
+    doc: &automerge::Automerge,
+    obj: &ObjId,
+    key: &str,
+    heads: &[ChangeHash],
+    shown: Option<&FieldValue>,
+) -> Vec<FieldValue> {
+    let Ok(all) = doc.get_all_at(obj, key, heads) else { return Vec::new() };
+    if all.len() < 2 {
+        return Vec::new();
+    }
+    let mut out: Vec<FieldValue> = all
+        .iter()
+        .filter_map(|(v, _)| match v {
+            automerge::Value::Scalar(s) => FieldValue::from_scalar(s),
+            automerge::Value::Object(_) => None,
+        })
+        .collect();
+    if let Some(i) = shown.and_then(|s| out.iter().position(|v| v == s)) {
+        out.remove(i);
+    }
+    out
+}
+
 fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash, received: &Receipts) -> HistoryEntry {
     let am = doc.automerge();
     let deps = change.deps().to_vec();
@@ -237,6 +266,7 @@ fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash, received: &
                         action: Action::Created,
                         old: None,
                         new: None,
+                        clashing: Vec::new(),
                     });
                 }
                 continue;
@@ -257,10 +287,17 @@ fn entry(doc: &SurveyDocument, change: &Change, genesis: ChangeHash, received: &
                 };
                 (Action::Increment, Some(FieldValue::Int(before + d)))
             }
-            OpType::Delete => (Action::Unset, None),
+            OpType::Delete => match value_at(am, &obj, &key, &[change.hash()]) {
+                // Settling a clash on the value shown is written as deleting
+                // the other values only: the field keeps its value, so it is
+                // a setting of that value, not a removal.
+                Some(kept) => (Action::Set, Some(kept)),
+                None => (Action::Unset, None),
+            },
             _ => continue,
         };
-        fields.push(FieldChange { household, field: Some(key), action, old, new });
+        let clashing = clashing_at(am, &obj, &key, &deps, old.as_ref());
+        fields.push(FieldChange { household, field: Some(key), action, old, new, clashing });
     }
     let hash = change.hash();
     let is_genesis = hash == genesis
@@ -406,6 +443,30 @@ mod tests {
         );
         assert_eq!(h[4].fields[0].new, Some(FieldValue::Int(5)));
         assert!(h[3].touches_household("hh-1") && !h[4].touches_household("hh-1"));
+    }
+
+    #[test]
+    fn settling_a_clash_on_the_shown_value_reads_as_old_and_new_not_as_a_removal() {
+        let mut a = SurveyDocument::create(village(), ActorId::from([1; 16]));
+        a.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(5))], 1_000).unwrap();
+        let mut b = a.clone();
+        b.automerge_mut().set_actor(ActorId::from([2; 16]));
+        a.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(9))], 2_000).unwrap();
+        b.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(6))], 2_000).unwrap();
+        a.automerge_mut().merge(b.automerge_mut()).unwrap();
+        let shown = match a.snapshot(None).unwrap() {
+            Survey::Village(v) => v.households["hh-1"].members,
+            _ => unreachable!(),
+        };
+        let mut admin = a.clone();
+        admin.automerge_mut().set_actor(ActorId::from([3; 16]));
+        admin.apply(&[Edit::set(hh("hh-1"), "members", FieldValue::Int(shown.unwrap()))], 3_000).unwrap();
+        let last = history(&admin, &Receipts::default()).pop().unwrap();
+        let f = &last.fields[0];
+        let other = if shown == Some(9) { 6 } else { 9 };
+        assert_eq!(f.action, Action::Set);
+        assert_eq!((f.old.clone(), f.new.clone()), (shown.map(FieldValue::Int), shown.map(FieldValue::Int)));
+        assert_eq!(f.clashing, vec![FieldValue::Int(other)]);
     }
 
     #[test]

@@ -77,6 +77,55 @@ pub enum RegistryError {
     },
 }
 
+/// Why a new registry was not loaded although it parses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the new registry drops {} place(s) holding survey data: {}; their data would be left out of \
+     every figure (`thonsync status`, `thonsync report`). Put them back in the file, or load it \
+     anyway with `thonsync registry load FILE --force`",
+    places.len(),
+    places.join(", ")
+)]
+pub struct DropsData {
+    /// The places dropped, sorted.
+    pub places: Vec<String>,
+}
+
+/// Checks a registry about to replace `current`: a file that drops places
+/// holding `stored` documents is refused unless `force`. Returns the places
+/// a forced load drops (empty when none).
+pub fn check_load<'a>(
+    current: &Registry,
+    next: &Registry,
+    stored: impl IntoIterator<Item = &'a DocumentId>,
+    force: bool,
+) -> Result<Vec<String>, DropsData> {
+    let places = current.dropped_with_data(next, stored);
+    if places.is_empty() || force {
+        Ok(places)
+    } else {
+        Err(DropsData { places })
+    }
+}
+
+/// The audit log's action for a registry load.
+pub const AUDIT_LOAD: &str = "registry.load";
+/// The audit log's action for a refused registry load.
+pub const AUDIT_LOAD_REFUSED: &str = "registry.load_refused";
+
+/// The audit log's detail of a registry load: how many places, and which
+/// places holding survey data a forced load dropped.
+pub fn load_detail(places: usize, dropped: &[String]) -> String {
+    if dropped.is_empty() {
+        format!("{places} places loaded")
+    } else {
+        format!(
+            "{places} places loaded with --force, dropping places that hold survey data: {}",
+            dropped.join(", ")
+        )
+    }
+}
+
 /// The places, indexed by id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registry {
@@ -282,11 +331,56 @@ impl Registry {
     pub fn commune_of(&self, doc: &DocumentId) -> Option<&Place> {
         self.ancestor(doc.place.as_str(), PlaceKind::Commune)
     }
+
+    /// Whether a document belongs to this registry: its place is here with
+    /// the kind the document needs (a village document, a village). What the
+    /// report reads, what `status` counts and what a new registry may not
+    /// drop unasked are all judged by this one rule.
+    pub fn holds(&self, doc: &DocumentId) -> bool {
+        let want = match doc.kind {
+            crate::ids::DocumentKind::Village => PlaceKind::Village,
+            crate::ids::DocumentKind::Commune => PlaceKind::Commune,
+        };
+        self.get(doc.place.as_str()).map(|p| p.kind) == Some(want)
+    }
+
+    /// The places of `stored` documents that this registry holds and `next`
+    /// would not: loading `next` would leave their survey data out of every
+    /// figure. Sorted, each once.
+    pub fn dropped_with_data<'a>(
+        &self,
+        next: &Registry,
+        stored: impl IntoIterator<Item = &'a DocumentId>,
+    ) -> Vec<String> {
+        let dropped: std::collections::BTreeSet<String> = stored
+            .into_iter()
+            .filter(|id| self.holds(id) && !next.holds(id))
+            .map(|id| id.place.to_string())
+            .collect();
+        dropped.into_iter().collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_that_drops_places_with_data_names_them() {
+        let old = Registry::sample_bac_kan();
+        let next = Registry::new(old.places().filter(|p| p.id != "nhu-co-03").cloned()).unwrap();
+        let stored: Vec<DocumentId> =
+            ["village:nhu-co-03:2024-1", "village:nhu-co-04:2024-1", "village:gone-01:2024-1"]
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
+        assert!(old.holds(&stored[0]) && !next.holds(&stored[0]));
+        // A place already outside the registry is not the new file's doing.
+        assert_eq!(old.dropped_with_data(&next, &stored), vec!["nhu-co-03".to_owned()]);
+        assert!(old.dropped_with_data(&old, &stored).is_empty());
+        // A commune id is not a village's place.
+        assert!(!old.holds(&"village:nhu-co:2024-1".parse().unwrap()));
+    }
 
     #[test]
     fn sample_has_the_seed_communes_and_round_trips_through_csv() {

@@ -348,7 +348,8 @@ impl Scope {
 ///
 /// Two valid concurrent edits can break such a rule (one surveyor lowers
 /// `members`, another raises `adults`), so a breach is reported as a
-/// data-quality issue, never refused.
+/// data-quality issue, never refused; the report leaves a household that
+/// breaks one out of every indicator that reads the rule's fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartRule {
     /// Rule name shown to administrators.
@@ -359,6 +360,13 @@ pub struct PartRule {
     pub part: &'static str,
     /// The field it is part of.
     pub whole: &'static str,
+}
+
+impl PartRule {
+    /// Whether the rule involves any of `fields`.
+    pub fn touches(&self, fields: &[&str]) -> bool {
+        fields.contains(&self.part) || fields.contains(&self.whole)
+    }
 }
 
 const fn r(name: &'static str, part: &'static str, whole: &'static str) -> PartRule {

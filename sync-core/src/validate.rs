@@ -10,7 +10,7 @@ use automerge::{Change, ObjType, Prop, ReadDoc, ROOT};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::DocumentId;
-use crate::schema::{FieldKind, Scope, PART_RULES};
+use crate::schema::{FieldKind, Household, PartRule, Scope, PART_RULES};
 use crate::survey::{FieldValue, Survey, SurveyDocument};
 
 /// Why an incoming change was refused: names the document, record, field and rule.
@@ -218,18 +218,14 @@ pub fn data_quality(survey: &Survey) -> Vec<DataQualityIssue> {
                 out.push(negative(doc, None, "security_cameras", v.facts.security_cameras));
             }
             for (id, hh) in &v.households {
-                for rule in PART_RULES.iter().filter(|r| r.scope == Scope::Household) {
-                    if let (Some(part), Some(whole)) = (hh.int(rule.part), hh.int(rule.whole)) {
-                        if part > whole {
-                            out.push(DataQualityIssue {
-                                document: doc.clone(),
-                                household: Some(id.clone()),
-                                fields: vec![rule.part.into(), rule.whole.into()],
-                                rule: rule.name.into(),
-                                detail: format!("{} is {part} but {} is {whole}", rule.part, rule.whole),
-                            });
-                        }
-                    }
+                for (rule, part, whole) in household_breaches(hh) {
+                    out.push(DataQualityIssue {
+                        document: doc.clone(),
+                        household: Some(id.clone()),
+                        fields: vec![rule.part.into(), rule.whole.into()],
+                        rule: rule.name.into(),
+                        detail: format!("{} is {part} but {} is {whole}", rule.part, rule.whole),
+                    });
                 }
                 if hh.qr_codes_issued < 0 {
                     out.push(negative(doc, Some(id), "qr_codes_issued", hh.qr_codes_issued));
@@ -241,13 +237,29 @@ pub fn data_quality(survey: &Survey) -> Vec<DataQualityIssue> {
     out
 }
 
+/// The household rules one household breaks, with the part's and the
+/// whole's values: the one judgement both `issues` and the report use.
+pub fn household_breaches(hh: &Household) -> impl Iterator<Item = (&'static PartRule, i64, i64)> + '_ {
+    PART_RULES.iter().filter(|r| r.scope == Scope::Household).filter_map(|rule| {
+        match (hh.int(rule.part), hh.int(rule.whole)) {
+            (Some(part), Some(whole)) if part > whole => Some((rule, part, whole)),
+            _ => None,
+        }
+    })
+}
+
+/// The rule a counter below zero breaks, as `issues` names it.
+pub fn negative_rule(field: &str) -> String {
+    format!("{field} >= 0")
+}
+
 fn negative(doc: &DocumentId, household: Option<&String>, field: &str, value: i64) -> DataQualityIssue {
     DataQualityIssue {
         document: doc.clone(),
         household: household.cloned(),
         fields: vec![field.into()],
-        rule: format!("{field} >= 0"),
-        detail: format!("{field} adds up to {value}"),
+        rule: negative_rule(field),
+        detail: format!("{field} adds up to {value}; the report counts it as 0"),
     }
 }
 

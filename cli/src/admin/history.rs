@@ -1,11 +1,15 @@
 //! `thonsync history`: who changed what and when in one village's survey,
 //! change by change, with old → new values, the device's time and the
-//! server's receipt time; device clocks that cannot be right are flagged.
+//! server's receipt time; device clocks that cannot be right are flagged. An
+//! administrator's change is named by who made it (from the audit log), and
+//! a clash it settled shows every value it replaced (`7 | 6 → 7`).
 
 use clap::Args;
 use serde::Serialize;
+use sync_core::access::edited_change;
 use sync_core::history::{history, Action, HistoryEntry, Receipts};
 use sync_core::ids::DEFAULT_ROUND;
+use sync_core::survey::FieldValue;
 
 use super::out::{self, print_json, print_table, table};
 use super::source::{Access, Source};
@@ -53,8 +57,15 @@ struct History {
     administrator: Option<String>,
     /// The device (surveyor) each actor of these changes is bound to, by name.
     surveyors: std::collections::BTreeMap<String, String>,
+    /// The administrator (as the audit log names them) who wrote each of
+    /// these changes that an administrator wrote, by change hash.
+    administrators: std::collections::BTreeMap<String, String>,
     changes: Vec<HistoryEntry>,
 }
+
+/// How many of the newest audit events are searched for the administrators behind changes
+/// (the most the server's audit endpoint answers).
+const AUDIT_LOOKBACK: usize = 10_000;
 
 /// Marks a device time that cannot be right.
 const SUSPECT: &str = "⚠";
@@ -102,6 +113,14 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
     let admin = source.known_admin_actor();
     let id = doc.id().clone();
     let surveyors = source.actor_names()?;
+    // The audit log names the administrator behind each of their changes,
+    // whichever way (database or server) the change was written.
+    let mut resolvers: std::collections::BTreeMap<String, String> = source
+        .audit(AUDIT_LOOKBACK)?
+        .iter()
+        .filter_map(|e| edited_change(e).map(|c| (c.to_owned(), e.who.clone())))
+        .collect();
+    resolvers.retain(|hash, _| changes.iter().any(|e| &e.change == hash));
     if args.format == ListFormat::Json {
         let named = changes
             .iter()
@@ -112,6 +131,7 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
             name: out::place_name(&registry, id.place.as_str()),
             administrator: admin,
             surveyors: named,
+            administrators: resolvers,
             changes,
         });
     }
@@ -126,7 +146,9 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
         lang.t("Old → new", "Cũ → mới").to_owned(),
     ]);
     for e in &changes {
-        let actor = if admin.as_deref() == Some(e.actor.as_str()) {
+        let actor = if let Some(who) = resolvers.get(&e.change) {
+            format!("{who} ({})", lang.t("administrator", "quản trị"))
+        } else if admin.as_deref() == Some(e.actor.as_str()) {
             format!("{} ({})", out::short(&e.actor), lang.t("administrator", "quản trị"))
         } else if let Some(name) = surveyors.get(&e.actor) {
             format!("{name} ({})", out::short(&e.actor))
@@ -142,10 +164,25 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
                 Action::Created => lang.t("created", "tạo mới").to_owned(),
                 Action::Unset => format!("{} → ∅", out::value(f.old.as_ref(), lang)),
                 Action::Increment => {
-                    format!("{} → {} (+)", out::value(f.old.as_ref(), lang), out::value(f.new.as_ref(), lang))
+                    let delta = match (&f.old, &f.new) {
+                        (Some(FieldValue::Int(old)), Some(FieldValue::Int(new))) => {
+                            format!("{:+}", new - old)
+                        }
+                        (None, Some(FieldValue::Int(new))) => format!("{new:+}"),
+                        _ => "+".to_owned(),
+                    };
+                    format!(
+                        "{} → {} ({delta})",
+                        out::value(f.old.as_ref(), lang),
+                        out::value(f.new.as_ref(), lang)
+                    )
                 }
                 Action::Set => {
-                    format!("{} → {}", out::value(f.old.as_ref(), lang), out::value(f.new.as_ref(), lang))
+                    let mut old = out::value(f.old.as_ref(), lang);
+                    for other in &f.clashing {
+                        old = format!("{old} | {}", out::value(Some(other), lang));
+                    }
+                    format!("{old} → {}", out::value(f.new.as_ref(), lang))
                 }
             };
             let device_time = if e.clock_suspect {

@@ -6,7 +6,7 @@ use clap::Args;
 use serde::Serialize;
 use sync_core::ids::{DocumentKind, HouseholdId, DEFAULT_ROUND};
 use sync_core::schema::{FieldKind, Scope};
-use sync_core::survey::{Edit, FieldValue, Target};
+use sync_core::survey::{Edit, FieldValue, Survey, Target};
 use sync_core::validate::{conflicts as find_conflicts, data_quality, Conflict, DataQualityIssue};
 
 use super::out::{self, print_json, print_table, table};
@@ -100,7 +100,9 @@ pub struct ResolveArgs {
     pub document: String,
     /// The field, e.g. members or cultural_house_internet.
     pub field: String,
-    /// The chosen value (numbers; yes/no/true/false/có/không; text).
+    /// The chosen value (numbers; yes/no/true/false/có/không; text). For a counter
+    /// (security_cameras, qr_codes_issued) the value it should show: the administrator's
+    /// increment from its current value is written, so devices' additions still add up.
     pub value: String,
     /// The household, for household fields.
     #[arg(long)]
@@ -118,9 +120,18 @@ struct Resolved {
     document: String,
     household: Option<String>,
     field: String,
+    /// The value shown before.
+    old: Option<FieldValue>,
     value: FieldValue,
-    change: String,
+    /// For a counter: the compensating increment written (new − old).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    increment: Option<i64>,
+    /// The change written; `None` when the counter already held the value.
+    change: Option<String>,
     was_in_conflict: bool,
+    /// Consistency rules on this field the record broke before, and still breaks after.
+    breaches_before: Vec<String>,
+    breaches_after: Vec<String>,
 }
 
 /// Milliseconds since 1970, now.
@@ -129,6 +140,24 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// The value a field of one record shows in a merged survey.
+fn shown(survey: &Survey, household: Option<&str>, field: &str) -> Option<FieldValue> {
+    match (survey, household) {
+        (Survey::Village(v), Some(h)) => v.households.get(h).and_then(|r| r.get(field)),
+        (Survey::Village(v), None) => v.facts.get(field),
+        (Survey::Commune(c), _) => c.facts.get(field),
+    }
+}
+
+/// The consistency rules involving `field` that one record breaks.
+fn breaches(survey: &Survey, household: Option<&str>, field: &str) -> Vec<String> {
+    data_quality(survey)
+        .into_iter()
+        .filter(|i| i.household.as_deref() == household && i.fields.iter().any(|f| f == field))
+        .map(|i| i.rule)
+        .collect()
 }
 
 pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
@@ -167,43 +196,85 @@ pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
             scope.known()
         ))
     })?;
-    if field.kind == FieldKind::Counter {
-        return Err(usage(format!(
-            "{} is a counter: concurrent additions add up and never conflict, so there is nothing to choose",
-            field.name
-        )));
-    }
-    let value = FieldValue::parse(field.name, field.kind, &args.value).map_err(|e| usage(e.to_string()))?;
+    // A counter is set by the increment that takes it from its value to the
+    // chosen one, so additions devices make meanwhile still add up.
+    let value_kind = if field.kind == FieldKind::Counter { FieldKind::Count } else { field.kind };
+    let value = FieldValue::parse(field.name, value_kind, &args.value).map_err(|e| usage(e.to_string()))?;
     let household = args.household.clone();
+    let before = doc.snapshot(None)?;
+    let old = shown(&before, household.as_deref(), field.name);
+    let breaches_before = breaches(&before, household.as_deref(), field.name);
     let was_in_conflict = find_conflicts(&doc)
         .iter()
         .any(|c| c.field == field.name && c.household.as_deref() == household.as_deref());
-    let edit = Edit::set(target, field.name, value.clone());
-    let change = source.apply_edits(&id, &[edit], now_ms())?;
-    tracing::info!(document = %id, field = field.name, %change, "resolved");
+    let (edit, increment) = match (field.kind, &old, &value) {
+        (FieldKind::Counter, Some(FieldValue::Int(now)), FieldValue::Int(want)) => {
+            let delta = want - now;
+            (Edit::increment(target, field.name, delta), Some(delta))
+        }
+        _ => (Edit::set(target, field.name, value.clone()), None),
+    };
+    let change = if increment == Some(0) {
+        None
+    } else {
+        let change = source.apply_edits(&id, &[edit], now_ms())?;
+        tracing::info!(document = %id, field = field.name, %change, "resolved");
+        Some(change)
+    };
+    let after = match (&change, source.document(&id)?) {
+        (Some(_), Some(doc)) => doc.snapshot(None)?,
+        _ => before,
+    };
+    let breaches_after = breaches(&after, household.as_deref(), field.name);
     if args.format == ListFormat::Json {
         return print_json(&Resolved {
             document: id.to_string(),
             household,
             field: field.name.to_owned(),
+            old,
             value,
+            increment,
             change,
             was_in_conflict,
+            breaches_before,
+            breaches_after,
         });
     }
     let place = out::place_name(&registry, id.place.as_str());
     let record = household.map(|h| format!(" {} {h}", lang.t("household", "hộ"))).unwrap_or_default();
+    let Some(change) = change else {
+        return out::line(format!(
+            "{place}{record}: {} {} {}; {}",
+            field.name,
+            lang.t("already holds", "đã có giá trị"),
+            out::value(Some(&value), lang),
+            lang.t("nothing written.", "không ghi gì.")
+        ));
+    };
+    let delta = increment.map(|d| format!(" ({d:+})")).unwrap_or_default();
     out::line(format!(
-        "{place}{record}: {} = {} ({} {})",
+        "{place}{record}: {} {} → {}{delta} ({} {})",
         field.name,
+        out::value(old.as_ref(), lang),
         out::value(Some(&value), lang),
         lang.t("change", "thay đổi"),
         out::short(&change)
     ))?;
-    if !was_in_conflict {
+    let settled: Vec<&String> = breaches_before.iter().filter(|r| !breaches_after.contains(r)).collect();
+    for rule in &settled {
+        out::line(format!("{} {rule}", lang.t("No longer breaks:", "Không còn vi phạm:")))?;
+    }
+    for rule in &breaches_after {
+        out::line(format!(
+            "{} {rule} (`thonsync issues --commune {}`)",
+            lang.t("Still breaks:", "Vẫn vi phạm:"),
+            out::commune_of(&registry, &id).0
+        ))?;
+    }
+    if !was_in_conflict && breaches_before.is_empty() && increment.is_none() {
         out::line(lang.t(
-            "Note: this field was not in conflict; the value was written anyway.",
-            "Lưu ý: trường này không có xung đột; giá trị vẫn được ghi.",
+            "Note: this field was not in conflict nor flagged; the value was written anyway.",
+            "Lưu ý: trường này không có xung đột hay vấn đề; giá trị vẫn được ghi.",
         ))?;
     }
     out::line(lang.t(

@@ -20,6 +20,8 @@ pub enum RegistryCommand {
         "Examples:\n",
         "  thonsync registry load places.csv --db thonsync.sqlite\n",
         "  thonsync registry load places.csv --server http://127.0.0.1:7300\n\n",
+        "A file that drops places holding survey data is refused, naming them, unless --force;\n",
+        "every load and refusal is written to the audit log (`thonsync audit`).\n\n",
         "The file starts with the header id,kind,name,parent,expected_households; kind is province,\n",
         "district, commune or village; `thonsync registry show --format csv` writes one to start from.\n\n",
         "Exit codes: 0 ok, 1 error, 2 wrong usage, 3 not found, 4 database or server unreachable."
@@ -52,6 +54,10 @@ pub struct LoadArgs {
     pub common: Common,
     /// The CSV file.
     pub file: PathBuf,
+    /// Load it even if it drops places that hold survey data (their data stays stored but is
+    /// left out of `status` and `report`).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `thonsync registry show`.
@@ -86,7 +92,7 @@ fn load(args: LoadArgs, lang: Lang) -> anyhow::Result<()> {
         )
     })?;
     let mut source = Source::open(&args.common, Access::Write)?;
-    let n = source.put_registry(&csv, &registry)?;
+    let (n, dropped) = source.put_registry(&csv, &registry, args.force)?;
     let count = |k| registry.of_kind(k).count();
     out::line(format!(
         "{n} {} ({} {}, {} {}, {} {}, {} {}) → {}",
@@ -100,7 +106,18 @@ fn load(args: LoadArgs, lang: Lang) -> anyhow::Result<()> {
         count(PlaceKind::Village),
         lang.t("villages", "thôn"),
         source.describe()
-    ))
+    ))?;
+    if !dropped.is_empty() {
+        out::line(format!(
+            "{} {}",
+            lang.t(
+                "Dropped with --force, their survey data kept but left out of status and report:",
+                "Đã bỏ bằng --force, dữ liệu điều tra vẫn lưu nhưng không tính trong status và report:"
+            ),
+            dropped.join(", ")
+        ))?;
+    }
+    Ok(())
 }
 
 /// Places in tree order: each place followed by the places under it.

@@ -9,7 +9,7 @@ use clap::{ArgGroup, Args};
 use serde_json::Value;
 use sync_core::ids::{DocumentId, DEFAULT_ROUND};
 use sync_core::registry::{PlaceKind, Registry};
-use sync_core::report::{build_report, AreaReport, Report};
+use sync_core::report::{build_report, AreaReport, LeftOut, Report, Treatment, Unit};
 use sync_core::survey::SurveyDocument;
 
 use super::out::{self, print_json, print_table, table};
@@ -182,13 +182,17 @@ fn print(report: &Report, lang: Lang) -> anyhow::Result<()> {
             ),
             _ => (String::new(), String::new()),
         };
-        let value = match v {
+        let mut value = match v {
             Value::Object(_) => percent(Some(v)),
             other => other.to_string(),
         };
+        if total.left_out.iter().any(|l| l.indicator == *key) {
+            value.push_str(" *");
+        }
         t.add_row(vec![lang.t(en, vi).to_owned(), value, n, d]);
     }
     print_table(&t)?;
+    print_left_out(total, lang)?;
     let comp = completeness_json(total);
     let mut c = table([lang.t("Completeness", "Mức độ hoàn thành"), lang.t("Count", "Số lượng")]);
     for (key, en, vi) in COMPLETENESS {
@@ -213,23 +217,83 @@ fn print(report: &Report, lang: Lang) -> anyhow::Result<()> {
         ]);
         for a in &report.communes {
             let i = indicators_json(a);
+            let percent = |key: &str| {
+                let mut cell = percent(i.get(key));
+                if a.left_out.iter().any(|l| l.indicator == key) {
+                    cell.push_str(" *");
+                }
+                cell
+            };
             let k = &a.completeness;
             t.add_row(vec![
                 a.name.clone(),
                 format!("{}/{}", k.villages_surveyed, k.villages_expected),
                 format!("{}/{}", k.households_surveyed, k.households_expected),
-                percent(i.get("villages_with_digital_team")),
-                percent(i.get("households_with_fibre_broadband")),
-                percent(i.get("people_15_plus_with_account")),
-                percent(i.get("adults_with_smartphone")),
-                percent(i.get("people_with_e_health_record")),
-                percent(i.get("people_shopping_online")),
+                percent("villages_with_digital_team"),
+                percent("households_with_fibre_broadband"),
+                percent("people_15_plus_with_account"),
+                percent("adults_with_smartphone"),
+                percent("people_with_e_health_record"),
+                percent("people_shopping_online"),
                 k.conflicts_open.to_string(),
             ]);
         }
         print_table(&t)?;
     }
     Ok(())
+}
+
+/// The label of an indicator, by its key.
+fn label(key: &str, lang: Lang) -> String {
+    INDICATORS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, en, vi)| lang.t(en, vi).to_owned())
+        .unwrap_or_else(|| key.to_owned())
+}
+
+/// What one indicator left out, for a person: "1 household left out".
+fn left_out_text(l: &LeftOut, lang: Lang) -> String {
+    let unit = match (l.unit, l.records == 1) {
+        (Unit::Household, true) => lang.t("household", "hộ"),
+        (Unit::Household, false) => lang.t("households", "hộ"),
+        (Unit::Village, true) => lang.t("village", "thôn"),
+        (Unit::Village, false) => lang.t("villages", "thôn"),
+    };
+    let how = match l.treatment {
+        Treatment::LeftOut => lang.t("left out", "bị loại khỏi chỉ tiêu"),
+        Treatment::CountedAsZero => lang.t("counted as 0 (below zero)", "tính là 0 (nhỏ hơn 0)"),
+    };
+    format!("{} {unit} {how}", l.records)
+}
+
+/// The records the figures above did not read as stored, per indicator, with why and where to look.
+fn print_left_out(area: &AreaReport, lang: Lang) -> anyhow::Result<()> {
+    if area.left_out.is_empty() {
+        return Ok(());
+    }
+    out::line(lang.t(
+        "* Records breaking a consistency rule are not read as stored:",
+        "* Bản ghi vi phạm quy tắc nhất quán không được tính như đã lưu:",
+    ))?;
+    let mut t = table([
+        lang.t("Indicator", "Chỉ tiêu"),
+        lang.t("Records", "Bản ghi"),
+        lang.t("Rule (records)", "Quy tắc (số bản ghi)"),
+        lang.t("List them", "Xem danh sách"),
+    ]);
+    let order = |l: &&LeftOut| INDICATORS.iter().position(|(k, _, _)| *k == l.indicator);
+    let mut rows: Vec<&LeftOut> = area.left_out.iter().collect();
+    rows.sort_by_key(order);
+    for l in rows {
+        t.add_row(vec![
+            label(&l.indicator, lang),
+            left_out_text(l, lang),
+            l.rules.iter().map(|r| format!("{} ({})", r.rule, r.records)).collect::<Vec<_>>().join("\n"),
+            l.see.join("\n"),
+        ]);
+    }
+    print_table(&t)
 }
 
 /// One row per area and indicator: place, name, kind, indicator, numerator, denominator, percent, value.
@@ -263,6 +327,18 @@ fn write_csv(report: &Report) -> anyhow::Result<()> {
                 }
                 other => row.extend([String::new(), String::new(), String::new(), other.to_string()]),
             }
+            w.write_record(&row)?;
+        }
+        for l in &area.left_out {
+            let mut row: Vec<String> = base.to_vec();
+            let treatment = serde_json::to_value(l.treatment)?.as_str().unwrap_or_default().to_owned();
+            row.extend([
+                format!("{treatment}.{}", l.indicator),
+                String::new(),
+                String::new(),
+                String::new(),
+                l.records.to_string(),
+            ]);
             w.write_record(&row)?;
         }
         for (key, value) in completeness_json(area) {

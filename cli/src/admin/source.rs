@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sync_core::access::{AuditEvent, DeviceRecord};
+use sync_core::access::{edits_detail, AuditEvent, DeviceRecord, AUDIT_EDIT};
 use sync_core::automerge::ActorId;
 use sync_core::devices::{add_device, revoke_device, rotate_device, AccessError};
 use sync_core::ids::{DocumentId, Round};
-use sync_core::registry::{Place, Registry};
+use sync_core::registry::{check_load, load_detail, Place, Registry, AUDIT_LOAD, AUDIT_LOAD_REFUSED};
 use sync_core::store::{load_survey, ChangeMeta, PeerSummary, SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::{Edit, SurveyDocument};
 use sync_core::sync::ChangeRecord;
@@ -424,9 +424,9 @@ impl Source {
                     .append_audit(&AuditEvent {
                         at: now_ms,
                         who: LOCAL_ADMIN.to_owned(),
-                        action: "conflict.resolve".into(),
+                        action: AUDIT_EDIT.into(),
                         subject: id.to_string(),
-                        detail: format!("change {hash}"),
+                        detail: edits_detail(&hash.to_string(), edits),
                     })
                     .map_err(|e| store_error(path, e))?;
                 Ok(hash.to_string())
@@ -449,27 +449,58 @@ impl Source {
     }
 
     /// Replaces the registry; `csv` is the file as given, `registry` its parsed form.
-    pub fn put_registry(&mut self, csv: &str, registry: &Registry) -> anyhow::Result<usize> {
+    /// A registry that drops places holding survey data is refused unless
+    /// `force`; every load and refusal is written to the audit log. Returns the
+    /// places loaded and the places holding data a forced load dropped.
+    pub fn put_registry(
+        &mut self,
+        csv: &str,
+        registry: &Registry,
+        force: bool,
+    ) -> anyhow::Result<(usize, Vec<String>)> {
         match self {
-            Source::Db { path, store } => {
+            Source::Db { .. } => {
+                let current = self.registry()?;
+                let stored = self.document_ids()?;
+                let Source::Db { path, store } = self else { unreachable!("a database") };
                 let places: Vec<Place> = registry.places().cloned().collect();
-                store.put_places(&places).map_err(|e| store_error(path, e))?;
-                Ok(places.len())
+                let checked = check_load(&current, registry, &stored, force);
+                let (action, detail) = match &checked {
+                    Ok(dropped) => (AUDIT_LOAD, load_detail(places.len(), dropped)),
+                    Err(refused) => (AUDIT_LOAD_REFUSED, refused.to_string()),
+                };
+                if checked.is_ok() {
+                    store.put_places(&places).map_err(|e| store_error(path, e))?;
+                }
+                store
+                    .append_audit(&AuditEvent {
+                        at: now(),
+                        who: LOCAL_ADMIN.to_owned(),
+                        action: action.into(),
+                        subject: "registry".into(),
+                        detail,
+                    })
+                    .map_err(|e| store_error(path, e))?;
+                let dropped = checked.map_err(|e| Failure { exit: EXIT_ERROR, message: e.to_string() })?;
+                Ok((places.len(), dropped))
             }
             Source::Server { base, agent } => {
                 #[derive(Deserialize)]
                 struct Loaded {
                     places: usize,
+                    #[serde(default)]
+                    dropped: Vec<String>,
                 }
                 let what = &say("loading the registry", "nạp danh mục địa bàn");
+                let path = if force { "/v1/admin/registry?force=true" } else { "/v1/admin/registry" };
                 let resp = agent
-                    .put(Self::url(base, "/v1/admin/registry"))
+                    .put(Self::url(base, path))
                     .header("content-type", "text/csv; charset=utf-8")
                     .send(csv.as_bytes())
                     .map_err(|e| Self::transport(base, what, e))?;
                 let mut body = Self::check(base, what, resp)?;
                 let loaded: Loaded = body.read_json().with_context(|| unexpected(base, what))?;
-                Ok(loaded.places)
+                Ok((loaded.places, loaded.dropped))
             }
         }
     }

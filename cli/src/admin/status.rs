@@ -37,6 +37,15 @@ struct Status {
     data_quality_issues: usize,
     store_size_bytes: Option<u64>,
     peers: Vec<PeerSummary>,
+    /// Stored documents of places the registry no longer holds: kept, but
+    /// counted nowhere else here nor in `report`.
+    outside_registry: Outside,
+}
+
+#[derive(Default, Serialize)]
+struct Outside {
+    documents: usize,
+    households: usize,
 }
 
 pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
@@ -44,7 +53,7 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
     let ids = source.document_ids()?;
     let mut s = Status {
         source: source.describe(),
-        documents: ids.len(),
+        documents: 0,
         village_documents: 0,
         commune_documents: 0,
         villages_surveyed: 0,
@@ -55,10 +64,21 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
         data_quality_issues: 0,
         store_size_bytes: source.store_info()?.size_bytes,
         peers: source.peers()?,
+        outside_registry: Outside::default(),
     };
     s.devices = s.peers.len();
+    // What the report reads: documents of places the registry holds.
+    let registry = source.registry()?;
     for id in &ids {
         let Some(doc) = source.document(id)? else { continue };
+        if !registry.holds(id) {
+            s.outside_registry.documents += 1;
+            if let Survey::Village(v) = doc.snapshot(None)? {
+                s.outside_registry.households += v.households.len();
+            }
+            continue;
+        }
+        s.documents += 1;
         match id.kind {
             DocumentKind::Village => s.village_documents += 1,
             DocumentKind::Commune => s.commune_documents += 1,
@@ -117,6 +137,21 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
             p.add_row(vec![peer.peer.clone(), peer.documents.to_string(), time::format(peer.last_sync, utc)]);
         }
         print_table(&p)?;
+    }
+    if s.outside_registry.documents > 0 {
+        out::line(format!(
+            "{} {} ({} {}) {}",
+            s.outside_registry.documents,
+            lang.t("stored document(s)", "tài liệu đã lưu"),
+            s.outside_registry.households,
+            lang.t("households", "hộ"),
+            lang.t(
+                "belong to places no longer in the registry: kept, but counted neither above nor in \
+                 `thonsync report`; `thonsync registry show` lists the places",
+                "thuộc địa bàn không còn trong danh mục: vẫn lưu, nhưng không được tính ở trên và trong \
+                 `thonsync report`; `thonsync registry show` liệt kê các địa bàn"
+            )
+        ))?;
     }
     if s.refused_uploads > 0 {
         out::line(lang.t(
