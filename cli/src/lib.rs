@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 
 /// Thôn Sync: offline-first survey sync for village digital-transformation surveys.
 #[derive(Debug, Parser)]
-#[command(name = "thonsync", version, about, long_about = None)]
+#[command(name = "thonsync", version, about, long_about = None, after_help = exit::exit_codes!())]
 pub struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Work as a field device: record offline, sync with the server.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = exit::exit_codes!())]
     Device(device::DeviceCommand),
     /// Administrator commands.
     #[command(flatten)]
