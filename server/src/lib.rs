@@ -154,6 +154,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         actor_owners: Mutex::new(Default::default()),
         waiting: Mutex::new(Default::default()),
         turns: Mutex::new(Default::default()),
+        admitted_syncs: Arc::new(tokio::sync::Semaphore::new(config.limits.max_admitted_syncs.max(1))),
         rounds_pool: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_rounds.max(1))),
         fault_document: config.fault_document.clone(),
         enroll_throttle: Mutex::new(throttle::Throttle::new(
@@ -266,8 +267,14 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// (administrator token); bodies read within limits; gzip both ways.
 pub fn app(state: AppState) -> Router {
     let limit = state.shared.limits.max_body_bytes;
-    let device = Router::new()
+    // A sync request is admitted (its device's turn, a place among the
+    // admitted) before its body is read, so waiting devices hold no upload.
+    let sync = Router::new()
         .route("/v1/sync", post(sync_api::sync))
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(state.clone(), sync_api::admit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_device));
+    let device = Router::new()
         .route("/v1/registry/communes", get(registry_api::communes))
         .route("/v1/registry/communes/{commune}", get(registry_api::commune_documents))
         .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
@@ -295,7 +302,8 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::throttle_enroll))
         .route("/v1/health", get(health));
-    open.merge(device)
+    open.merge(sync)
+        .merge(device)
         .merge(admin)
         .fallback(|| async {
             error::ApiError::new(ErrorCode::NotFound, "no such endpoint; see docs/protocol.md")

@@ -63,6 +63,13 @@ pub struct Limits {
     /// Sync rounds played at once, at most; more wait their turn (holding
     /// no document), so memory follows this, not the devices connected.
     pub max_concurrent_rounds: usize,
+    /// Sync requests admitted at once, at most: reading their body, waiting
+    /// for a round or in one. More wait before their body is read, holding
+    /// a connection but not their upload in memory; a device has one
+    /// request admitted at a time, so stalling the others by dripping
+    /// bodies takes this many devices' tokens (each stopped by the body
+    /// read timeout).
+    pub max_admitted_syncs: usize,
 }
 
 impl Default for Limits {
@@ -82,6 +89,7 @@ impl Default for Limits {
             enroll_per_minute: 300,
             writer_queue: crate::writer::DEFAULT_QUEUE,
             max_concurrent_rounds: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+            max_admitted_syncs: std::thread::available_parallelism().map_or(2, |n| n.get()) * 4,
         }
     }
 }
@@ -272,6 +280,8 @@ pub struct Shared {
     pub waiting: Mutex<HashMap<PeerId, usize>>,
     /// A turn per device: its sync requests are handled one at a time.
     pub turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sync requests past authentication: `max_admitted_syncs` permits.
+    pub admitted_syncs: Arc<tokio::sync::Semaphore>,
     /// The pool of sync rounds: `max_concurrent_rounds` permits.
     pub rounds_pool: Arc<tokio::sync::Semaphore>,
     /// A document whose handling panics on purpose: how tests prove that a

@@ -4,14 +4,17 @@
 //! document with validation (a refused message is kept aside, the other
 //! documents go on), generate the server's replies, then commit the new
 //! changes, the refused bytes and the sessions' shared heads in one batch,
-//! and only then answer. All of it runs on a blocking thread.
+//! and only then answer. All of it runs on a blocking thread, after
+//! [`admit`] let the request in (before its body was read) and a place in
+//! the pool of rounds came free.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use sync_core::exchange::{Begin, HubEnv, HubError, HubExchange};
@@ -74,10 +77,8 @@ pub async fn sync(
         Ok(b) => b,
         Err(e) => return body_error(e, shared.limits.max_body_bytes).into_response(),
     };
-    // One sync request per device at a time: a device (or a stolen token
-    // used from many connections) gets at most one worker thread.
-    let _turn = shared.device_turn(&device.id).await;
-    // Then a place in the bounded pool of rounds (about the machine's size).
+    // Admitted by [`admit`] (one request per device); now a place in the
+    // bounded pool of rounds (about the machine's size).
     let Ok(_place) = shared.rounds_pool.clone().acquire_owned().await else {
         return ApiError::internal("the server is shutting down").into_response();
     };
@@ -110,6 +111,25 @@ pub async fn sync(
             err.into_response()
         }
     }
+}
+
+/// Middleware of `/v1/sync`, after authentication and before the body is
+/// read: one request per device at a time (a device, or a stolen token used
+/// from many connections, gets at most one place and one worker thread),
+/// and at most [`crate::state::Limits::max_admitted_syncs`] requests past
+/// this point. Devices beyond them wait here holding a connection, not
+/// their upload in memory, so memory follows the limit, not the devices
+/// syncing at once.
+pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(AuthedDevice(device)) = req.extensions().get::<AuthedDevice>().cloned() else {
+        return ApiError::internal("a sync request reached admission unauthenticated").into_response();
+    };
+    let shared = state.shared.clone();
+    let _turn = shared.device_turn(&device.id).await;
+    let Ok(_admitted) = shared.admitted_syncs.clone().acquire_owned().await else {
+        return ApiError::internal("the server is shutting down").into_response();
+    };
+    next.run(req).await
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
