@@ -6,6 +6,8 @@ use std::time::Duration;
 
 pub use sync_core::devices::EnrollCheck;
 
+use crate::admin::text::say;
+
 pub use sync_core::wire::{
     CommuneDocuments, DocumentMessage, DocumentReply, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode,
     ErrorEnvelope, RegistryDocument, SyncRequest, SyncResponse,
@@ -15,11 +17,9 @@ pub use sync_core::wire::{
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No answer: refused connection, reset, timeout. Worth retrying.
-    #[error("no answer from the server: {0}")]
     Unreachable(String),
     /// The server answered with an error. Its code may be one this build
     /// does not know ([`ErrorCode::Other`], a newer server's).
-    #[error("server said {status}: {body}")]
     Server {
         /// HTTP status.
         status: u16,
@@ -27,7 +27,6 @@ pub enum CallError {
         body: ErrorBody,
     },
     /// An error answer without the error shape (e.g. a proxy's page).
-    #[error("answered {status}: {text}")]
     Http {
         /// HTTP status.
         status: u16,
@@ -35,8 +34,28 @@ pub enum CallError {
         text: String,
     },
     /// The answer could not be read.
-    #[error("unreadable answer from the server: {0}")]
     Garbled(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&match self {
+            CallError::Unreachable(why) => {
+                say(format!("no answer from the server: {why}"), format!("máy chủ không trả lời ({why})"))
+            }
+            CallError::Server { status, body } => say(
+                format!("server said {status}: {body}"),
+                format!("máy chủ trả lời {status}: {}", super::replica::explain(body)),
+            ),
+            CallError::Http { status, text } => {
+                say(format!("answered {status}: {text}"), format!("máy chủ trả lời {status}: {text}"))
+            }
+            CallError::Garbled(why) => say(
+                format!("unreadable answer from the server: {why}"),
+                format!("không đọc được câu trả lời của máy chủ ({why})"),
+            ),
+        })
+    }
 }
 
 impl CallError {
