@@ -143,6 +143,11 @@ fn surveyed_at_is_a_date_in_history_conflicts_and_resolve_never_milliseconds() {
         assert!(new.starts_with("2024-03-") && new.ends_with("+07:00"), "{new}");
     }
 
+    let shown = json(&["show", "nhu-co-01", "--db", db, "--format", "json", "--at", "2024-03-20", "--utc"]);
+    let at = shown["survey"]["households"]["hh-01"]["surveyed_at"].as_str().unwrap_or_default();
+    assert!(at.starts_with("2024-03-") && at.ends_with('Z'), "{shown}");
+    assert_eq!(shown["at"], "2024-03-20T23:59:59Z");
+
     // An administrator sets a time as a date; the answer and the audit log show it as one.
     let (_dir, own) = own_db();
     let own = own.to_str().unwrap();
@@ -323,6 +328,9 @@ mod device {
                 assert_eq!(too_wide(&text, 100), Vec::<&str>::new(), "{args:?}:\n{text}");
             }
         }
+
+        // The administrator's commands explain a server's refusal the same way.
+        vietnamese_error(&["status", "--server", &url, "--lang", "vi"], "máy chủ không nhận mã truy cập này");
 
         // The server gone: the sync gives up, in Vietnamese.
         drop(server);

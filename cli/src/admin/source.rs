@@ -172,9 +172,14 @@ impl Source {
             Err(_) => (ErrorCode::Other(String::new()), text.chars().take(300).collect()),
         };
         let shown = if code.as_str().is_empty() { String::new() } else { format!(" ({code})") };
+        let said = if code.as_str().is_empty() {
+            message.clone()
+        } else {
+            crate::device::wire::explain(&code, &message)
+        };
         let message = say(
             format!("{what}: the server at {base} answered {status}: {message}{shown}"),
-            format!("{what}: máy chủ {base} trả lời {status}: {message}{shown}"),
+            format!("{what}: máy chủ {base} trả lời {status}: {said}"),
         );
         let error = |message: String| Failure { exit: EXIT_ERROR, message }.into();
         Err(match code {

@@ -253,14 +253,21 @@ pub fn show(args: ShowArgs, lang: Lang) -> anyhow::Result<()> {
     let survey = doc.snapshot(args.at.as_ref().map(|_| heads.as_slice()))?;
     let id = doc.id().clone();
     if args.format == ListFormat::Json {
-        return print_json(&Shown {
+        // `--at` as the time it was read, and the survey's times, as ISO-8601.
+        let at = args.at.as_deref().map(|at| match time::parse(at, utc) {
+            Some(ms) => time::format_iso(ms, utc),
+            None => at.to_owned(),
+        });
+        let mut json = serde_json::to_value(Shown {
             document: id.to_string(),
             name: out::place_name(&registry, id.place.as_str()),
             round: id.round.to_string(),
             heads: heads.iter().map(ToString::to_string).collect(),
-            at: args.at.clone(),
+            at,
             survey,
-        });
+        })?;
+        out::iso_field_times(&mut json, utc);
+        return print_json(&json);
     }
     out::line(out::title(&registry, &id, lang))?;
     let heads_text =

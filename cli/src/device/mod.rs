@@ -618,8 +618,8 @@ fn iso_times(value: &mut Value, out: Out) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                let is_time = matches!(k.as_str(), "time" | "at" | "last_sync")
-                    || Scope::Household.field(k).map(|f| f.kind) == Some(FieldKind::Time);
+                let is_time =
+                    matches!(k.as_str(), "time" | "at" | "last_sync") || crate::admin::out::is_time_field(k);
                 match v.as_i64() {
                     Some(ms) if is_time => *v = Value::from(out.iso(ms)),
                     _ => iso_times(v, out),

@@ -25,7 +25,8 @@ use sync_core::sync::ChangeRecord;
 use crate::admin::text::say;
 
 use super::wire::{
-    ca_certificates, CallError, Client, CommuneDocuments, EnrollCheck, ErrorBody, RoundTrip, SyncRequest,
+    ca_certificates, explain, CallError, Client, CommuneDocuments, EnrollCheck, ErrorBody, RoundTrip,
+    SyncRequest,
 };
 
 /// The peer id a device keeps its sync sessions under.
@@ -130,7 +131,7 @@ impl std::fmt::Display for DeviceError {
                 "thiết bị này chưa có tài liệu nào; hãy chạy `thonsync device pull` khi có mạng",
             ),
             DeviceError::Refused(body) => {
-                say(format!("the server refused the sync: {body}"), format!("máy chủ từ chối đồng bộ: {}", explain(body)))
+                say(format!("the server refused the sync: {body}"), format!("máy chủ từ chối đồng bộ: {}", explain(&body.code, &body.message)))
             }
             DeviceError::GaveUp { attempts, seconds, last } => say(
                 format!(
@@ -184,29 +185,6 @@ fn edit_error(e: &EditError) -> String {
         }
         EditError::Automerge(inner) => say(e.to_string(), format!("lỗi dữ liệu automerge ({inner})")),
     }
-}
-
-/// The server's refusal, in the command's language: what its code means,
-/// then the server's own words (which the server writes in English).
-pub fn explain(body: &ErrorBody) -> String {
-    use super::wire::ErrorCode as C;
-    let vi = match &body.code {
-        C::Unauthorized => "máy chủ không nhận mã truy cập của thiết bị này",
-        C::Revoked => "thiết bị này đã bị thu hồi; hãy xin quản trị viên mã đăng ký mới",
-        C::InvalidEnrollmentCode => "mã đăng ký không đúng, đã dùng hoặc đã hết hạn; hãy xin mã mới",
-        C::BadEnrollmentCode => "mã đăng ký gõ không đúng dạng",
-        C::Forbidden => "thiết bị này không được phép làm việc này (ngoài các xã được giao)",
-        C::TooManyRequests => "quá nhiều lần thử; hãy đợi một lúc rồi thử lại",
-        C::UnknownRound => "đợt điều tra này chưa được mở trên máy chủ",
-        C::UnknownCommune => "xã này không có trong danh mục địa bàn của máy chủ",
-        C::UnknownDocument => "máy chủ không có tài liệu này",
-        C::StoreUnavailable => "máy chủ tạm thời không lưu được; không có gì bị mất, hãy thử lại",
-        C::Internal => "máy chủ gặp lỗi nội bộ",
-        C::BodyTooLarge | C::TooManyDocuments | C::TooLarge => "yêu cầu quá lớn",
-        C::RuleBroken | C::NotAdmitted | C::EditRefused => "dữ liệu vi phạm quy tắc của mẫu điều tra",
-        _ => "máy chủ không chấp nhận yêu cầu",
-    };
-    say(body.to_string(), format!("{vi} (mã {}; máy chủ ghi: {:?})", body.code, body.message))
 }
 
 /// The device's settings, kept in its store.
@@ -515,7 +493,9 @@ impl Device {
         let enrolled = Client::trusting(server, Duration::from_secs(60), ca).enroll(&code, &check).map_err(
             |e| match e {
                 CallError::Unreachable(why) => DeviceError::Unreachable(why),
-                CallError::Server { body, .. } => DeviceError::Enroll(explain(&body)),
+                CallError::Server { body, .. } => {
+                    DeviceError::Enroll(say(body.to_string(), explain(&body.code, &body.message)))
+                }
                 other => DeviceError::Enroll(other.to_string()),
             },
         )?;

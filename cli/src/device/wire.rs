@@ -37,6 +37,34 @@ pub enum CallError {
     Garbled(String),
 }
 
+/// A server's refusal in Vietnamese: what its code means, then the server's
+/// own words (the server writes them in English). The device's and the
+/// administrator's commands say a refusal this way under `--lang vi`.
+pub fn explain(code: &ErrorCode, message: &str) -> String {
+    use ErrorCode as C;
+    let vi = match code {
+        C::Unauthorized => "máy chủ không nhận mã truy cập này",
+        C::Revoked => "thiết bị này đã bị thu hồi; hãy xin quản trị viên mã đăng ký mới",
+        C::InvalidEnrollmentCode => "mã đăng ký không đúng, đã dùng hoặc đã hết hạn; hãy xin mã mới",
+        C::BadEnrollmentCode => "mã đăng ký gõ không đúng dạng",
+        C::Forbidden => "không được phép làm việc này (ngoài các xã được giao)",
+        C::TooManyRequests => "quá nhiều lần thử; hãy đợi một lúc rồi thử lại",
+        C::UnknownRound => "đợt điều tra này chưa được mở trên máy chủ",
+        C::UnknownCommune => "xã này không có trong danh mục địa bàn của máy chủ",
+        C::UnknownDocument => "máy chủ không có tài liệu này",
+        C::UnknownDevice => "máy chủ không có thiết bị này",
+        C::NotFound => "máy chủ không tìm thấy điều được hỏi",
+        C::BadRegistry => "danh mục địa bàn không nạp được",
+        C::BadRequest => "yêu cầu không hợp lệ",
+        C::StoreUnavailable => "máy chủ tạm thời không lưu được; không có gì bị mất, hãy thử lại",
+        C::Internal => "máy chủ gặp lỗi nội bộ",
+        C::BodyTooLarge | C::TooManyDocuments | C::TooLarge => "yêu cầu quá lớn",
+        C::RuleBroken | C::NotAdmitted | C::EditRefused => "dữ liệu vi phạm quy tắc của mẫu điều tra",
+        _ => "máy chủ không chấp nhận yêu cầu",
+    };
+    format!("{vi} (mã {code}; máy chủ ghi: {message:?})")
+}
+
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&match self {
@@ -45,7 +73,7 @@ impl std::fmt::Display for CallError {
             }
             CallError::Server { status, body } => say(
                 format!("server said {status}: {body}"),
-                format!("máy chủ trả lời {status}: {}", super::replica::explain(body)),
+                format!("máy chủ trả lời {status}: {}", explain(&body.code, &body.message)),
             ),
             CallError::Http { status, text } => {
                 say(format!("answered {status}: {text}"), format!("máy chủ trả lời {status}: {text}"))
