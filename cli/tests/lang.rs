@@ -337,3 +337,14 @@ mod device {
         fails_in_vietnamese(&dir, &["sync", "--attempts", "1", "--backoff-ms", "1"], "đã dừng sau 1 lần thử");
     }
 }
+
+#[test]
+fn data_quality_issues_are_worded_in_vietnamese() {
+    let db = shared_db().to_str().unwrap();
+    let vi = ok(&["issues", "--db", db, "--lang", "vi"]);
+    assert!(vi.contains("không được lớn hơn"), "{vi}");
+    let english: Vec<&str> = vi.lines().filter(|l| l.contains(" is ")).collect();
+    assert!(english.is_empty(), "{english:?}");
+    let en = ok(&["issues", "--db", db, "--lang", "en"]);
+    assert!(en.contains(" but "), "English keeps the model's words: {en}");
+}

@@ -373,20 +373,20 @@ pub fn issues(args: IssuesArgs, lang: Lang) -> anyhow::Result<()> {
     let round = out::round(&args.round)?;
     let docs = out::documents(&source, &registry, args.commune.as_deref(), &round)?;
     let surveys = docs.iter().map(|d| d.snapshot(None)).collect::<Result<Vec<_>, _>>()?;
-    let found: Vec<Issue> = surveys
+    let found: Vec<(Issue, &Survey)> = surveys
         .iter()
-        .flat_map(data_quality)
-        .map(|issue| {
+        .flat_map(|s| data_quality(s).into_iter().map(move |i| (i, s)))
+        .map(|(issue, survey)| {
             let place = issue.document.place.to_string();
             let look = match &issue.household {
                 Some(h) => format!("thonsync history {place} --household {h}"),
                 None => format!("thonsync show {place}"),
             };
-            Issue { place_name: out::place_name(&registry, &place), look, issue }
+            (Issue { place_name: out::place_name(&registry, &place), look, issue }, survey)
         })
         .collect();
     if args.format == ListFormat::Json {
-        return print_json(&found);
+        return print_json(&found.iter().map(|(i, _)| i).collect::<Vec<_>>());
     }
     if found.is_empty() {
         return out::line(lang.t("No data-quality issues.", "Không có vấn đề chất lượng dữ liệu."));
@@ -398,12 +398,17 @@ pub fn issues(args: IssuesArgs, lang: Lang) -> anyhow::Result<()> {
         lang.t("Detail", "Chi tiết"),
         lang.t("Where to look", "Xem tại"),
     ]);
-    for i in &found {
+    for (i, survey) in &found {
+        // The detail as the survey model words it, or in Vietnamese as a surveyor reads it.
+        let detail = match lang {
+            Lang::En => i.issue.detail.clone(),
+            Lang::Vi => crate::device::edit::breach_words(&i.issue, &serde_json::to_value(survey)?, lang),
+        };
         t.add_row(vec![
             format!("{}\n{}", i.place_name, i.issue.document),
             i.issue.household.clone().unwrap_or_else(|| "—".to_owned()),
             i.issue.rule.clone(),
-            i.issue.detail.clone(),
+            detail,
             i.look.clone(),
         ]);
     }
