@@ -281,7 +281,8 @@ pub fn audit(args: AuditArgs, lang: Lang) -> anyhow::Result<()> {
 /// stores them as the server wrote them (English, for every reader); the
 /// parts whose shape the product writes are translated here, while a
 /// reason quoted from elsewhere (a refused upload's message from the sync
-/// engine, a CSV reader's complaint) is shown as stored.
+/// engine, after its code explained; a CSV reader's complaint) is shown as
+/// stored.
 fn in_vietnamese(e: &AuditEvent, utc: bool) -> (String, String, String) {
     let action = match e.action.as_str() {
         "device.add" => "thêm thiết bị",
@@ -330,7 +331,8 @@ fn detail_vi(action: &str, detail: &str, utc: bool) -> Option<String> {
                 None => (detail, String::new()),
             };
             let (code, message) = text.split_once(": ")?;
-            Some(format!("mã lỗi {code}: {message}{kept}"))
+            let code = sync_core::wire::ErrorCode::from_name(code);
+            Some(format!("{}{kept}", crate::device::wire::explain(&code, message)))
         }
         "round.open" => {
             let rest = detail.strip_prefix("survey round ")?;
