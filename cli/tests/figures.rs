@@ -269,7 +269,7 @@ fn the_audit_log_says_what_an_administrator_changed_in_words_either_way() {
         assert!(!detail.contains('{') && !detail.contains("Household("), "{detail}");
     }
     let table = ok(&["audit", "--db", db, "--lang", "vi"]);
-    assert!(table.contains("household hh-01 members = 6"), "{table}");
+    assert!(table.contains("hộ hh-01 members = 6"), "{table}");
 }
 
 /// The registry as `registry show --format csv` writes it, without `drop`'s rows.

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use sync_core::access::DeviceRecord;
+use sync_core::access::{AuditEvent, DeviceRecord, AUDIT_EDIT};
+use sync_core::registry::{AUDIT_LOAD, AUDIT_LOAD_REFUSED};
+use sync_core::survey::FieldValue;
 
-use super::out::{print_json, print_table, table};
+use super::out::{self, print_json, print_table, table};
+use super::registry;
 use super::source::{open_existing, Access, DeviceWithCode, Source};
 use super::text::{say, Lang};
 use super::time;
@@ -261,15 +264,165 @@ pub fn audit(args: AuditArgs, lang: Lang) -> anyhow::Result<()> {
         lang.t("Detail", "Chi tiết"),
     ]);
     for e in &events {
-        t.add_row(vec![
-            time::format(e.at, args.common.utc),
-            e.who.clone(),
-            e.action.clone(),
-            e.subject.clone(),
-            e.detail.clone(),
-        ]);
+        let utc = args.common.utc;
+        let (action, subject, detail) = match lang {
+            Lang::En => {
+                let detail = (e.action == AUDIT_EDIT).then(|| edits_words(&e.detail, lang, utc)).flatten();
+                (e.action.clone(), e.subject.clone(), detail.unwrap_or_else(|| e.detail.clone()))
+            }
+            Lang::Vi => in_vietnamese(e, utc),
+        };
+        t.add_row(vec![time::format(e.at, utc), e.who.clone(), action, subject, detail]);
     }
     print_table(&t)
+}
+
+/// An audit event's action, subject and detail in Vietnamese. The log
+/// stores them as the server wrote them (English, for every reader); the
+/// parts whose shape the product writes are translated here, while a
+/// reason quoted from elsewhere (a refused upload's message from the sync
+/// engine, after its code explained; a CSV reader's complaint) is shown as
+/// stored.
+fn in_vietnamese(e: &AuditEvent, utc: bool) -> (String, String, String) {
+    let action = match e.action.as_str() {
+        "device.add" => "thêm thiết bị",
+        "device.enroll" => "thiết bị đăng ký",
+        "device.revoke" => "thu hồi thiết bị",
+        "device.rotate" => "cấp lại mã thiết bị",
+        "admin.token" => "tạo mã truy cập quản trị",
+        "upload.refused" => "từ chối dữ liệu tải lên",
+        "access.denied" => "từ chối truy cập",
+        "actor.conflict" => "trùng mã tác nhân",
+        AUDIT_EDIT => "quản trị viên sửa dữ liệu",
+        AUDIT_LOAD => "nạp danh mục địa bàn",
+        AUDIT_LOAD_REFUSED => "từ chối nạp danh mục",
+        "round.open" => "mở đợt điều tra",
+        other => other,
+    }
+    .to_owned();
+    let subject = match e.subject.as_str() {
+        "registry" => "danh mục địa bàn".to_owned(),
+        other => other.to_owned(),
+    };
+    let detail = detail_vi(&e.action, &e.detail, utc).unwrap_or_else(|| e.detail.clone());
+    (action, subject, detail)
+}
+
+/// The Vietnamese of a detail the product writes in a known shape
+/// (`sync_core::access::edits_detail`, `sync_core::registry::load_detail`,
+/// ...); `None` for any other text.
+fn detail_vi(action: &str, detail: &str, utc: bool) -> Option<String> {
+    match action {
+        "device.add" => {
+            let (name, communes) = detail.rsplit_once(" for ")?;
+            Some(format!("{name}, xã {communes}"))
+        }
+        "admin.token" if detail == "administrator token created" => {
+            Some("đã tạo mã truy cập quản trị".to_owned())
+        }
+        "access.denied" => {
+            let communes = detail.strip_prefix("sync of a document outside ")?;
+            Some(format!("đồng bộ một tài liệu ngoài các xã {communes}"))
+        }
+        "upload.refused" => {
+            // `code: message, kept as refused upload N`: the message is the sync engine's.
+            let (text, kept) = match detail.rsplit_once(", kept as refused upload ") {
+                Some((text, id)) => (text, format!("; lưu thành dữ liệu bị từ chối số {id}")),
+                None => (detail, String::new()),
+            };
+            let (code, message) = text.split_once(": ")?;
+            let code = sync_core::wire::ErrorCode::from_name(code);
+            Some(format!("{}{kept}", crate::device::wire::explain(&code, message)))
+        }
+        "round.open" => {
+            let rest = detail.strip_prefix("survey round ")?;
+            let (round, known) =
+                rest.split_once(" opened: devices may now create its documents; known rounds: ")?;
+            Some(format!(
+                "đã mở đợt điều tra {round}: thiết bị có thể tạo tài liệu của đợt này; các đợt đang mở: {known}"
+            ))
+        }
+        AUDIT_LOAD => {
+            if let Some(n) = detail.strip_suffix(" places loaded") {
+                return Some(format!("đã nạp {n} địa bàn"));
+            }
+            let (n, dropped) =
+                detail.split_once(" places loaded with --force, dropping places that hold survey data: ")?;
+            Some(format!(
+                "đã nạp {n} địa bàn bằng --force, bỏ các địa bàn đang có dữ liệu điều tra: {dropped}"
+            ))
+        }
+        AUDIT_LOAD_REFUSED => {
+            if let Some(rest) = detail.strip_prefix("the new registry drops ") {
+                let (_, rest) = rest.split_once(" place(s) holding survey data: ")?;
+                let (places, _) = rest.split_once("; ")?;
+                let places: Vec<String> = places.split(", ").map(str::to_owned).collect();
+                return Some(registry::drops_data_vi(&places));
+            }
+            if let Some(rest) = detail.strip_prefix("registry CSV line ") {
+                let (line, reason) = rest.split_once(": ")?;
+                return Some(format!("tệp CSV danh mục, dòng {line}: {reason}"));
+            }
+            let rest = detail.strip_prefix("place ")?;
+            let (id, reason) = rest.split_once(": ")?;
+            Some(format!("địa bàn {id}: {}", registry::place_reason_vi(reason)))
+        }
+        AUDIT_EDIT => edits_words(detail, Lang::Vi, utc),
+        _ => None,
+    }
+}
+
+/// `change 3f2a…: household hh-04 members = 5; facts security_cameras -47`
+/// ([`sync_core::access::edits_detail`]) for people, in the command's
+/// language: the change by its short hash (as `thonsync history` shows it)
+/// and a time field's value as a date ([`out::field_value`]). A text value
+/// (in quotes) is kept whole, even one holding `; `. `None` for any other text.
+fn edits_words(detail: &str, lang: Lang, utc: bool) -> Option<String> {
+    let rest = detail.strip_prefix("change ")?;
+    let (change, edits) = rest.split_once(": ")?;
+    let mut items = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in edits.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted && edits[i..].starts_with("; ") => {
+                items.push(&edits[start..i]);
+                start = i + 2;
+            }
+            _ => {}
+        }
+    }
+    items.push(&edits[start..]);
+    let words: Option<Vec<String>> = items
+        .into_iter()
+        .map(|item| {
+            let (record, rest) = match item.strip_prefix("household ") {
+                Some(rest) => {
+                    let (h, rest) = rest.split_once(' ')?;
+                    (format!("{} {h}", lang.t("household", "hộ")), rest)
+                }
+                None => (lang.t("facts", "chỉ tiêu").to_owned(), item.strip_prefix("facts ")?),
+            };
+            let (field, op) = rest.split_once(' ')?;
+            let op = if op == "unset" {
+                lang.t("unset", "bỏ giá trị").to_owned()
+            } else if let Some(v) = op.strip_prefix("= ") {
+                let value = match v {
+                    "true" => Some(FieldValue::Bool(true)),
+                    "false" => Some(FieldValue::Bool(false)),
+                    _ => v.parse().ok().map(FieldValue::Int),
+                };
+                match value {
+                    Some(value) => format!("= {}", out::field_value(field, Some(&value), lang, utc)),
+                    None => format!("= {v}"),
+                }
+            } else {
+                op.to_owned()
+            };
+            Some(format!("{record} {field} {op}"))
+        })
+        .collect();
+    Some(format!("{} {}: {}", lang.t("change", "thay đổi"), out::short(change), words?.join("; ")))
 }
 
 /// Runs `thonsync admin ...`.

@@ -14,7 +14,7 @@ use sync_core::survey::FieldValue;
 use super::out::{self, print_json, print_table, table};
 use super::source::{Access, Source};
 use super::survey::load;
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::time;
 use super::{not_found, usage, Common, ListFormat};
 
@@ -79,7 +79,12 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
         let Some(raw) = raw else { return Ok(None) };
         let parsed = if start { time::parse_start(raw, utc) } else { time::parse(raw, utc) };
         parsed.map(Some).ok_or_else(|| {
-            usage(format!("{flag} {raw:?} is not a time; give one like 2024-03-05 or '2024-03-05 14:30'"))
+            usage(say(
+                format!("{flag} {raw:?} is not a time; give one like 2024-03-05 or '2024-03-05 14:30'"),
+                format!(
+                    "{flag} {raw:?} không phải thời điểm; hãy cho dạng 05/03/2024 hoặc '05/03/2024 14:30'"
+                ),
+            ))
         })
     };
     let since = bound("--received-since", &args.received_since, true)?;
@@ -99,10 +104,17 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
     });
     if let Some(hh) = &args.household {
         if !doc.household_ids(None).contains(hh) {
-            return Err(not_found(format!(
-                "household {hh:?} is not in {}; `thonsync show {}` lists its households",
-                doc.id(),
-                args.village
+            return Err(not_found(say(
+                format!(
+                    "household {hh:?} is not in {}; `thonsync show {}` lists its households",
+                    doc.id(),
+                    args.village
+                ),
+                format!(
+                    "hộ {hh:?} không có trong {}; `thonsync show {}` liệt kê các hộ của nó",
+                    doc.id(),
+                    args.village
+                ),
             )));
         }
         changes.retain(|e| e.touches_household(hh));
@@ -126,14 +138,17 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
             .iter()
             .filter_map(|e| surveyors.get(&e.actor).map(|n| (e.actor.clone(), n.clone())))
             .collect();
-        return print_json(&History {
+        // A time field's values (`surveyed_at`) as ISO-8601, as exports write them.
+        let mut json = serde_json::to_value(History {
             document: id.to_string(),
             name: out::place_name(&registry, id.place.as_str()),
             administrator: admin,
             surveyors: named,
             administrators: resolvers,
             changes,
-        });
+        })?;
+        out::iso_field_times(&mut json, utc);
+        return print_json(&json);
     }
     out::line(out::title(&registry, &id, lang))?;
     let mut t = table([
@@ -156,13 +171,15 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
             out::short(&e.actor).to_owned()
         };
         for f in &e.fields {
+            let name = f.field.as_deref().unwrap_or_default();
+            let value = |v: Option<&FieldValue>| out::field_value(name, v, lang, utc);
             let record = match &f.household {
                 Some(h) => format!("{} {h}", lang.t("household", "hộ")),
                 None => lang.t("facts", "chỉ tiêu").to_owned(),
             };
             let change = match f.action {
                 Action::Created => lang.t("created", "tạo mới").to_owned(),
-                Action::Unset => format!("{} → ∅", out::value(f.old.as_ref(), lang)),
+                Action::Unset => format!("{} → ∅", value(f.old.as_ref())),
                 Action::Increment => {
                     let delta = match (&f.old, &f.new) {
                         (Some(FieldValue::Int(old)), Some(FieldValue::Int(new))) => {
@@ -171,18 +188,14 @@ pub fn run(args: HistoryArgs, lang: Lang) -> anyhow::Result<()> {
                         (None, Some(FieldValue::Int(new))) => format!("{new:+}"),
                         _ => "+".to_owned(),
                     };
-                    format!(
-                        "{} → {} ({delta})",
-                        out::value(f.old.as_ref(), lang),
-                        out::value(f.new.as_ref(), lang)
-                    )
+                    format!("{} → {} ({delta})", value(f.old.as_ref()), value(f.new.as_ref()))
                 }
                 Action::Set => {
-                    let mut old = out::value(f.old.as_ref(), lang);
+                    let mut old = value(f.old.as_ref());
                     for other in &f.clashing {
-                        old = format!("{old} | {}", out::value(Some(other), lang));
+                        old = format!("{old} | {}", value(Some(other)));
                     }
-                    format!("{old} → {}", out::value(f.new.as_ref(), lang))
+                    format!("{old} → {}", value(f.new.as_ref()))
                 }
             };
             let device_time = if e.clock_suspect {

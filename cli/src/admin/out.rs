@@ -13,10 +13,12 @@ use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width};
 use serde::Serialize;
 use sync_core::ids::{DocumentId, DocumentKind, PlaceId, Round};
 use sync_core::registry::{PlaceKind, Registry};
+use sync_core::schema::{FieldKind, Scope};
 use sync_core::survey::{FieldValue, SurveyDocument};
 
 use super::source::Source;
 use super::text::{self, say, Lang};
+use super::time;
 use super::{not_found, usage};
 
 /// A table with headers, fitted to the terminal when there is one.
@@ -170,11 +172,55 @@ pub fn percent(p: f64) -> String {
     }
 }
 
-/// Prints a line to stdout.
+/// Prints a line to stdout, wrapped between words to the terminal's width
+/// (or `COLUMNS`, as tables are; see [`wrap`]).
 pub fn line(text: impl std::fmt::Display) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{text}")?;
+    writeln!(stdout, "{}", wrap(&text.to_string()))?;
     Ok(())
+}
+
+/// The width plain lines are wrapped to: the terminal's, else `COLUMNS`,
+/// else none (unwrapped).
+pub fn width() -> Option<usize> {
+    plain().width().or_else(columns_env).map(usize::from)
+}
+
+/// Text with each line wrapped between words to [`width`]; a word wider
+/// than the width (an id, a path, a URL) stays whole on a line of its own.
+pub fn wrap(text: &str) -> String {
+    match width() {
+        Some(w) => wrap_to(text, w),
+        None => text.to_owned(),
+    }
+}
+
+/// [`wrap`] to `width` columns; continued lines are indented two spaces
+/// more than the line they continue.
+fn wrap_to(text: &str, width: usize) -> String {
+    let mut lines = Vec::new();
+    for source in text.split('\n') {
+        if source.chars().count() <= width {
+            lines.push(source.to_owned());
+            continue;
+        }
+        let indent: String = source.chars().take_while(|c| *c == ' ').collect();
+        let mut current = indent.clone();
+        let mut words_on_line = 0;
+        for word in source.split_whitespace() {
+            if words_on_line > 0 && current.chars().count() + 1 + word.chars().count() > width {
+                lines.push(std::mem::replace(&mut current, format!("{indent}  ")));
+                words_on_line = 0;
+            }
+            if words_on_line > 0 {
+                current.push(' ');
+            }
+            current.push_str(word);
+            words_on_line += 1;
+        }
+        lines.push(current);
+    }
+    lines.join("\n")
 }
 
 /// Prints a value as pretty JSON to stdout.
@@ -199,6 +245,71 @@ pub fn value(v: Option<&FieldValue>, lang: Lang) -> String {
         Some(FieldValue::Bool(b)) => lang.yes_no(Some(*b)).to_owned(),
         Some(other) => other.to_string(),
     }
+}
+
+/// Whether a survey field holds a time ([`FieldKind::Time`], milliseconds since 1970).
+pub fn is_time_field(name: &str) -> bool {
+    [Scope::Household, Scope::Village, Scope::Commune]
+        .into_iter()
+        .any(|s| s.field(name).is_some_and(|f| f.kind == FieldKind::Time))
+}
+
+/// A value cell of `field`: a time as a date and time in the command's
+/// language ([`time::format`]), anything else as [`value`].
+pub fn field_value(field: &str, v: Option<&FieldValue>, lang: Lang, utc: bool) -> String {
+    match v {
+        Some(FieldValue::Int(ms)) if is_time_field(field) => time::format(*ms, utc),
+        other => value(other, lang),
+    }
+}
+
+/// The survey's time values in a JSON value as ISO-8601 text
+/// ([`time::format_iso`]): the value of a time field's own key, and the
+/// values (`old`, `new`, `shown`, `value`, `clashing`, `candidates`) of an
+/// object about a time field (`"field": "surveyed_at"`: a change, a conflict).
+pub fn iso_field_times(json: &mut serde_json::Value, utc: bool) {
+    use serde_json::Value;
+    fn iso(v: &mut Value, utc: bool) {
+        match v {
+            Value::Number(n) => {
+                if let Some(ms) = n.as_i64() {
+                    *v = Value::from(time::format_iso(ms, utc));
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| iso(v, utc)),
+            Value::Object(map) => {
+                if let Some(inner) = map.get_mut("value") {
+                    iso(inner, utc);
+                }
+            }
+            _ => {}
+        }
+    }
+    match json {
+        Value::Object(map) => {
+            let about_time = map.get("field").and_then(Value::as_str).is_some_and(is_time_field);
+            for (k, v) in map.iter_mut() {
+                let values = ["old", "new", "shown", "value", "clashing", "candidates"];
+                if is_time_field(k) || about_time && values.contains(&k.as_str()) {
+                    iso(v, utc);
+                } else {
+                    iso_field_times(v, utc);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| iso_field_times(v, utc)),
+        _ => {}
+    }
+}
+
+/// Where a field lives, for messages: `a household`, `một hộ`.
+pub fn scope_name(scope: Scope) -> String {
+    let vi = match scope {
+        Scope::Village => "phần chỉ tiêu của thôn",
+        Scope::Household => "một hộ",
+        Scope::Commune => "phần chỉ tiêu của xã",
+    };
+    say(scope.name(), vi)
 }
 
 /// An optional number cell.

@@ -5,14 +5,14 @@
 use clap::Args;
 use serde::Serialize;
 use sync_core::ids::{DocumentKind, HouseholdId, DEFAULT_ROUND};
-use sync_core::schema::{FieldKind, Scope};
+use sync_core::schema::{FieldKind, Scope, MAX_COUNT, MAX_TEXT_LEN};
 use sync_core::survey::{Edit, FieldValue, Survey, Target};
 use sync_core::validate::{conflicts as find_conflicts, data_quality, Conflict, DataQualityIssue};
 
 use super::out::{self, print_json, print_table, table};
 use super::source::{Access, Source};
 use super::survey::load;
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::time;
 use super::{not_found, usage, Common, ListFormat};
 
@@ -39,7 +39,10 @@ pub fn conflicts(args: ConflictsArgs, lang: Lang) -> anyhow::Result<()> {
     let docs = out::documents(&source, &registry, args.commune.as_deref(), &round)?;
     let found: Vec<Conflict> = docs.iter().flat_map(find_conflicts).collect();
     if args.format == ListFormat::Json {
-        return print_json(&found);
+        // A time field's values (`surveyed_at`) as ISO-8601, as exports write them.
+        let mut json = serde_json::to_value(&found)?;
+        out::iso_field_times(&mut json, args.common.utc);
+        return print_json(&json);
     }
     if found.is_empty() {
         return out::line(lang.t("No open conflicts.", "Không có xung đột nào."));
@@ -68,7 +71,7 @@ pub fn conflicts(args: ConflictsArgs, lang: Lang) -> anyhow::Result<()> {
             .map(|k| {
                 format!(
                     "{} — {}, {}",
-                    out::value(k.value.as_ref(), lang),
+                    out::field_value(&c.field, k.value.as_ref(), lang, utc),
                     who(&k.actor),
                     time::format(k.time, utc)
                 )
@@ -79,7 +82,7 @@ pub fn conflicts(args: ConflictsArgs, lang: Lang) -> anyhow::Result<()> {
             format!("{}\n{}", out::place_name(&registry, c.document.place.as_str()), c.document),
             c.household.clone().unwrap_or_else(|| "—".to_owned()),
             c.field.clone(),
-            out::value(c.shown.as_ref(), lang),
+            out::field_value(&c.field, c.shown.as_ref(), lang, utc),
             candidates,
         ]);
     }
@@ -160,6 +163,36 @@ fn breaches(survey: &Survey, household: Option<&str>, field: &str) -> Vec<String
         .collect()
 }
 
+/// The value an administrator chose, read by its field's kind: a time as
+/// a date and time (`2024-03-05 14:30`, Vietnam time unless `utc`).
+fn chosen_value(field: &str, kind: FieldKind, raw: &str, utc: bool) -> anyhow::Result<FieldValue> {
+    let parsed = match kind {
+        FieldKind::Time => time::parse_start(raw, utc).filter(|ms| *ms >= 0).map(FieldValue::Int),
+        _ => FieldValue::parse(field, kind, raw).ok(),
+    };
+    parsed.ok_or_else(|| {
+        let (en, vi) = match kind {
+            FieldKind::Count | FieldKind::Counter => (
+                format!("a whole number between 0 and {MAX_COUNT}"),
+                format!("một số nguyên từ 0 đến {MAX_COUNT}"),
+            ),
+            FieldKind::Bool => ("yes or no (có / không)".to_owned(), "có hoặc không (yes / no)".to_owned()),
+            FieldKind::Text => (
+                format!("text of at most {MAX_TEXT_LEN} characters"),
+                format!("văn bản tối đa {MAX_TEXT_LEN} ký tự"),
+            ),
+            FieldKind::Time => (
+                "a date and time such as 2024-03-05 or '2024-03-05 14:30'".to_owned(),
+                "ngày giờ dạng 05/03/2024 hoặc '05/03/2024 14:30'".to_owned(),
+            ),
+        };
+        usage(say(
+            format!("{field} takes {en}, not {raw:?}"),
+            format!("{field} nhận {vi}, không phải {raw:?}"),
+        ))
+    })
+}
+
 pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
     let mut source = Source::open(&args.common, Access::Write)?;
     let registry = source.registry()?;
@@ -168,38 +201,59 @@ pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
     let id = doc.id().clone();
     let (scope, target) = match (&args.household, id.kind) {
         (Some(h), DocumentKind::Village) => {
-            let hh = HouseholdId::new(h.as_str()).map_err(|e| usage(format!("--household: {e}")))?;
+            let hh = HouseholdId::new(h.as_str()).map_err(|e| {
+                usage(say(
+                    format!("--household: {e}"),
+                    format!("--household {h:?} không phải mã hộ hợp lệ (ví dụ: hh-004)"),
+                ))
+            })?;
             if !doc.household_ids(None).contains(h) {
-                return Err(not_found(format!(
-                    "household {h:?} is not in {id}; `thonsync show {}` lists its households",
-                    args.document
+                return Err(not_found(say(
+                    format!(
+                        "household {h:?} is not in {id}; `thonsync show {}` lists its households",
+                        args.document
+                    ),
+                    format!(
+                        "hộ {h:?} không có trong {id}; `thonsync show {}` liệt kê các hộ của nó",
+                        args.document
+                    ),
                 )));
             }
             (Scope::Household, Target::Household(hh))
         }
         (Some(_), DocumentKind::Commune) => {
-            return Err(usage(format!("{id} is a commune document and has no households; drop --household")))
+            return Err(usage(say(
+                format!("{id} is a commune document and has no households; drop --household"),
+                format!("{id} là tài liệu của xã, không có hộ nào; hãy bỏ --household"),
+            )))
         }
         (None, DocumentKind::Village) => (Scope::Village, Target::Facts),
         (None, DocumentKind::Commune) => (Scope::Commune, Target::Facts),
     };
     let field = scope.field(&args.field).ok_or_else(|| {
-        let hint = if scope == Scope::Village && Scope::Household.field(&args.field).is_some() {
-            " (it is a household field: add --household ID)".to_owned()
+        let household_field = scope == Scope::Village && Scope::Household.field(&args.field).is_some();
+        let (hint, hint_vi) = if household_field {
+            (
+                " (it is a household field: add --household ID)",
+                " (đây là trường của hộ: thêm --household MÃ_HỘ)",
+            )
         } else {
-            String::new()
+            ("", "")
         };
-        usage(format!(
-            "{:?} is not a field of {}{hint}; known fields: {}",
-            args.field,
-            scope.name(),
-            scope.known()
+        let scope_name = out::scope_name(scope);
+        usage(say(
+            format!("{:?} is not a field of {scope_name}{hint}; known fields: {}", args.field, scope.known()),
+            format!(
+                "{:?} không phải là một trường của {scope_name}{hint_vi}; các trường có: {}",
+                args.field,
+                scope.known()
+            ),
         ))
     })?;
     // A counter is set by the increment that takes it from its value to the
     // chosen one, so additions devices make meanwhile still add up.
     let value_kind = if field.kind == FieldKind::Counter { FieldKind::Count } else { field.kind };
-    let value = FieldValue::parse(field.name, value_kind, &args.value).map_err(|e| usage(e.to_string()))?;
+    let value = chosen_value(field.name, value_kind, &args.value, args.common.utc)?;
     let household = args.household.clone();
     let before = doc.snapshot(None)?;
     let old = shown(&before, household.as_deref(), field.name);
@@ -214,7 +268,10 @@ pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
         }
         _ => (Edit::set(target, field.name, value.clone()), None),
     };
-    let change = if increment == Some(0) {
+    // A value the field already holds, undisputed, writes nothing.
+    let holds =
+        increment == Some(0) || increment.is_none() && !was_in_conflict && old.as_ref() == Some(&value);
+    let change = if holds {
         None
     } else {
         let change = source.apply_edits(&id, &[edit], now_ms())?;
@@ -226,8 +283,9 @@ pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
         _ => before,
     };
     let breaches_after = breaches(&after, household.as_deref(), field.name);
+    let utc = args.common.utc;
     if args.format == ListFormat::Json {
-        return print_json(&Resolved {
+        let mut json = serde_json::to_value(Resolved {
             document: id.to_string(),
             household,
             field: field.name.to_owned(),
@@ -238,7 +296,9 @@ pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
             was_in_conflict,
             breaches_before,
             breaches_after,
-        });
+        })?;
+        out::iso_field_times(&mut json, utc);
+        return print_json(&json);
     }
     let place = out::place_name(&registry, id.place.as_str());
     let record = household.map(|h| format!(" {} {h}", lang.t("household", "hộ"))).unwrap_or_default();
@@ -247,7 +307,7 @@ pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
             "{place}{record}: {} {} {}; {}",
             field.name,
             lang.t("already holds", "đã có giá trị"),
-            out::value(Some(&value), lang),
+            out::field_value(field.name, Some(&value), lang, utc),
             lang.t("nothing written.", "không ghi gì.")
         ));
     };
@@ -255,8 +315,8 @@ pub fn resolve(args: ResolveArgs, lang: Lang) -> anyhow::Result<()> {
     out::line(format!(
         "{place}{record}: {} {} → {}{delta} ({} {})",
         field.name,
-        out::value(old.as_ref(), lang),
-        out::value(Some(&value), lang),
+        out::field_value(field.name, old.as_ref(), lang, utc),
+        out::field_value(field.name, Some(&value), lang, utc),
         lang.t("change", "thay đổi"),
         out::short(&change)
     ))?;
@@ -313,20 +373,20 @@ pub fn issues(args: IssuesArgs, lang: Lang) -> anyhow::Result<()> {
     let round = out::round(&args.round)?;
     let docs = out::documents(&source, &registry, args.commune.as_deref(), &round)?;
     let surveys = docs.iter().map(|d| d.snapshot(None)).collect::<Result<Vec<_>, _>>()?;
-    let found: Vec<Issue> = surveys
+    let found: Vec<(Issue, &Survey)> = surveys
         .iter()
-        .flat_map(data_quality)
-        .map(|issue| {
+        .flat_map(|s| data_quality(s).into_iter().map(move |i| (i, s)))
+        .map(|(issue, survey)| {
             let place = issue.document.place.to_string();
             let look = match &issue.household {
                 Some(h) => format!("thonsync history {place} --household {h}"),
                 None => format!("thonsync show {place}"),
             };
-            Issue { place_name: out::place_name(&registry, &place), look, issue }
+            (Issue { place_name: out::place_name(&registry, &place), look, issue }, survey)
         })
         .collect();
     if args.format == ListFormat::Json {
-        return print_json(&found);
+        return print_json(&found.iter().map(|(i, _)| i).collect::<Vec<_>>());
     }
     if found.is_empty() {
         return out::line(lang.t("No data-quality issues.", "Không có vấn đề chất lượng dữ liệu."));
@@ -338,12 +398,17 @@ pub fn issues(args: IssuesArgs, lang: Lang) -> anyhow::Result<()> {
         lang.t("Detail", "Chi tiết"),
         lang.t("Where to look", "Xem tại"),
     ]);
-    for i in &found {
+    for (i, survey) in &found {
+        // The detail as the survey model words it, or in Vietnamese as a surveyor reads it.
+        let detail = match lang {
+            Lang::En => i.issue.detail.clone(),
+            Lang::Vi => crate::device::edit::breach_words(&i.issue, &serde_json::to_value(survey)?, lang),
+        };
         t.add_row(vec![
             format!("{}\n{}", i.place_name, i.issue.document),
             i.issue.household.clone().unwrap_or_else(|| "—".to_owned()),
             i.issue.rule.clone(),
-            i.issue.detail.clone(),
+            detail,
             i.look.clone(),
         ]);
     }

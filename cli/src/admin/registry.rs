@@ -3,13 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
-use sync_core::registry::{Place, PlaceKind, Registry};
+use sync_core::registry::{Place, PlaceKind, Registry, RegistryError};
 
 use super::out::{self, print_json, print_table, table};
 use super::source::{Access, Source};
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::{not_found, Common, Format};
 
 /// `thonsync registry ...`.
@@ -81,15 +80,32 @@ fn load(args: LoadArgs, lang: Lang) -> anyhow::Result<()> {
     let csv = match std::fs::read_to_string(&args.file) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(not_found(format!("no file {}", args.file.display())))
+            return Err(not_found(say(
+                format!("no file {}", args.file.display()),
+                format!("không có tệp {}", args.file.display()),
+            )))
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", args.file.display())),
+        Err(e) => {
+            return Err(anyhow::anyhow!(say(
+                format!("reading {}: {e}", args.file.display()),
+                format!("không đọc được tệp {} ({e})", args.file.display()),
+            )))
+        }
     };
-    let registry = Registry::from_csv(csv.as_bytes()).with_context(|| {
-        format!(
-            "{} is not a valid registry; fix it and load it again (`thonsync registry show --format csv` shows the format)",
-            args.file.display()
-        )
+    let registry = Registry::from_csv(csv.as_bytes()).map_err(|e| {
+        let (en, vi) = registry_error(&e);
+        anyhow::anyhow!(say(
+            format!(
+                "{} is not a valid registry ({en}); fix it and load it again \
+                 (`thonsync registry show --format csv` shows the format)",
+                args.file.display()
+            ),
+            format!(
+                "{} không phải danh mục địa bàn hợp lệ ({vi}); hãy sửa rồi nạp lại \
+                 (`thonsync registry show --format csv` cho thấy định dạng)",
+                args.file.display()
+            ),
+        ))
     })?;
     let mut source = Source::open(&args.common, Access::Write)?;
     let (n, dropped) = source.put_registry(&csv, &registry, args.force)?;
@@ -118,6 +134,67 @@ fn load(args: LoadArgs, lang: Lang) -> anyhow::Result<()> {
         ))?;
     }
     Ok(())
+}
+
+/// Why a registry file was refused, in English and Vietnamese. The
+/// registry's reasons about a place are translated; a reason from the CSV
+/// reader (a malformed row) is shown as it reads.
+fn registry_error(e: &RegistryError) -> (String, String) {
+    match e {
+        RegistryError::Csv { line, reason } => {
+            (format!("line {line}: {reason}"), format!("dòng {line}: {reason}"))
+        }
+        RegistryError::Place { id, reason } => {
+            (format!("place {id:?}: {reason}"), format!("địa bàn {id:?}: {}", place_reason_vi(reason)))
+        }
+    }
+}
+
+/// A reason of [`RegistryError::Place`] in Vietnamese, when it is one the
+/// registry gives (`name is empty`, `parent "x" is not in the registry`, ...).
+pub(super) fn place_reason_vi(reason: &str) -> String {
+    let kind_vi = |k: &str| {
+        match k {
+            "Province" => "tỉnh",
+            "District" => "huyện",
+            "Commune" => "xã",
+            "Village" => "thôn",
+            other => other,
+        }
+        .to_owned()
+    };
+    match reason {
+        "name is empty" => return "tên để trống".to_owned(),
+        "listed twice" => return "có hai lần trong tệp".to_owned(),
+        "a province has no parent" => return "tỉnh không có cấp trên".to_owned(),
+        _ => {}
+    }
+    if let Some(k) = reason.strip_prefix("needs a parent ") {
+        return format!("cần một cấp trên là {}", kind_vi(k));
+    }
+    if let Some(rest) = reason.strip_prefix("parent ") {
+        if let Some(parent) = rest.strip_suffix(" is not in the registry") {
+            return format!("cấp trên {parent} không có trong danh mục");
+        }
+        if let Some((parent, kinds)) = rest.split_once(" is a ") {
+            if let Some((is, expected)) = kinds.split_once(", expected a ") {
+                return format!("cấp trên {parent} là {}, cần là {}", kind_vi(is), kind_vi(expected));
+            }
+        }
+    }
+    reason.to_owned()
+}
+
+/// Why a registry that drops places holding survey data is refused, in
+/// Vietnamese (`sync_core::registry::DropsData` says it in English).
+pub(super) fn drops_data_vi(places: &[String]) -> String {
+    format!(
+        "danh mục mới bỏ {} địa bàn đang có dữ liệu điều tra: {}; dữ liệu của chúng sẽ không được tính \
+         trong mọi số liệu (`thonsync status`, `thonsync report`). Hãy thêm lại chúng vào tệp, hoặc vẫn \
+         nạp bằng `thonsync registry load TỆP --force`",
+        places.len(),
+        places.join(", ")
+    )
 }
 
 /// Places in tree order: each place followed by the places under it.

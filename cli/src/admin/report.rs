@@ -14,7 +14,7 @@ use sync_core::survey::SurveyDocument;
 
 use super::out::{self, print_json, print_table, table};
 use super::source::{Access, Source};
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::{not_found, usage, Common, Format};
 
 /// `thonsync report`.
@@ -95,16 +95,34 @@ fn scope(args: &ReportArgs, registry: &Registry) -> anyhow::Result<String> {
         (_, _, Some(p)) => (p.clone(), PlaceKind::Province, "--province"),
         _ => {
             let p = registry.of_kind(PlaceKind::Province).next().ok_or_else(|| {
-                usage("the registry has no province; load one with `thonsync registry load FILE.csv`")
+                usage(say(
+                    "the registry has no province; load one with `thonsync registry load FILE.csv`",
+                    "danh mục địa bàn chưa có tỉnh nào; hãy nạp bằng `thonsync registry load TỆP.csv`",
+                ))
             })?;
             return Ok(p.id.clone());
         }
     };
     match registry.get(&id) {
-        None => Err(not_found(format!("{flag} {id:?} is not in the registry; see `thonsync registry show`"))),
-        Some(p) if p.kind != kind => Err(usage(format!(
-            "{id:?} ({}) is a {:?}, not what {flag} takes; see `thonsync registry show`",
-            p.name, p.kind
+        None => Err(not_found(say(
+            format!("{flag} {id:?} is not in the registry; see `thonsync registry show`"),
+            format!("{flag} {id:?} không có trong danh mục địa bàn; xem `thonsync registry show`"),
+        ))),
+        Some(p) if p.kind != kind => Err(usage(say(
+            format!(
+                "{id:?} ({}) is a {:?}, not what {flag} takes; see `thonsync registry show`",
+                p.name, p.kind
+            ),
+            format!(
+                "{id:?} ({}) là {}, không phải cấp mà {flag} nhận; xem `thonsync registry show`",
+                p.name,
+                match p.kind {
+                    PlaceKind::Province => "tỉnh",
+                    PlaceKind::District => "huyện",
+                    PlaceKind::Commune => "xã",
+                    PlaceKind::Village => "thôn",
+                }
+            ),
         ))),
         Some(_) => Ok(id),
     }

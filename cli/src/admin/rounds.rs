@@ -8,7 +8,7 @@ use sync_core::ids::Round;
 
 use super::out::{self, print_json, print_table, table};
 use super::source::{Access, Source};
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::{usage, Common, ListFormat};
 
 /// `thonsync rounds ...`.
@@ -99,8 +99,14 @@ fn list(common: &Common, format: ListFormat, lang: Lang) -> anyhow::Result<()> {
 }
 
 fn open(common: &Common, name: &str, format: ListFormat, lang: Lang) -> anyhow::Result<()> {
-    let round = Round::new(name)
-        .map_err(|e| usage(format!("{e}; a round is named like 2025-1 (letters a-z, digits, - and _)")))?;
+    let round = Round::new(name).map_err(|e| {
+        usage(say(
+            format!("{e}; a round is named like 2025-1 (letters a-z, digits, - and _)"),
+            format!(
+                "tên đợt điều tra {name:?} không hợp lệ; tên đợt có dạng 2025-1 (chữ a-z, chữ số, - và _)"
+            ),
+        ))
+    })?;
     let mut source = Source::open(common, Access::Write)?;
     let opened = source.open_round(&round)?;
     if format == ListFormat::Json {

@@ -172,9 +172,14 @@ impl Source {
             Err(_) => (ErrorCode::Other(String::new()), text.chars().take(300).collect()),
         };
         let shown = if code.as_str().is_empty() { String::new() } else { format!(" ({code})") };
+        let said = if code.as_str().is_empty() {
+            message.clone()
+        } else {
+            crate::device::wire::explain(&code, &message)
+        };
         let message = say(
             format!("{what}: the server at {base} answered {status}: {message}{shown}"),
-            format!("{what}: máy chủ {base} trả lời {status}: {message}{shown}"),
+            format!("{what}: máy chủ {base} trả lời {status}: {said}"),
         );
         let error = |message: String| Failure { exit: EXIT_ERROR, message }.into();
         Err(match code {
@@ -481,7 +486,10 @@ impl Source {
                         detail,
                     })
                     .map_err(|e| store_error(path, e))?;
-                let dropped = checked.map_err(|e| Failure { exit: EXIT_ERROR, message: e.to_string() })?;
+                let dropped = checked.map_err(|e| Failure {
+                    exit: EXIT_ERROR,
+                    message: say(e.to_string(), super::registry::drops_data_vi(&e.places)),
+                })?;
                 Ok((places.len(), dropped))
             }
             Source::Server { base, agent } => {
@@ -521,11 +529,30 @@ const LOCAL_ADMIN: &str = "admin:local";
 impl Source {
     fn access_error(path: &Path, e: AccessError) -> anyhow::Error {
         use AccessError as E;
+        let message = |e: &AccessError| {
+            let vi = match e {
+                E::NoName => "thiết bị cần có tên (người điều tra hoặc máy)".to_owned(),
+                E::NoCommunes => "thiết bị cần ít nhất một xã".to_owned(),
+                E::UnknownCommune(c) => format!("{c:?} không phải là xã trong danh mục địa bàn"),
+                E::UnknownDevice(d) => format!("không có thiết bị {d:?}"),
+                E::Revoked(d) => format!("thiết bị {d:?} đã bị thu hồi; hãy thêm thiết bị mới"),
+                E::InvalidCode => "mã đăng ký không đúng, đã dùng hoặc đã hết hạn; hãy xin mã mới".to_owned(),
+                E::CommuneNotAllowed { commune, allowed } => format!(
+                    "thiết bị này được đồng bộ {}, không phải {commune:?}; mã vẫn còn hiệu lực",
+                    allowed.join(", ")
+                ),
+                E::OtherDevice { device, code_for } => {
+                    format!("mã này của thiết bị {code_for:?}, không phải {device:?}; mã vẫn còn hiệu lực")
+                }
+                E::Store(s) => format!("lỗi cơ sở dữ liệu ({s})"),
+            };
+            say(e.to_string(), vi)
+        };
         match e {
-            E::UnknownDevice(_) => not_found(e.to_string()),
-            E::NoName | E::NoCommunes | E::UnknownCommune(_) => super::usage(e.to_string()),
+            E::UnknownDevice(_) => not_found(message(&e)),
+            E::NoName | E::NoCommunes | E::UnknownCommune(_) => super::usage(message(&e)),
             E::Store(s) => store_error(path, s),
-            other => Failure { exit: EXIT_ERROR, message: other.to_string() }.into(),
+            other => Failure { exit: EXIT_ERROR, message: message(&other) }.into(),
         }
     }
 
@@ -603,7 +630,7 @@ impl Source {
             Source::Server { .. } => self.post_json(
                 &format!("/v1/admin/devices/{}/rotate", encode_segment(id)),
                 serde_json::json!({}),
-                "rotating a device's token",
+                &say("rotating a device's token", "cấp lại mã đăng ký thiết bị"),
             ),
         }
     }

@@ -93,14 +93,23 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
             s.households += v.households.len();
         }
     }
-    if args.format == ListFormat::Json {
-        return print_json(&s);
-    }
     let utc = args.common.utc;
+    if args.format == ListFormat::Json {
+        // Each device's last sync as ISO-8601, not milliseconds.
+        let mut json = serde_json::to_value(&s)?;
+        if let Some(peers) = json.get_mut("peers").and_then(serde_json::Value::as_array_mut) {
+            for peer in peers {
+                if let Some(ms) = peer.get("last_sync").and_then(serde_json::Value::as_i64) {
+                    peer["last_sync"] = time::format_iso(ms, utc).into();
+                }
+            }
+        }
+        return print_json(&json);
+    }
     let mut t = out::plain();
     let size = s
         .store_size_bytes
-        .map(|b| format!("{} MB ({b} bytes)", out::decimal(b as f64 / 1_048_576.0, 1)))
+        .map(|b| format!("{} MB ({b} {})", out::decimal(b as f64 / 1_048_576.0, 1), lang.t("bytes", "byte")))
         .unwrap_or_else(|| "—".to_owned());
     let rows: Vec<(&str, String)> = vec![
         (lang.t("Source", "Nguồn dữ liệu"), s.source.clone()),

@@ -14,7 +14,7 @@ use sync_core::validate::{conflicts, data_quality};
 
 use super::out::{self, num, print_json, print_table, table};
 use super::source::{Access, Source};
-use super::text::Lang;
+use super::text::{say, Lang};
 use super::time;
 use super::{not_found, usage, Common, ListFormat};
 
@@ -187,9 +187,10 @@ pub(crate) fn load(
 ) -> anyhow::Result<SurveyDocument> {
     let id = out::document_arg(registry, raw, round)?;
     source.document(&id)?.ok_or_else(|| {
-        not_found(format!(
-            "nothing is stored for {id} ({}); `thonsync villages` shows what is surveyed",
-            out::place_name(registry, id.place.as_str())
+        let name = out::place_name(registry, id.place.as_str());
+        not_found(say(
+            format!("nothing is stored for {id} ({name}); `thonsync villages` shows what is surveyed"),
+            format!("chưa có dữ liệu nào cho {id} ({name}); `thonsync villages` cho biết nơi đã điều tra"),
         ))
     })
 }
@@ -208,14 +209,34 @@ pub(crate) fn heads_for(
         return Ok(heads_at(doc, ms, &received));
     }
     if at.contains(['-', ':', ' ']) {
-        return Err(usage(format!(
-            "--at {at:?} is neither a time (2024-03-05, '2024-03-05 14:30') nor change hashes"
+        return Err(usage(say(
+            format!("--at {at:?} is neither a time (2024-03-05, '2024-03-05 14:30') nor change hashes"),
+            format!(
+                "--at {at:?} không phải thời điểm (05/03/2024, '05/03/2024 14:30') cũng không phải mã thay đổi"
+            ),
         )));
     }
     let hashes: Vec<&str> = at.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-    resolve_heads(doc, &hashes).map_err(|e| match e {
-        HistoryError::Unknown { .. } => not_found(e.to_string()),
-        other => usage(other.to_string()),
+    resolve_heads(doc, &hashes).map_err(|e| {
+        let vi = match &e {
+            HistoryError::NotAHash(h) => format!(
+                "{h:?} không phải mã thay đổi; hãy cho các mã thập lục phân mà `thonsync history` hiển thị \
+                 (ít nhất 4 chữ số)"
+            ),
+            HistoryError::Unknown { document, hash } => {
+                format!(
+                    "{document} không có thay đổi {hash:?}; `thonsync history` liệt kê các thay đổi của nó"
+                )
+            }
+            HistoryError::Ambiguous { document, hash, count } => {
+                format!("{hash:?} khớp với {count} thay đổi của {document}; hãy cho thêm chữ số")
+            }
+        };
+        let message = say(e.to_string(), vi);
+        match e {
+            HistoryError::Unknown { .. } => not_found(message),
+            _ => usage(message),
+        }
     })
 }
 
@@ -232,25 +253,38 @@ pub fn show(args: ShowArgs, lang: Lang) -> anyhow::Result<()> {
     let survey = doc.snapshot(args.at.as_ref().map(|_| heads.as_slice()))?;
     let id = doc.id().clone();
     if args.format == ListFormat::Json {
-        return print_json(&Shown {
+        // `--at` as the time it was read, and the survey's times, as ISO-8601.
+        let at = args.at.as_deref().map(|at| match time::parse(at, utc) {
+            Some(ms) => time::format_iso(ms, utc),
+            None => at.to_owned(),
+        });
+        let mut json = serde_json::to_value(Shown {
             document: id.to_string(),
             name: out::place_name(&registry, id.place.as_str()),
             round: id.round.to_string(),
             heads: heads.iter().map(ToString::to_string).collect(),
-            at: args.at.clone(),
+            at,
             survey,
-        });
+        })?;
+        out::iso_field_times(&mut json, utc);
+        return print_json(&json);
     }
     out::line(out::title(&registry, &id, lang))?;
     let heads_text =
         heads.iter().map(|h| out::short(&h.to_string()).to_owned()).collect::<Vec<_>>().join(",");
-    match &args.at {
-        Some(at) => out::line(format!(
-            "{id} · {} {at} ({}) · heads {heads_text}",
+    let heads_label = lang.t("heads", "phiên bản");
+    match args.at.as_deref().map(|at| (at, time::parse(at, utc))) {
+        Some((_, Some(ms))) => out::line(format!(
+            "{id} · {} {} ({}) · {heads_label} {heads_text}",
             lang.t("as it was at", "tại thời điểm"),
+            time::format(ms, utc),
             time::zone(utc)
         ))?,
-        None => out::line(format!("{id} · heads {heads_text}"))?,
+        Some((hashes, None)) => out::line(format!(
+            "{id} · {} {hashes} · {heads_label} {heads_text}",
+            lang.t("as it was at change(s)", "tại (các) thay đổi"),
+        ))?,
+        None => out::line(format!("{id} · {heads_label} {heads_text}"))?,
     }
     let mut facts = table([lang.t("Fact", "Chỉ tiêu"), lang.t("Value", "Giá trị")]);
     match &survey {

@@ -210,19 +210,29 @@ pub fn new_breaches(before: &Survey, after: &Survey) -> Vec<DataQualityIssue> {
 
 /// A breach the surveyor's own edit would make, said in their language.
 pub fn breach_message(issue: &DataQualityIssue, after: &Value, lang: Lang) -> String {
+    let place = match (&issue.household, lang) {
+        (Some(h), Lang::En) => format!("household {h}: "),
+        (Some(h), Lang::Vi) => format!("hộ {h}: "),
+        (None, _) => String::new(),
+    };
+    let what = breach_words(issue, after, lang);
+    match lang {
+        Lang::En => format!("{place}{what} (rule {}); nothing was written", issue.rule),
+        Lang::Vi => format!("{place}{what} (quy tắc {}); chưa ghi gì", issue.rule),
+    }
+}
+
+/// What a breach is, in words of `lang`, with the values `survey` (a
+/// snapshot as JSON) holds: `adults (6) cannot be more than members (5)`.
+pub fn breach_words(issue: &DataQualityIssue, survey: &Value, lang: Lang) -> String {
     let target = match &issue.household {
         Some(h) => {
             sync_core::ids::HouseholdId::new(h.as_str()).map(Target::Household).unwrap_or(Target::Facts)
         }
         None => Target::Facts,
     };
-    let value = |f: &str| current(after, &target, f).map(|v| v.to_string()).unwrap_or_else(|| "—".into());
-    let place = match (&issue.household, lang) {
-        (Some(h), Lang::En) => format!("household {h}: "),
-        (Some(h), Lang::Vi) => format!("hộ {h}: "),
-        (None, _) => String::new(),
-    };
-    let what = match issue.fields.as_slice() {
+    let value = |f: &str| current(survey, &target, f).map(|v| v.to_string()).unwrap_or_else(|| "—".into());
+    match issue.fields.as_slice() {
         [single] => match lang {
             Lang::En => format!("{single} would add up to {}, below 0", value(single)),
             Lang::Vi => format!("{single} sẽ thành {}, nhỏ hơn 0", value(single)),
@@ -236,10 +246,6 @@ pub fn breach_message(issue: &DataQualityIssue, after: &Value, lang: Lang) -> St
             Lang::Vi => format!("{part} ({}) không được lớn hơn {whole} ({})", value(part), value(whole)),
         },
         [] => issue.detail.clone(),
-    };
-    match lang {
-        Lang::En => format!("{place}{what} (rule {}); nothing was written", issue.rule),
-        Lang::Vi => format!("{place}{what} (quy tắc {}); chưa ghi gì", issue.rule),
     }
 }
 

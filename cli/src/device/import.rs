@@ -83,8 +83,15 @@ pub(super) fn run(
     confirmed: bool,
     out: Out,
 ) -> anyhow::Result<u8> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| failure(crate::exit::EXIT_ERROR, format!("{}: {e}", file.display())))?;
+    let bytes = std::fs::read(file).map_err(|e| {
+        failure(
+            crate::exit::EXIT_ERROR,
+            out.say(
+                format!("{}: {e}", file.display()),
+                format!("không đọc được tệp {} ({e})", file.display()),
+            ),
+        )
+    })?;
     // A spreadsheet may start its file with a byte-order mark, and separate
     // cells with `;` (where `,` is the decimal comma, as in Vietnamese).
     let text = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
@@ -141,7 +148,7 @@ pub(super) fn run(
                     format!("dòng {}: {}\n", e.line, e.message),
                 ));
             }
-            crate::exit::print(text)?;
+            super::print(text)?;
         }
         return Err(failure(EXIT_DATA_REFUSED, message));
     }
@@ -160,7 +167,7 @@ pub(super) fn run(
     if out.json {
         print_json(&summary)?;
     } else {
-        crate::exit::print(out.say(
+        super::print(out.say(
             format!(
                 "imported {} row(s) of {}: {} household(s) created, {} updated, {} unchanged, {} value(s) written; run `thonsync device sync` when online\n",
                 summary.rows, summary.file, summary.households_created, summary.households_updated,
@@ -178,7 +185,10 @@ pub(super) fn run(
 
 /// The header row (line 1): every column must be known, once.
 fn columns(reader: &mut csv::Reader<&[u8]>, out: Out) -> anyhow::Result<Vec<Column>> {
-    let headers = reader.headers().map_err(|e| failure(EXIT_DATA_REFUSED, format!("line 1: {e}")))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| failure(EXIT_DATA_REFUSED, format!("{} 1: {e}", out.lang.t("line", "dòng"))))?
+        .clone();
     let refuse = |en: String, vi: String| {
         let line = out.lang.t("line", "dòng");
         failure(EXIT_DATA_REFUSED, format!("{line} 1: {}", out.say(en, vi)))

@@ -29,7 +29,7 @@ use sync_core::survey::{Edit, EditOp, Survey, Target};
 use sync_core::validate::conflicts;
 
 use crate::admin::out::{plain, print_json, print_table, table};
-use crate::admin::text::Lang;
+use crate::admin::text::{self, Lang};
 use crate::admin::time;
 use crate::admin::ListFormat;
 use crate::exit::{failure, help, EXIT_DATA_REFUSED, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE};
@@ -71,12 +71,10 @@ impl Out {
         }
     }
 
-    /// English or Vietnamese of a formatted message.
+    /// English or Vietnamese of a formatted message ([`text::say`], in
+    /// the language [`run`] set for the command).
     fn say(self, en: String, vi: String) -> String {
-        match self.lang {
-            Lang::En => en,
-            Lang::Vi => vi,
-        }
+        text::say(en, vi)
     }
 
     /// A time as the admin commands print it.
@@ -88,6 +86,12 @@ impl Out {
     fn iso(self, ms: i64) -> String {
         time::format_iso(ms, self.utc)
     }
+}
+
+/// Writes text for people to stdout, its lines wrapped to the terminal's
+/// width as the admin commands' are ([`crate::admin::out::wrap`]).
+fn print(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    crate::exit::print(crate::admin::out::wrap(&text.to_string()))
 }
 
 /// Network behaviour of `pull` and `sync`.
@@ -284,6 +288,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 /// a closed stdout a quiet exit.
 pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
     let out = Out::of(cmd.args());
+    // Messages built deep in the replica, numbers and dates follow `--lang`.
+    text::set_current(out.lang);
     match run_command(cmd, out) {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(e) if crate::exit::is_broken_pipe(&e) => Ok(ExitCode::from(EXIT_OK)),
@@ -335,10 +341,18 @@ fn init(
 ) -> anyhow::Result<u8> {
     let ca = match &ca_cert {
         Some(path) => {
-            let pem = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read CA certificate {}", path.display()))?;
-            wire::ca_certificates(pem.as_bytes())
-                .map_err(|e| anyhow::anyhow!("CA certificate {}: {e}", path.display()))?;
+            let pem = std::fs::read_to_string(path).with_context(|| {
+                out.say(
+                    format!("cannot read CA certificate {}", path.display()),
+                    format!("không đọc được chứng chỉ CA {}", path.display()),
+                )
+            })?;
+            wire::ca_certificates(pem.as_bytes()).map_err(|e| {
+                anyhow::anyhow!(out.say(
+                    format!("CA certificate {}: {e}", path.display()),
+                    format!("chứng chỉ CA {} không dùng được ({e})", path.display()),
+                ))
+            })?;
             Some(pem)
         }
         None => None,
@@ -385,7 +399,7 @@ fn init(
             ),
         )
     };
-    crate::exit::print(format!("{text}\n"))?;
+    print(format!("{text}\n"))?;
     Ok(EXIT_OK)
 }
 
@@ -399,7 +413,15 @@ fn household_target(
     out: Out,
 ) -> anyhow::Result<(Target, bool)> {
     let Some(h) = household else { return Ok((Target::Facts, false)) };
-    let id = HouseholdId::new(h.as_str()).map_err(|e| failure(EXIT_USAGE, format!("--household: {e}")))?;
+    let id = HouseholdId::new(h.as_str()).map_err(|e| {
+        failure(
+            EXIT_USAGE,
+            out.say(
+                format!("--household: {e}"),
+                format!("--household {h:?} không phải mã hộ hợp lệ (ví dụ: hh-012)"),
+            ),
+        )
+    })?;
     let existing = doc.household_ids(None);
     let new = !existing.contains(&h);
     edit::check_new_household(&h, &existing, confirmed, out.lang)?;
@@ -450,7 +472,11 @@ fn set(
                 EXIT_USAGE,
                 out.say(
                     format!("unknown field {field:?} for {}; known: {}", scope.name(), scope.known()),
-                    format!("không có trường {field:?} cho {}; các trường: {}", scope.name(), scope.known()),
+                    format!(
+                        "không có trường {field:?} cho {}; các trường: {}",
+                        crate::admin::out::scope_name(scope),
+                        scope.known()
+                    ),
                 ),
             )
         })?;
@@ -485,7 +511,7 @@ fn set(
                 "recorded": Vec::<String>::new(), "unchanged": unchanged, "new_household": false,
             }))?;
         } else {
-            crate::exit::print(format!(
+            print(format!(
                 "{}\n",
                 out.say(
                     format!(
@@ -530,7 +556,7 @@ fn set(
             &out.say(format!("unchanged (already so): {u}\n"), format!("không đổi (đã đúng): {u}\n")),
         );
     }
-    crate::exit::print(text)?;
+    print(text)?;
     Ok(EXIT_OK)
 }
 
@@ -557,7 +583,7 @@ fn add(
                 &json!({"document": id.to_string(), "household": household, "field": field, "amount": 0, "change": null}),
             )?;
         } else {
-            crate::exit::print(format!(
+            print(format!(
                 "{}\n",
                 out.say(
                     "nothing to record: adding 0 changes nothing".into(),
@@ -575,7 +601,7 @@ fn add(
             &json!({"document": id.to_string(), "household": household, "field": field, "amount": amount, "change": hash}),
         )?;
     } else {
-        crate::exit::print(format!(
+        print(format!(
             "{}\n",
             out.say(
                 format!("added {amount} to {field} in {id} (change {})", short(&hash)),
@@ -592,8 +618,8 @@ fn iso_times(value: &mut Value, out: Out) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                let is_time = matches!(k.as_str(), "time" | "at" | "last_sync")
-                    || Scope::Household.field(k).map(|f| f.kind) == Some(FieldKind::Time);
+                let is_time =
+                    matches!(k.as_str(), "time" | "at" | "last_sync") || crate::admin::out::is_time_field(k);
                 match v.as_i64() {
                     Some(ms) if is_time => *v = Value::from(out.iso(ms)),
                     _ => iso_times(v, out),
@@ -630,7 +656,7 @@ fn show(village: &str, args: &DeviceArgs, out: Out) -> anyhow::Result<u8> {
         return Ok(EXIT_OK);
     }
     let heads_text = heads.iter().map(|h| short(h).to_owned()).collect::<Vec<_>>().join(",");
-    crate::exit::print(format!("{id} · heads {heads_text}\n"))?;
+    print(format!("{id} · {} {heads_text}\n", out.lang.t("heads", "phiên bản")))?;
     print_survey(&snapshot, out)?;
     let mut text = String::new();
     for c in &clashes {
@@ -657,9 +683,9 @@ fn show(village: &str, args: &DeviceArgs, out: Out) -> anyhow::Result<u8> {
             ),
         ));
     }
-    crate::exit::print(text)?;
+    print(text)?;
     if let Some((r, d)) = refused {
-        crate::exit::print(out.say(
+        print(out.say(
             format!(
                 "\nREFUSED local version set aside at {} ({}): the server did not accept it.\nRe-enter what is still needed with `thonsync device set`. The refused version:\n",
                 out.time(r.at),
@@ -673,7 +699,7 @@ fn show(village: &str, args: &DeviceArgs, out: Out) -> anyhow::Result<u8> {
         ))?;
         match d {
             Ok(d) => print_survey(&d, out)?,
-            Err(e) => crate::exit::print(format!("{e}\n"))?,
+            Err(e) => print(format!("{e}\n"))?,
         }
     }
     Ok(EXIT_OK)
@@ -711,7 +737,7 @@ fn status(args: &DeviceArgs, out: Out) -> anyhow::Result<u8> {
             "chưa có tài liệu: chạy `thonsync device pull` khi có mạng\n",
         ));
     }
-    crate::exit::print(text)?;
+    print(text)?;
     let waiting: Vec<_> =
         status.documents.iter().filter(|d| d.pending_changes > 0 || d.refused_version).collect();
     if !waiting.is_empty() {
@@ -730,9 +756,7 @@ fn status(args: &DeviceArgs, out: Out) -> anyhow::Result<u8> {
         print_table(&t)?;
     }
     let n = status.pending();
-    crate::exit::print(
-        out.say(format!("{n} change(s) waiting for upload\n"), format!("{n} thay đổi chờ tải lên\n")),
-    )?;
+    print(out.say(format!("{n} change(s) waiting for upload\n"), format!("{n} thay đổi chờ tải lên\n")))?;
     Ok(EXIT_OK)
 }
 
@@ -777,7 +801,7 @@ fn print_report(device: &Device, r: &SyncReport, out: Out) -> anyhow::Result<u8>
             format!("BỊ TỪ CHỐI {d}: bản trên máy được để riêng; xem lý do bằng `thonsync device show`\n"),
         ));
     }
-    crate::exit::print(text)?;
+    print(text)?;
     Ok(code)
 }
 
@@ -819,7 +843,7 @@ fn print_survey(s: &Survey, out: Out) -> anyhow::Result<()> {
         if !v.households.is_empty() {
             print_table(&t)?;
         }
-        crate::exit::print(format!("{} {}\n", v.households.len(), out.lang.t("household(s)", "hộ")))?;
+        print(format!("{} {}\n", v.households.len(), out.lang.t("household(s)", "hộ")))?;
     }
     Ok(())
 }

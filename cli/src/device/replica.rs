@@ -22,8 +22,11 @@ use sync_core::store::{load_survey, SqliteStore, Store, StoreError, WriteBatch};
 use sync_core::survey::{is_structural, Edit, SurveyDocument};
 use sync_core::sync::ChangeRecord;
 
+use crate::admin::text::say;
+
 use super::wire::{
-    ca_certificates, CallError, Client, CommuneDocuments, EnrollCheck, ErrorBody, RoundTrip, SyncRequest,
+    ca_certificates, explain, CallError, Client, CommuneDocuments, EnrollCheck, ErrorBody, RoundTrip,
+    SyncRequest,
 };
 
 /// The peer id a device keeps its sync sessions under.
@@ -35,24 +38,21 @@ pub const MAX_DOCUMENTS_PER_EXCHANGE: usize = 64;
 /// Budget for the messages of one request; the rest wait for the next round.
 pub const ROUND_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 
-/// What went wrong on a device.
+/// What went wrong on a device, said in the command's language
+/// ([`crate::admin::text::current`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// The directory holds no device yet.
-    #[error("{0} is not a device directory; run `thonsync device init --server URL --code CODE` first")]
     NotInitialised(PathBuf),
     /// The device's own database failed: a local fault (disk full, a
     /// damaged or unwritable file), never retried as if the server were at fault.
-    #[error("this device's own database failed: {0}; this is a problem of this device (free space, the file and its folder), not of the server")]
     LocalStore(#[from] StoreError),
-    /// An id or setting that does not parse.
-    #[error("{0}")]
+    /// An id or setting that does not parse, or a request this device
+    /// cannot make; the text is already in the command's language.
     Invalid(String),
     /// The edit breaks a rule of the survey model.
-    #[error("{0}")]
     Edit(#[from] EditError),
     /// The place is not a document of this device's commune.
-    #[error("{place:?} is not a village of commune {commune} (known: {known}); run `thonsync device pull` if the registry changed")]
     UnknownPlace {
         /// What was asked for.
         place: String,
@@ -62,19 +62,16 @@ pub enum DeviceError {
         known: String,
     },
     /// The device has never fetched its commune's documents.
-    #[error("this device has no documents yet; run `thonsync device pull` while online")]
     NotPulled,
     /// The server refused the request as a whole (not worth retrying).
-    #[error("the server refused the sync: {0}")]
     Refused(ErrorBody),
-    /// The server could not be reached, or its answer could not be read.
-    #[error("the call to the server failed: {0}")]
+    /// The server could not be reached, or its answer could not be read
+    /// (the text is in the command's language).
     Unreachable(String),
-    /// Enrollment failed: the code was refused or the server could not be reached.
-    #[error("enrollment failed: {0}")]
+    /// Enrollment failed: the code was refused or the server could not be
+    /// reached (the text is in the command's language).
     Enroll(String),
     /// The server could not be reached after every retry.
-    #[error("gave up after {attempts} attempts over {seconds:.1} s: {last}; your edits are kept on this device, sync again when online")]
     GaveUp {
         /// Attempts made.
         attempts: u32,
@@ -84,8 +81,110 @@ pub enum DeviceError {
         last: String,
     },
     /// An exchange did not go quiet within the round limit.
-    #[error("the sync did not finish in {0} rounds")]
     TooManyRounds(u32),
+}
+
+impl std::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            DeviceError::NotInitialised(dir) => say(
+                format!(
+                    "{} is not a device directory; run `thonsync device init --server URL --code CODE` first",
+                    dir.display()
+                ),
+                format!(
+                    "{} không phải thư mục của thiết bị; hãy chạy `thonsync device init --server URL --code MÃ` trước",
+                    dir.display()
+                ),
+            ),
+            DeviceError::LocalStore(e) => say(
+                format!(
+                    "this device's own database failed: {e}; this is a problem of this device \
+                     (free space, the file and its folder), not of the server"
+                ),
+                format!(
+                    "cơ sở dữ liệu trên thiết bị này bị lỗi ({e}); đây là sự cố của thiết bị \
+                     (dung lượng trống, tệp và thư mục của nó), không phải của máy chủ"
+                ),
+            ),
+            DeviceError::Invalid(text) | DeviceError::Unreachable(text) | DeviceError::Enroll(text) => {
+                let (en, vi) = match self {
+                    DeviceError::Unreachable(_) => ("the call to the server failed", "gọi máy chủ không thành công"),
+                    DeviceError::Enroll(_) => ("enrollment failed", "đăng ký thiết bị không thành công"),
+                    _ => return f.write_str(text),
+                };
+                say(format!("{en}: {text}"), format!("{vi}: {text}"))
+            }
+            DeviceError::Edit(e) => edit_error(e),
+            DeviceError::UnknownPlace { place, commune, known } => say(
+                format!(
+                    "{place:?} is not a village of commune {commune} (known: {known}); \
+                     run `thonsync device pull` if the registry changed"
+                ),
+                format!(
+                    "{place:?} không phải thôn của xã {commune} (các thôn: {known}); \
+                     chạy `thonsync device pull` nếu danh mục địa bàn đã thay đổi"
+                ),
+            ),
+            DeviceError::NotPulled => say(
+                "this device has no documents yet; run `thonsync device pull` while online",
+                "thiết bị này chưa có tài liệu nào; hãy chạy `thonsync device pull` khi có mạng",
+            ),
+            DeviceError::Refused(body) => {
+                say(format!("the server refused the sync: {body}"), format!("máy chủ từ chối đồng bộ: {}", explain(&body.code, &body.message)))
+            }
+            DeviceError::GaveUp { attempts, seconds, last } => say(
+                format!(
+                    "gave up after {attempts} attempts over {seconds:.1} s: {last}; \
+                     your edits are kept on this device, sync again when online"
+                ),
+                format!(
+                    "đã dừng sau {attempts} lần thử trong {} giây: {last}; \
+                     dữ liệu đã nhập vẫn lưu trên thiết bị này, hãy đồng bộ lại khi có mạng",
+                    crate::admin::out::decimal(*seconds, 1)
+                ),
+            ),
+            DeviceError::TooManyRounds(n) => say(
+                format!("the sync did not finish in {n} rounds"),
+                format!("đồng bộ không xong sau {n} vòng"),
+            ),
+        };
+        f.write_str(&text)
+    }
+}
+
+/// A file or folder of the device that cannot be made or read.
+fn file_error(path: &Path, e: &std::io::Error) -> DeviceError {
+    DeviceError::Invalid(say(format!("{}: {e}", path.display()), format!("{} ({e})", path.display())))
+}
+
+/// A change without edits.
+fn no_edits() -> DeviceError {
+    DeviceError::Invalid(say("no edits given", "không có gì để ghi"))
+}
+
+/// An edit the survey model refused, in the command's language.
+fn edit_error(e: &EditError) -> String {
+    match e {
+        EditError::UnknownField { field, known, .. } => {
+            say(e.to_string(), format!("{field:?} không phải trường của bản ghi này; các trường có: {known}"))
+        }
+        EditError::WrongType { field, value, .. } => {
+            say(e.to_string(), format!("trường {field:?} không nhận giá trị {value:?}"))
+        }
+        EditError::WrongOperation { field, .. } => say(
+            e.to_string(),
+            format!(
+                "trường {field:?} không thay đổi được theo cách này (bộ đếm dùng `thonsync device add`, \
+                 trường khác dùng `thonsync device set`)"
+            ),
+        ),
+        EditError::NoHouseholds(d) => say(e.to_string(), format!("tài liệu {d} là của xã, không có hộ nào")),
+        EditError::NoSuchHousehold { document, household } => {
+            say(e.to_string(), format!("hộ {household:?} không có trong {document}"))
+        }
+        EditError::Automerge(inner) => say(e.to_string(), format!("lỗi dữ liệu automerge ({inner})")),
+    }
 }
 
 /// The device's settings, kept in its store.
@@ -256,7 +355,7 @@ fn create_owner_only(path: &Path) -> Result<(), DeviceError> {
     options.write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop).map_err(|e| DeviceError::Invalid(format!("{}: {e}", path.display())))
+    options.open(path).map(drop).map_err(|e| file_error(path, &e))
 }
 
 /// Makes the device's database files that exist owner-only (mode 0600) on
@@ -268,11 +367,11 @@ fn restrict_to_owner(dir: &Path) -> Result<(), DeviceError> {
         let mode = match std::fs::metadata(&path) {
             Ok(m) => m.permissions().mode() & 0o777,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(DeviceError::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(file_error(&path, &e)),
         };
         if mode != 0o600 {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| DeviceError::Invalid(format!("{}: {e}", path.display())))?;
+                .map_err(|e| file_error(&path, &e))?;
         }
     }
     #[cfg(not(unix))]
@@ -326,21 +425,31 @@ impl Device {
     ) -> Result<(Self, bool), DeviceError> {
         let ca = ca_pem
             .map(|pem| {
-                ca_certificates(pem.as_bytes())
-                    .map_err(|e| DeviceError::Invalid(format!("CA certificate: {e}")))
+                ca_certificates(pem.as_bytes()).map_err(|e| {
+                    DeviceError::Invalid(say(format!("CA certificate: {e}"), format!("chứng chỉ CA: {e}")))
+                })
             })
             .transpose()?;
-        let code = sync_core::access::parse_enrollment_code(code)
-            .map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        let code = sync_core::access::parse_enrollment_code(code).map_err(|e| {
+            DeviceError::Invalid(say(
+                e.to_string(),
+                format!("mã đăng ký {code:?} không đúng dạng; hãy gõ lại mã quản trị viên đưa"),
+            ))
+        })?;
         let round_given = round.is_some();
-        let round =
-            Round::new(round.unwrap_or(DEFAULT_ROUND)).map_err(|e| DeviceError::Invalid(e.to_string()))?;
+        let round = Round::new(round.unwrap_or(DEFAULT_ROUND)).map_err(|e| {
+            DeviceError::Invalid(say(
+                e.to_string(),
+                format!("tên đợt điều tra {:?} không hợp lệ (ví dụ đúng: 2024-1)", round.unwrap_or_default()),
+            ))
+        })?;
         if !(server.starts_with("http://") || server.starts_with("https://")) {
-            return Err(DeviceError::Invalid(format!(
-                "server {server:?} must start with http:// or https://"
+            return Err(DeviceError::Invalid(say(
+                format!("server {server:?} must start with http:// or https://"),
+                format!("địa chỉ máy chủ {server:?} phải bắt đầu bằng http:// hoặc https://"),
             )));
         }
-        std::fs::create_dir_all(dir).map_err(|e| DeviceError::Invalid(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, &e))?;
         create_owner_only(&dir.join(DB_FILE))?;
         let mut store = SqliteStore::open(dir.join(DB_FILE))?;
         restrict_to_owner(dir)?;
@@ -348,16 +457,28 @@ impl Device {
             Some(id) => {
                 let kept = store.setting(K_COMMUNE)?.unwrap_or_default();
                 if let Some(c) = commune.filter(|c| *c != kept) {
-                    return Err(DeviceError::Invalid(format!(
-                        "{} holds the replica of commune {kept}; a replica for {c:?} needs another --dir",
-                        dir.display()
+                    return Err(DeviceError::Invalid(say(
+                        format!(
+                            "{} holds the replica of commune {kept}; a replica for {c:?} needs another --dir",
+                            dir.display()
+                        ),
+                        format!(
+                            "{} đang giữ bản sao của xã {kept}; bản sao cho {c:?} cần một --dir khác",
+                            dir.display()
+                        ),
                     )));
                 }
                 let kept_round = store.setting(K_ROUND)?.unwrap_or_default();
                 if round_given && round.as_str() != kept_round {
-                    return Err(DeviceError::Invalid(format!(
-                        "{} holds the replica of round {kept_round}; round {round} needs another --dir",
-                        dir.display()
+                    return Err(DeviceError::Invalid(say(
+                        format!(
+                            "{} holds the replica of round {kept_round}; round {round} needs another --dir",
+                            dir.display()
+                        ),
+                        format!(
+                            "{} đang giữ bản sao của đợt {kept_round}; đợt {round} cần một --dir khác",
+                            dir.display()
+                        ),
                     )));
                 }
                 Some((id, kept))
@@ -372,16 +493,25 @@ impl Device {
         let enrolled = Client::trusting(server, Duration::from_secs(60), ca).enroll(&code, &check).map_err(
             |e| match e {
                 CallError::Unreachable(why) => DeviceError::Unreachable(why),
-                CallError::Server { body, .. } => DeviceError::Enroll(body.to_string()),
+                CallError::Server { body, .. } => {
+                    DeviceError::Enroll(say(body.to_string(), explain(&body.code, &body.message)))
+                }
                 other => DeviceError::Enroll(other.to_string()),
             },
         )?;
         if let Some((id, _)) = &held {
             if enrolled.device != *id {
-                return Err(DeviceError::Enroll(format!(
-                    "the code was for device {}, not {id} which {} holds",
-                    enrolled.device,
-                    dir.display()
+                return Err(DeviceError::Enroll(say(
+                    format!(
+                        "the code was for device {}, not {id} which {} holds",
+                        enrolled.device,
+                        dir.display()
+                    ),
+                    format!(
+                        "mã này của thiết bị {}, không phải {id} mà {} đang giữ",
+                        enrolled.device,
+                        dir.display()
+                    ),
                 )));
             }
             store.put_setting(K_SERVER, server)?;
@@ -398,16 +528,17 @@ impl Device {
         let commune = match commune {
             Some(c) if enrolled.communes.iter().any(|m| m == c) => c.to_owned(),
             Some(c) => {
-                return Err(DeviceError::Invalid(format!(
-                    "this device may sync {}, not {c:?}",
-                    enrolled.communes.join(", ")
+                return Err(DeviceError::Invalid(say(
+                    format!("this device may sync {}, not {c:?}", enrolled.communes.join(", ")),
+                    format!("thiết bị này được đồng bộ {}, không phải {c:?}", enrolled.communes.join(", ")),
                 )))
             }
-            None => enrolled
-                .communes
-                .first()
-                .cloned()
-                .ok_or_else(|| DeviceError::Enroll("the server gave this device no commune".into()))?,
+            None => enrolled.communes.first().cloned().ok_or_else(|| {
+                DeviceError::Enroll(say(
+                    "the server gave this device no commune",
+                    "máy chủ không giao xã nào cho thiết bị này",
+                ))
+            })?,
         };
         let commune = PlaceId::new(commune).map_err(|e| DeviceError::Invalid(e.to_string()))?;
         let id = PeerId::new(enrolled.device.as_str()).map_err(|e| DeviceError::Invalid(e.to_string()))?;
@@ -440,7 +571,12 @@ impl Device {
         let get = |k: &str| -> Result<String, DeviceError> {
             store.setting(k)?.ok_or_else(|| DeviceError::NotInitialised(dir.to_owned()))
         };
-        let bad = |e: &dyn std::fmt::Display| DeviceError::Invalid(format!("device settings: {e}"));
+        let bad = |e: &dyn std::fmt::Display| {
+            DeviceError::Invalid(say(
+                format!("device settings: {e}"),
+                format!("cài đặt thiết bị bị hỏng ({e})"),
+            ))
+        };
         let config = DeviceConfig {
             server: get(K_SERVER)?,
             device: PeerId::new(get(K_ID)?).map_err(|e| bad(&e))?,
@@ -472,10 +608,12 @@ impl Device {
     /// The client for `server` with the kept token and CA certificates.
     fn client_for(store: &SqliteStore, server: &str) -> Result<Client, DeviceError> {
         let ca = match store.setting(K_CA_CERT)? {
-            Some(pem) => Some(
-                ca_certificates(pem.as_bytes())
-                    .map_err(|e| DeviceError::Invalid(format!("kept CA certificate: {e}")))?,
-            ),
+            Some(pem) => Some(ca_certificates(pem.as_bytes()).map_err(|e| {
+                DeviceError::Invalid(say(
+                    format!("kept CA certificate: {e}"),
+                    format!("chứng chỉ CA đã lưu bị hỏng ({e})"),
+                ))
+            })?),
             None => None,
         };
         Ok(Client::trusting(server, Duration::from_secs(60), ca).with_token(store.setting(K_TOKEN)?))
@@ -499,8 +637,12 @@ impl Device {
     /// The documents of this device's commune, as last fetched.
     pub fn document_ids(&self) -> Result<Vec<DocumentId>, DeviceError> {
         let Some(json) = self.store.setting(K_DOCUMENTS)? else { return Ok(Vec::new()) };
-        let ids: Vec<DocumentId> = serde_json::from_str(&json)
-            .map_err(|e| DeviceError::Invalid(format!("stored document list: {e}")))?;
+        let ids: Vec<DocumentId> = serde_json::from_str(&json).map_err(|e| {
+            DeviceError::Invalid(say(
+                format!("stored document list: {e}"),
+                format!("danh sách tài liệu đã lưu bị hỏng ({e})"),
+            ))
+        })?;
         Ok(ids)
     }
 
@@ -575,8 +717,7 @@ impl Device {
         let doc = self.load(id)?;
         let before = doc.heads();
         let mut candidate = doc.clone();
-        let hash =
-            candidate.apply(edits, at_ms)?.ok_or_else(|| DeviceError::Invalid("no edits given".into()))?;
+        let hash = candidate.apply(edits, at_ms)?.ok_or_else(no_edits)?;
         let changes: Vec<ChangeRecord> = candidate
             .automerge()
             .get_changes(&before)
@@ -607,8 +748,7 @@ impl Device {
             }
             let draft = drafts.get_mut(id).expect("inserted");
             let before = draft.heads();
-            let hash =
-                draft.apply(edits, now)?.ok_or_else(|| DeviceError::Invalid("no edits given".into()))?;
+            let hash = draft.apply(edits, now)?.ok_or_else(no_edits)?;
             records
                 .extend(draft.automerge().get_changes(&before).into_iter().map(|c| ChangeRecord::new(id, c)));
             hashes.push(hash);
@@ -731,7 +871,16 @@ impl Device {
             }
             tracing::info!(attempt, error = %error, "sync failed; retrying with a new exchange");
             if options.progress {
-                eprintln!("sync: {error}; retrying in {:.1} s", backoff.as_secs_f64());
+                eprintln!(
+                    "{}",
+                    say(
+                        format!("sync: {error}; retrying in {:.1} s", backoff.as_secs_f64()),
+                        format!(
+                            "đồng bộ: {error}; thử lại sau {} giây",
+                            crate::admin::out::decimal(backoff.as_secs_f64(), 1)
+                        ),
+                    )
+                );
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(options.max_backoff);
@@ -786,12 +935,18 @@ impl Device {
             report.bytes_sent += trip.sent;
             report.bytes_received += trip.received;
             if options.progress && started.elapsed() > Duration::from_secs(1) {
+                let (round, docs) = (request.round, ids.len());
+                let (sent, received) = (report.bytes_sent / 1024, report.bytes_received / 1024);
                 eprint!(
-                    "\rsync: round {}, {} documents, {} KB sent, {} KB received   ",
-                    request.round,
-                    ids.len(),
-                    report.bytes_sent / 1024,
-                    report.bytes_received / 1024
+                    "\r{}   ",
+                    say(
+                        format!(
+                            "sync: round {round}, {docs} documents, {sent} KB sent, {received} KB received"
+                        ),
+                        format!(
+                            "đồng bộ: vòng {round}, {docs} tài liệu, đã gửi {sent} KB, đã nhận {received} KB"
+                        ),
+                    )
                 );
             }
             let round = exchange.handle_response(&mut self.docs, trip.response).map_err(exchange_failure)?;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 pub use sync_core::devices::EnrollCheck;
 
+use crate::admin::text::say;
+
 pub use sync_core::wire::{
     CommuneDocuments, DocumentMessage, DocumentReply, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode,
     ErrorEnvelope, RegistryDocument, SyncRequest, SyncResponse,
@@ -15,11 +17,9 @@ pub use sync_core::wire::{
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No answer: refused connection, reset, timeout. Worth retrying.
-    #[error("no answer from the server: {0}")]
     Unreachable(String),
     /// The server answered with an error. Its code may be one this build
     /// does not know ([`ErrorCode::Other`], a newer server's).
-    #[error("server said {status}: {body}")]
     Server {
         /// HTTP status.
         status: u16,
@@ -27,7 +27,6 @@ pub enum CallError {
         body: ErrorBody,
     },
     /// An error answer without the error shape (e.g. a proxy's page).
-    #[error("answered {status}: {text}")]
     Http {
         /// HTTP status.
         status: u16,
@@ -35,8 +34,56 @@ pub enum CallError {
         text: String,
     },
     /// The answer could not be read.
-    #[error("unreadable answer from the server: {0}")]
     Garbled(String),
+}
+
+/// A server's refusal in Vietnamese: what its code means, then the server's
+/// own words (the server writes them in English). The device's and the
+/// administrator's commands say a refusal this way under `--lang vi`.
+pub fn explain(code: &ErrorCode, message: &str) -> String {
+    use ErrorCode as C;
+    let vi = match code {
+        C::Unauthorized => "máy chủ không nhận mã truy cập này",
+        C::Revoked => "thiết bị này đã bị thu hồi; hãy xin quản trị viên mã đăng ký mới",
+        C::InvalidEnrollmentCode => "mã đăng ký không đúng, đã dùng hoặc đã hết hạn; hãy xin mã mới",
+        C::BadEnrollmentCode => "mã đăng ký gõ không đúng dạng",
+        C::Forbidden => "không được phép làm việc này (ngoài các xã được giao)",
+        C::TooManyRequests => "quá nhiều lần thử; hãy đợi một lúc rồi thử lại",
+        C::UnknownRound => "đợt điều tra này chưa được mở trên máy chủ",
+        C::UnknownCommune => "xã này không có trong danh mục địa bàn của máy chủ",
+        C::UnknownDocument => "máy chủ không có tài liệu này",
+        C::UnknownDevice => "máy chủ không có thiết bị này",
+        C::NotFound => "máy chủ không tìm thấy điều được hỏi",
+        C::BadRegistry => "danh mục địa bàn không nạp được",
+        C::BadRequest => "yêu cầu không hợp lệ",
+        C::StoreUnavailable => "máy chủ tạm thời không lưu được; không có gì bị mất, hãy thử lại",
+        C::Internal => "máy chủ gặp lỗi nội bộ",
+        C::BodyTooLarge | C::TooManyDocuments | C::TooLarge => "yêu cầu quá lớn",
+        C::RuleBroken | C::NotAdmitted | C::EditRefused => "dữ liệu vi phạm quy tắc của mẫu điều tra",
+        _ => "máy chủ không chấp nhận yêu cầu",
+    };
+    format!("{vi} (mã {code}; máy chủ ghi: {message:?})")
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&match self {
+            CallError::Unreachable(why) => {
+                say(format!("no answer from the server: {why}"), format!("máy chủ không trả lời ({why})"))
+            }
+            CallError::Server { status, body } => say(
+                format!("server said {status}: {body}"),
+                format!("máy chủ trả lời {status}: {}", explain(&body.code, &body.message)),
+            ),
+            CallError::Http { status, text } => {
+                say(format!("answered {status}: {text}"), format!("máy chủ trả lời {status}: {text}"))
+            }
+            CallError::Garbled(why) => say(
+                format!("unreadable answer from the server: {why}"),
+                format!("không đọc được câu trả lời của máy chủ ({why})"),
+            ),
+        })
+    }
 }
 
 impl CallError {
