@@ -1,8 +1,9 @@
 //! `thonsync backup` of a server's database while field devices sync, then
 //! `thonsync restore` of the copy and a server on it: every change the
 //! server acknowledged before the backup started is in the restored
-//! database, and a device enrolled there receives all of it. A restore into
-//! the database a running server holds is refused.
+//! database, and a device enrolled there receives all of it; the devices'
+//! changes synced after the backup are uploaded again at their next sync. A
+//! restore into the database a running server holds is refused.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -102,6 +103,7 @@ fn a_backup_taken_while_devices_sync_restores_every_acknowledged_change() {
                     assert!(report.refused.is_empty(), "{:?}", report.refused);
                     acked.lock().expect("acked").push((doc.clone(), hash));
                 }
+                device
             })
         })
         .collect();
@@ -130,9 +132,8 @@ fn a_backup_taken_while_devices_sync_restores_every_acknowledged_change() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(report["action"], "backup");
     assert_eq!(report["integrity"], "ok");
-    for w in workers {
-        w.join().expect("a device failed");
-    }
+    let mut devices: Vec<Device> = workers.into_iter().map(|w| w.join().expect("a device failed")).collect();
+    let all: Vec<(DocumentId, ChangeHash)> = acked.lock().expect("acked").clone();
 
     // A second backup to the same file is refused without --force.
     let again = thonsync(&["backup", "--db", db.to_str().unwrap(), "--to", backup.to_str().unwrap()]);
@@ -168,6 +169,26 @@ fn a_backup_taken_while_devices_sync_restores_every_acknowledged_change() {
     for (doc, hash) in &before {
         let copy = fresh.document(doc).expect("document");
         assert!(copy.automerge().get_change_by_hash(hash).is_some(), "{doc} {hash} reaches a device");
+    }
+
+    // The devices still hold what they synced after the backup, and each
+    // uploads its own changes again. A device also holding another
+    // device's changes the restored server lacks has that document refused
+    // (a device uploads only its own changes) until their author uploaded them.
+    let url = format!("http://{}", server.addr);
+    for device in &mut devices {
+        device.set_server(&url).expect("new address");
+        device.sync(&quick()).expect("sync after the restore");
+    }
+    for device in &mut devices {
+        let report = device.sync(&quick()).expect("sync after the restore");
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+    }
+    {
+        let store = SqliteStore::open_read_only(&restored).expect("read");
+        for (doc, hash) in &all {
+            assert!(store.has_change(doc, &hash.to_string()).expect("read"), "{doc} {hash} uploaded again");
+        }
     }
     server.stop().expect("clean stop");
 }
