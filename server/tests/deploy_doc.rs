@@ -4,7 +4,9 @@
 //! addresses replaced by a temporary database and free ports, without the
 //! TLS files, which `tests/tests/transport.rs` covers) and announces its
 //! metrics address; and the `sh deploy-metrics` block, run by `bash` against
-//! that address, prints the server's metrics.
+//! that address, prints the server's metrics. Where `systemd-analyze` is
+//! installed, the guide's units pass `systemd-analyze verify` (with the
+//! server's path replaced by the built binary's).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -105,4 +107,24 @@ fn the_server_starts_with_the_units_environment_and_the_metrics_command_reads_it
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn the_units_pass_systemd_analyze_verify() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("systemd-analyze is not installed: the units' syntax is not verified here");
+        return;
+    }
+    let doc = deploy_md();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    for (name, unit) in blocks(&doc, "ini ").into_iter().filter(|(name, _)| !name.contains('/')) {
+        let path = dir.path().join(&name);
+        std::fs::write(&path, unit.replace("/usr/local/bin/thonsync-server", BIN) + "\n").expect("write");
+        files.push(path);
+    }
+    assert_eq!(files.len(), 3, "the server, the backup service and its timer");
+    let out = Command::new("systemd-analyze").arg("verify").args(&files).output().expect("runs");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
 }
