@@ -7,7 +7,6 @@
 //! queue depth and last group commit) are read from the server's state at
 //! each scrape. Encoding is `prometheus-client`'s.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -31,7 +30,7 @@ type CodeLabel = Vec<(&'static str, String)>;
 
 /// Every metric the server exports, registered once.
 pub struct Metrics {
-    registry: Mutex<Registry>,
+    registry: Registry,
     rounds: Counter,
     documents: Counter,
     changes: Counter,
@@ -94,7 +93,7 @@ impl Metrics {
             writer_group.clone(),
         );
         Self {
-            registry: Mutex::new(registry),
+            registry,
             rounds,
             documents,
             changes,
@@ -130,9 +129,8 @@ impl Metrics {
         self.writer_queue.set(shared.writer.queue_depth() as i64);
         self.writer_group.set(shared.writer.last_group() as i64);
         let mut text = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Writing into a String cannot fail.
-        let _ = prometheus_text::encode(&mut text, &registry);
+        let _ = prometheus_text::encode(&mut text, &self.registry);
         text
     }
 }
