@@ -281,3 +281,21 @@ fn metrics_on_their_own_address_count_rounds_documents_changes_and_refusals_by_c
     assert!(sample(&after, "thonsync_cached_documents").expect("gauge") >= 1.0, "{after}");
     assert!(sample(&after, "thonsync_writer_last_batch").expect("gauge") >= 1.0, "{after}");
 }
+
+#[test]
+fn a_database_of_a_newer_schema_stops_the_server_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("thonsync.sqlite");
+    drop(SqliteStore::open(&db).expect("database"));
+    let newer = sync_core::store::sqlite::SCHEMA_VERSION + 1;
+    sync_core::store::sqlite::raw_connection_for_tests(&db)
+        .execute_batch(&format!("PRAGMA user_version = {newer}"))
+        .expect("tamper");
+    let out = Command::new(BIN)
+        .args(["--db", db.to_str().expect("path"), "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("the server runs");
+    assert!(!out.status.success(), "the server refuses to start");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("schema version {newer}, newer than this program's")), "{said}");
+}

@@ -997,6 +997,16 @@ mod tests {
         let store = store_with(&db, 10);
         store.backup_to(&copy, false, &mut |_, _| {}).expect("backup");
 
+        let newer = dir.path().join("newer.sqlite");
+        store.backup_to(&newer, false, &mut |_, _| {}).expect("backup");
+        Connection::open(&newer)
+            .expect("open")
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("tamper");
+        let refused = SqliteStore::restore(&newer, &target, false, &mut |_, _| {});
+        assert!(matches!(refused, Err(BackupError::TooNew { .. })), "{refused:?}");
+        assert!(!target.exists(), "nothing was written");
+
         let junk = dir.path().join("junk.sqlite");
         Connection::open(&junk).expect("open").execute_batch("CREATE TABLE t(x)").expect("write");
         let refused = SqliteStore::restore(&junk, &target, false, &mut |_, _| {});
