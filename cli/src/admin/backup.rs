@@ -115,14 +115,33 @@ impl Progress {
     }
 }
 
+/// The failure in the command's language (exit 3 for a missing backup, else 1).
 fn failed(e: BackupError) -> anyhow::Error {
-    match e {
-        BackupError::Missing(path) => not_found(say(
-            format!("{} does not exist", path.display()),
-            format!("không có {}", path.display()),
-        )),
-        other => Failure { exit: EXIT_ERROR, message: other.to_string() }.into(),
-    }
+    let vi = match &e {
+        BackupError::Missing(path) => {
+            return not_found(say(e.to_string(), format!("không có {}", path.display())));
+        }
+        BackupError::Exists(path) => {
+            format!("{} đã có; hãy chọn tệp khác, hoặc --force để thay nó", path.display())
+        }
+        BackupError::NotThonSync { path, why } => {
+            format!("{} không phải cơ sở dữ liệu Thôn Sync ({why})", path.display())
+        }
+        BackupError::TooNew { path, found, supported } => format!(
+            "{} có lược đồ phiên bản {found}, mới hơn bản {supported} của chương trình này; hãy khôi phục bằng thonsync mới hơn",
+            path.display()
+        ),
+        BackupError::Damaged { path, report } => format!("{} bị hỏng: {report}", path.display()),
+        BackupError::InUse(path) => format!(
+            "{} đang được dùng (thonsync-server có đang chạy trên nó?); hãy dừng máy chủ rồi khôi phục",
+            path.display()
+        ),
+        BackupError::SameFile(path) => {
+            format!("{} vừa là bản sao lưu vừa là cơ sở dữ liệu cần khôi phục", path.display())
+        }
+        BackupError::Io(why) => why.clone(),
+    };
+    Failure { exit: EXIT_ERROR, message: say(e.to_string(), vi) }.into()
 }
 
 fn report(action: &str, from: &Path, copied: &Copied, format: ListFormat, lang: Lang) -> anyhow::Result<()> {
