@@ -13,6 +13,7 @@
 //! - [`wire`]: the JSON bodies, [`error`]: the one error shape.
 //! - [`transport`]: the accept loop (TLS, header deadline, connection cap),
 //!   [`throttle`]: the enrollment throttle.
+//! - [`metrics`]: `GET /metrics` (Prometheus text), on its own address.
 //!
 //! Start a server with [`serve`] (the binary) or [`start`] (a server on its
 //! own thread and runtime, for tests and the benchmark), or mount [`app`]
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod auth;
 pub mod devices_api;
 pub mod error;
+pub mod metrics;
 pub mod registry_api;
 pub mod rounds;
 pub mod state;
@@ -92,6 +94,9 @@ pub struct Config {
     pub limits: Limits,
     /// Serve HTTPS with this certificate and key; `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// Serve `GET /metrics` (plain HTTP, no token) on this address, apart
+    /// from the device API; `None` serves no metrics. Port 0 picks a free port.
+    pub metrics_listen: Option<SocketAddr>,
     /// A document id whose handling panics on purpose, so tests can prove a
     /// panic is contained; `None` (always, in the binary) disables it.
     #[doc(hidden)]
@@ -101,7 +106,14 @@ pub struct Config {
 impl Config {
     /// Defaults for a database file and address.
     pub fn new(db: impl Into<PathBuf>, listen: SocketAddr) -> Self {
-        Self { db: db.into(), listen, limits: Limits::default(), tls: None, fault_document: None }
+        Self {
+            db: db.into(),
+            listen,
+            limits: Limits::default(),
+            tls: None,
+            metrics_listen: None,
+            fault_document: None,
+        }
     }
 }
 
@@ -161,6 +173,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
             config.limits.enroll_per_minute_per_address,
             config.limits.enroll_per_minute,
         )),
+        metrics: metrics::Metrics::new(),
     };
     Ok((AppState { shared: Arc::new(shared) }, thread))
 }
@@ -176,7 +189,14 @@ pub const ADMIN_ACTOR_OWNER: &str = "admin";
 /// limit (after gzip) and the read deadline: 413 or 408 in the error shape.
 async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limits = &state.shared.limits;
+    let sync = req.uri().path() == "/v1/sync";
+    let count = |code: ErrorCode| {
+        if sync {
+            state.shared.metrics.refused(&code);
+        }
+    };
     let too_large = || {
+        count(ErrorCode::BodyTooLarge);
         error::ApiError::new(
             ErrorCode::BodyTooLarge,
             format!(
@@ -212,14 +232,17 @@ async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> R
                     .into_response()
             }
         }
-        Err(_) => error::ApiError::new(
-            ErrorCode::RequestTimeout,
-            format!(
-                "the request body did not arrive within {} s; send it again",
-                limits.body_read_timeout.as_secs_f64()
-            ),
-        )
-        .into_response(),
+        Err(_) => {
+            count(ErrorCode::RequestTimeout);
+            error::ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} s; send it again",
+                    limits.body_read_timeout.as_secs_f64()
+                ),
+            )
+            .into_response()
+        }
     }
 }
 
@@ -342,15 +365,32 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    serve_on(config, listener, shutdown).await
+    let listener = bind(config.listen).await?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve_on(config, listener, metrics, shutdown).await
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Serves `GET /metrics` on its own listener, plain HTTP, until aborted.
+fn spawn_metrics(state: &AppState, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    let router = metrics::router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the metrics listener failed");
+        }
+    })
 }
 
 async fn serve_on(
     config: Config,
     listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr().map_err(StartError::Runtime)?;
@@ -358,8 +398,19 @@ async fn serve_on(
     let sweeper = spawn_sweeper(&state);
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!(db = %config.db.display(), "listening on {scheme}://{addr}");
+    let metrics = match metrics_listener {
+        Some(l) => {
+            let at = l.local_addr().map_err(StartError::Runtime)?;
+            tracing::info!("metrics on http://{at}/metrics");
+            Some(spawn_metrics(&state, l))
+        }
+        None => None,
+    };
     transport::serve(listener, app(state.clone()), config.tls.clone(), &config.limits, shutdown).await;
     sweeper.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     drop(state);
     // Every request is answered; wait for the writer to finish and close the database.
     writer.join();
@@ -371,6 +422,8 @@ async fn serve_on(
 pub struct ServerHandle {
     /// The address actually bound.
     pub addr: SocketAddr,
+    /// The metrics address actually bound, with `Config::metrics_listen`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Whether it serves HTTPS.
     tls: bool,
     /// Fires the graceful shutdown.
@@ -429,10 +482,16 @@ pub fn runtime(limits: &Limits, worker_threads: Option<usize>) -> std::io::Resul
 /// Starts a server on its own thread; returns once it listens (port 0 picks a free port).
 pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let runtime = runtime(&config.limits, Some(2)).map_err(StartError::Runtime)?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.listen))
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let listener = runtime.block_on(bind(config.listen))?;
     let addr = listener.local_addr().map_err(StartError::Runtime)?;
+    let metrics = match config.metrics_listen {
+        Some(at) => Some(runtime.block_on(bind(at))?),
+        None => None,
+    };
+    let metrics_addr = match &metrics {
+        Some(l) => Some(l.local_addr().map_err(StartError::Runtime)?),
+        None => None,
+    };
     // Open the store here so that a bad database fails `start`, not the thread.
     drop(
         SqliteStore::open(&config.db)
@@ -443,10 +502,10 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let thread = std::thread::Builder::new()
         .name("thonsync-server".into())
         .spawn(move || {
-            runtime.block_on(serve_on(config, listener, async move {
+            runtime.block_on(serve_on(config, listener, metrics, async move {
                 let _ = rx.await;
             }))
         })
         .map_err(StartError::Runtime)?;
-    Ok(ServerHandle { addr, tls, stop: Some(tx), thread: Some(thread) })
+    Ok(ServerHandle { addr, metrics_addr, tls, stop: Some(tx), thread: Some(thread) })
 }

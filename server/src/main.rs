@@ -26,6 +26,13 @@ struct Args {
     /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
     #[arg(long, env = "THONSYNC_TLS_KEY", requires = "tls_cert", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Serve `GET /metrics` (Prometheus text format, plain HTTP, no token) on
+    /// this address, apart from the device API; off unless given. Keep it on
+    /// 127.0.0.1 or a private network; port 0 picks a free port.
+    #[arg(long, env = "THONSYNC_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    limits: server::state::LimitArgs,
 }
 
 async fn shutdown_signal() {
@@ -60,6 +67,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut config = server::Config::new(args.db, args.listen);
+    config.limits = args.limits.limits();
+    config.metrics_listen = args.metrics_listen;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(server::TlsConfig::from_pem_files(cert, key)?);
     } else if !args.listen.ip().is_loopback() {

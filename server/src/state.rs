@@ -94,6 +94,135 @@ impl Default for Limits {
     }
 }
 
+/// Every field of [`Limits`] (and of its [`InputLimits`]) as a command-line
+/// flag and an environment variable, each defaulting to [`Limits::default`];
+/// `thonsync-server --help` lists them under *Limits*. Durations are whole
+/// seconds. [`LimitArgs::limits`] builds a `Limits` naming every field, so a
+/// new limit does not compile until it has its flag here.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Largest request body accepted, after gzip decompression (bytes); larger ones get 413 body_too_large.
+    #[arg(long, env = "THONSYNC_MAX_BODY_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Most documents in one request, and in one exchange.
+    #[arg(long, env = "THONSYNC_MAX_DOCUMENTS", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_documents)]
+    pub max_documents: usize,
+    /// Most rounds in one exchange.
+    #[arg(long, env = "THONSYNC_MAX_ROUNDS", value_name = "N", value_parser = positive::<u32>,
+        default_value_t = Limits::default().max_rounds)]
+    pub max_rounds: u32,
+    /// Documents kept loaded at most; the least recently used idle ones are evicted.
+    #[arg(long, env = "THONSYNC_MAX_CACHED_DOCUMENTS", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_cached_documents)]
+    pub max_cached_documents: usize,
+    /// A loaded document unused this long is evicted (seconds).
+    #[arg(long, env = "THONSYNC_DOCUMENT_IDLE_SECS", value_name = "SECONDS", value_parser = positive::<u64>,
+        default_value_t = Limits::default().document_idle.as_secs())]
+    pub document_idle_secs: u64,
+    /// An exchange unused this long is forgotten (seconds); its waiting changes are kept as refused uploads.
+    #[arg(long, env = "THONSYNC_EXCHANGE_IDLE_SECS", value_name = "SECONDS", value_parser = positive::<u64>,
+        default_value_t = Limits::default().exchange_idle.as_secs())]
+    pub exchange_idle_secs: u64,
+    /// A request body not fully received within this time gets 408 (seconds).
+    #[arg(long, env = "THONSYNC_BODY_READ_TIMEOUT_SECS", value_name = "SECONDS", value_parser = positive::<u64>,
+        default_value_t = Limits::default().body_read_timeout.as_secs())]
+    pub body_read_timeout_secs: u64,
+    /// Request headers not fully received within this time close the connection (seconds).
+    #[arg(long, env = "THONSYNC_HEADER_READ_TIMEOUT_SECS", value_name = "SECONDS", value_parser = positive::<u64>,
+        default_value_t = Limits::default().header_read_timeout.as_secs())]
+    pub header_read_timeout_secs: u64,
+    /// Connections open at once, at most; more wait in the listen queue.
+    #[arg(long, env = "THONSYNC_MAX_CONNECTIONS", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Enrollment attempts one client address may make per minute; more get 429.
+    #[arg(long, env = "THONSYNC_ENROLL_PER_MINUTE_PER_ADDRESS", value_name = "N", value_parser = positive::<u32>,
+        default_value_t = Limits::default().enroll_per_minute_per_address)]
+    pub enroll_per_minute_per_address: u32,
+    /// Enrollment attempts from all addresses together per minute; more get 429.
+    #[arg(long, env = "THONSYNC_ENROLL_PER_MINUTE", value_name = "N", value_parser = positive::<u32>,
+        default_value_t = Limits::default().enroll_per_minute)]
+    pub enroll_per_minute: u32,
+    /// Write jobs queued for the writer at most; when full, requests wait.
+    #[arg(long, env = "THONSYNC_WRITER_QUEUE", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = Limits::default().writer_queue)]
+    pub writer_queue: usize,
+    /// Sync rounds played at once, at most (default: twice the processors); more wait their turn.
+    #[arg(long, env = "THONSYNC_MAX_CONCURRENT_ROUNDS", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_concurrent_rounds)]
+    pub max_concurrent_rounds: usize,
+    /// Change data of one sync message, once inflated, at most (bytes).
+    #[arg(long, env = "THONSYNC_MAX_INFLATED_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
+        default_value_t = InputLimits::default().max_inflated_bytes)]
+    pub max_inflated_bytes: usize,
+    /// Changes of one device waiting for a dependency in one document, at most.
+    #[arg(long, env = "THONSYNC_MAX_WAITING_PER_DOCUMENT", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = InputLimits::default().max_waiting_per_document)]
+    pub max_waiting_per_document: usize,
+    /// Changes of one device waiting for a dependency over all its documents, at most.
+    #[arg(long, env = "THONSYNC_MAX_WAITING_PER_DEVICE", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = InputLimits::default().max_waiting_per_device)]
+    pub max_waiting_per_device: usize,
+    /// Distinct actor ids among the changes one message adds, at most.
+    #[arg(long, env = "THONSYNC_MAX_NEW_ACTORS_PER_MESSAGE", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = InputLimits::default().max_new_actors_per_message)]
+    pub max_new_actors_per_message: usize,
+    /// One change, compressed or not and once inflated, at most (bytes).
+    #[arg(long, env = "THONSYNC_MAX_CHANGE_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
+        default_value_t = InputLimits::default().max_change_bytes)]
+    pub max_change_bytes: usize,
+    /// A change's commit message, at most (bytes).
+    #[arg(long, env = "THONSYNC_MAX_CHANGE_MESSAGE_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
+        default_value_t = InputLimits::default().max_change_message_bytes)]
+    pub max_change_message_bytes: usize,
+    /// A change's extra bytes (reserved by automerge for future fields), at most.
+    #[arg(long, env = "THONSYNC_MAX_CHANGE_EXTRA_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
+        default_value_t = InputLimits::default().max_change_extra_bytes)]
+    pub max_change_extra_bytes: usize,
+}
+
+impl LimitArgs {
+    /// The limits these flags give.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_documents: self.max_documents,
+            max_rounds: self.max_rounds,
+            max_cached_documents: self.max_cached_documents,
+            document_idle: Duration::from_secs(self.document_idle_secs),
+            exchange_idle: Duration::from_secs(self.exchange_idle_secs),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout_secs),
+            input: InputLimits {
+                max_inflated_bytes: self.max_inflated_bytes,
+                max_waiting_per_document: self.max_waiting_per_document,
+                max_waiting_per_device: self.max_waiting_per_device,
+                max_new_actors_per_message: self.max_new_actors_per_message,
+                max_change_bytes: self.max_change_bytes,
+                max_change_message_bytes: self.max_change_message_bytes,
+                max_change_extra_bytes: self.max_change_extra_bytes,
+            },
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            max_connections: self.max_connections,
+            enroll_per_minute_per_address: self.enroll_per_minute_per_address,
+            enroll_per_minute: self.enroll_per_minute,
+            writer_queue: self.writer_queue,
+            max_concurrent_rounds: self.max_concurrent_rounds,
+        }
+    }
+}
+
+/// Parses a limit: a whole number of at least 1 (no limit of 0 makes sense).
+fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    let n: T = s.trim().parse().map_err(|_| format!("{s:?} is not a whole number"))?;
+    if n < T::from(1) {
+        return Err("a limit must be at least 1".into());
+    }
+    Ok(n)
+}
+
 /// Milliseconds since 1970, the stamp on stored rows.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -289,6 +418,8 @@ pub struct Shared {
     pub fault_document: Option<String>,
     /// Enrollment attempts per client address and in total.
     pub enroll_throttle: Mutex<crate::throttle::Throttle<std::net::IpAddr>>,
+    /// The counters `GET /metrics` exports.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -560,4 +691,32 @@ fn take_idle(
             Some((k, state))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn no_flags_give_the_default_limits() {
+        let parsed = Cli::try_parse_from(["thonsync-server"]).expect("no flags parse");
+        assert_eq!(format!("{:?}", parsed.limits.limits()), format!("{:?}", Limits::default()));
+    }
+
+    #[test]
+    fn a_flag_sets_its_limit_and_zero_is_refused() {
+        let parsed =
+            Cli::try_parse_from(["thonsync-server", "--max-body-bytes", "64", "--max-change-bytes", "512"])
+                .expect("flags parse");
+        let limits = parsed.limits.limits();
+        assert_eq!((limits.max_body_bytes, limits.input.max_change_bytes), (64, 512));
+        assert!(Cli::try_parse_from(["thonsync-server", "--writer-queue", "0"]).is_err());
+    }
 }

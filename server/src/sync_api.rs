@@ -60,27 +60,44 @@ pub async fn sync(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let metrics_of = state.shared.clone();
+    let response = sync_round(state, device, headers, body).await;
+    metrics_of.metrics.round_seconds(started.elapsed());
+    response
+}
+
+/// One sync request, answered; the refusals of the whole request are counted here.
+async fn sync_round(
+    state: AppState,
+    device: DeviceRecord,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let refused = |e: ApiError| {
+        state.shared.metrics.refused(&e.body.code);
+        e.into_response()
+    };
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return ApiError::new(
+        return refused(ApiError::new(
             ErrorCode::UnsupportedMediaType,
             "a sync request is JSON: send `Content-Type: application/json` (gzip as Content-Encoding)",
-        )
-        .into_response();
+        ));
     }
     let shared = state.shared.clone();
     let body = match body {
         Ok(b) => b,
-        Err(e) => return body_error(e, shared.limits.max_body_bytes).into_response(),
+        Err(e) => return refused(body_error(e, shared.limits.max_body_bytes)),
     };
     // Admitted by [`admit`] (one request per device); now a place in the
     // bounded pool of rounds (about the machine's size).
     let Ok(_place) = shared.rounds_pool.clone().acquire_owned().await else {
-        return ApiError::internal("the server is shutting down").into_response();
+        return refused(ApiError::internal("the server is shutting down"));
     };
     let touched = Arc::new(Mutex::new(Touched::default()));
     let mine = touched.clone();
@@ -89,7 +106,7 @@ pub async fn sync(
         Ok(Ok((status, response))) => {
             (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(response)).into_response()
         }
-        Ok(Err(e)) => e.into_response(),
+        Ok(Err(e)) => refused(e),
         Err(e) => {
             // A panic while documents were locked: forget them and the
             // exchange, so the next request reloads them as stored.
@@ -108,7 +125,7 @@ pub async fn sync(
             if let [only] = touched.documents.as_slice() {
                 err = err.with_document(only);
             }
-            err.into_response()
+            refused(err)
         }
     }
 }
@@ -271,6 +288,7 @@ fn handle(
     let mut round = match hub.begin(&request, &named, &env, now).map_err(hub_error)? {
         Begin::Replay(status, response) => {
             tracing::debug!(%device, exchange = %request.exchange, round = request.round, "duplicate round answered again");
+            shared.metrics.round(0, 0);
             return Ok((status, response));
         }
         Begin::Round(round) => round,
@@ -332,11 +350,13 @@ fn handle(
     }
     let mut out = hub.close(round);
     shared.note_waiting(&device, waiting_before, out.waiting);
+    let received = out.batch.changes.len();
     out.batch.changes.splice(0..0, genesis);
 
     let mut audits: Vec<AuditEvent> = Vec::new();
     for refusal in &out.refusals {
         tracing::info!(%device, document = %refusal.document, code = ?refusal.code, "message refused");
+        shared.metrics.refused(&ErrorCode::from(refusal.code));
         if refusal.code == RefusalCode::ActorConflict {
             audits.push(audit_event(
                 &who,
@@ -366,6 +386,8 @@ fn handle(
         }
     }
     drop(held);
+    let messages = request.documents.iter().filter(|d| d.message.is_some()).count();
+    shared.metrics.round(messages, received);
     let hub = ex.hub.as_mut().expect("the exchange's engine");
     let (status, response) = hub.finish(out, first_refused_id);
     for reply in &response.documents {

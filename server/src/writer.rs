@@ -29,7 +29,8 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use sync_core::store::{CommitSummary, SqliteStore, Store, StoreError, WriteBatch};
@@ -57,6 +58,17 @@ pub const DEFAULT_QUEUE: usize = 1024;
 pub struct Writer {
     /// Bounded queue to the thread; the thread stops when every sender is dropped.
     jobs: mpsc::SyncSender<Job>,
+    /// What the metrics read: the queue's depth and the last group's size.
+    stats: Arc<WriterStats>,
+}
+
+/// Counts the writer keeps for the metrics (`GET /metrics`).
+#[derive(Debug, Default)]
+struct WriterStats {
+    /// Jobs queued, or waiting for a place in the full queue, not yet taken.
+    queued: AtomicUsize,
+    /// Jobs the writer took at once last time (a group commit's size).
+    last_group: AtomicUsize,
 }
 
 /// The writer thread's join handle, kept by whoever shuts the server down.
@@ -87,6 +99,8 @@ impl Writer {
     /// `capacity` jobs (at least one).
     pub fn start(store: SqliteStore, capacity: usize) -> (Self, WriterThread) {
         let (tx, rx) = mpsc::sync_channel::<Job>(capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let seen = stats.clone();
         let handle = thread::Builder::new()
             .name("thonsync-writer".into())
             .spawn(move || {
@@ -99,12 +113,32 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    seen.taken(jobs.len());
                     run_jobs(&mut store, jobs);
                 }
                 tracing::debug!("writer stopped");
             })
             .expect("spawn writer thread");
-        (Self { jobs: tx }, WriterThread(handle))
+        (Self { jobs: tx, stats }, WriterThread(handle))
+    }
+
+    /// Jobs queued for the writer (or waiting for a place in its full queue) now.
+    pub fn queue_depth(&self) -> usize {
+        self.stats.queued.load(Ordering::Relaxed)
+    }
+
+    /// Jobs the writer took at once last time: the size of its last group commit.
+    pub fn last_group(&self) -> usize {
+        self.stats.last_group.load(Ordering::Relaxed)
+    }
+
+    /// Queues a job, counted in the queue's depth until the writer takes it.
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.jobs.send(job).map_err(|_| {
+            self.stats.drop_one();
+            stopped()
+        })
     }
 
     /// Commits a batch durably; blocks until it is committed (or failed).
@@ -127,7 +161,7 @@ impl Writer {
         now: i64,
     ) -> Result<mpsc::Receiver<Result<CommitSummary, StoreError>>, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.jobs.send(Job::Commit(batch, now, tx)).map_err(|_| stopped())?;
+        self.send(Job::Commit(batch, now, tx))?;
         Ok(rx)
     }
 
@@ -148,8 +182,21 @@ impl Writer {
             let _ = tx.send(result);
             panicked
         };
-        self.jobs.send(Job::Run(Box::new(job))).map_err(|_| stopped())?;
+        self.send(Job::Run(Box::new(job)))?;
         Ok(rx)
+    }
+}
+
+impl WriterStats {
+    /// The writer took `n` jobs from the queue at once.
+    fn taken(&self, n: usize) {
+        self.last_group.store(n, Ordering::Relaxed);
+        let _ = self.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(n)));
+    }
+
+    /// A job that never reached the queue.
+    fn drop_one(&self) {
+        let _ = self.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(1)));
     }
 }
 

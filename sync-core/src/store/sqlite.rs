@@ -701,8 +701,325 @@ impl Store for SqliteStore {
     }
 }
 
+/// Pages copied per step of a backup or restore (4 MiB with SQLite's
+/// default page size); progress is reported after each step.
+const PAGES_PER_STEP: std::ffi::c_int = 1024;
+
+/// Why a backup or a restore did not happen; the target is left as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The target file exists and overwriting was not asked for.
+    #[error("{0} already exists; choose another file, or --force to replace it")]
+    Exists(std::path::PathBuf),
+    /// The file to restore is missing.
+    #[error("{0} does not exist")]
+    Missing(std::path::PathBuf),
+    /// The file to restore is not a Thôn Sync database.
+    #[error("{path} is not a Thôn Sync database: {why}")]
+    NotThonSync {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is missing.
+        why: String,
+    },
+    /// The file to restore was written by a newer Thôn Sync.
+    #[error("{path} has schema version {found}, newer than this program's {supported}; restore it with the newer thonsync")]
+    TooNew {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// `PRAGMA integrity_check` found damage (in the file to restore, or in a copy).
+    #[error("{path} is damaged: {report}")]
+    Damaged {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The first lines SQLite reported.
+        report: String,
+    },
+    /// Another connection (a running server) holds the target database.
+    #[error("{0} is in use (is thonsync-server running on it?); stop the server, then restore")]
+    InUse(std::path::PathBuf),
+    /// The restore's source and target are the same file.
+    #[error("{0} is both the backup and the database to restore into")]
+    SameFile(std::path::PathBuf),
+    /// SQLite or the file system failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+fn io(e: impl std::fmt::Display) -> BackupError {
+    BackupError::Io(e.to_string())
+}
+
+/// What a backup or a restore wrote: a copy that passed `PRAGMA integrity_check`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Copied {
+    /// The file written.
+    pub path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Database pages copied.
+    pub pages: u64,
+    /// The schema version of the copy (the server migrates an older one when it starts).
+    pub schema_version: i64,
+}
+
+/// Copies every page of `from` into `to` with SQLite's online backup API,
+/// [`PAGES_PER_STEP`] at a time, calling `progress(done, total)` after each step.
+fn copy_pages(
+    from: &Connection,
+    to: &mut Connection,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, rusqlite::Error> {
+    use rusqlite::backup::{Backup, StepResult};
+    let backup = Backup::new(from, to)?;
+    loop {
+        let step = backup.step(PAGES_PER_STEP)?;
+        let p = backup.progress();
+        let total = p.pagecount.max(0) as u64;
+        progress(total.saturating_sub(p.remaining.max(0) as u64), total);
+        match step {
+            StepResult::Done => return Ok(total),
+            StepResult::More => {}
+            // Busy or locked for a moment: try again shortly.
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Runs `PRAGMA integrity_check` on `conn`: `Ok` when SQLite says `ok`.
+fn integrity(conn: &Connection, path: &Path) -> Result<(), BackupError> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check(20)").map_err(io)?;
+    let lines: Vec<String> =
+        stmt.query_map([], |r| r.get(0)).map_err(io)?.collect::<Result<_, _>>().map_err(io)?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        return Ok(());
+    }
+    Err(BackupError::Damaged { path: path.to_owned(), report: lines.join("; ") })
+}
+
+/// The schema version of a Thôn Sync database this build knows, or why it is not one.
+fn known_schema(conn: &Connection, path: &Path) -> Result<i64, BackupError> {
+    let not = |why: String| BackupError::NotThonSync { path: path.to_owned(), why };
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| not(format!("SQLite cannot read it ({e})")))?;
+    if version > SCHEMA_VERSION {
+        return Err(BackupError::TooNew { path: path.to_owned(), found: version, supported: SCHEMA_VERSION });
+    }
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('changes', 'refused_uploads', 'settings')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| not(format!("SQLite cannot read it ({e})")))?;
+    if version < 1 || tables < 3 {
+        return Err(not("it has no Thôn Sync schema".into()));
+    }
+    Ok(version)
+}
+
+/// `path` with `suffix` added to its file name.
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+impl SqliteStore {
+    /// Copies the database to the new file `dest`, consistent at one moment
+    /// while a server goes on writing: the copy is read in one read
+    /// transaction (WAL lets the writer go on), page by page with SQLite's
+    /// online backup API, into `dest.partial`, checked with `PRAGMA
+    /// integrity_check`, and renamed to `dest` only then, so `dest` is never
+    /// a half-written file. The copy is a single file (rollback journal, no
+    /// `-wal`). An existing `dest` is refused unless `overwrite`.
+    pub fn backup_to(
+        &self,
+        dest: &Path,
+        overwrite: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Copied, BackupError> {
+        if dest.exists() && !overwrite {
+            return Err(BackupError::Exists(dest.to_owned()));
+        }
+        let partial = beside(dest, ".partial");
+        let _ = std::fs::remove_file(&partial);
+        let written = (|| {
+            let mut out = Connection::open(&partial).map_err(io)?;
+            // One snapshot for every step: without this read transaction,
+            // each step would see the writer's newer pages.
+            self.conn.execute_batch("BEGIN").map_err(io)?;
+            let copied = self
+                .conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+                .and_then(|()| copy_pages(&self.conn, &mut out, progress));
+            let ended = self.conn.execute_batch("ROLLBACK");
+            let pages = copied.map_err(io)?;
+            ended.map_err(io)?;
+            out.pragma_update(None, "journal_mode", "DELETE").map_err(io)?;
+            integrity(&out, dest)?;
+            let schema_version = known_schema(&out, dest)?;
+            drop(out);
+            std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io)?;
+            std::fs::rename(&partial, dest).map_err(io)?;
+            if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // The rename is durable once the directory is.
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+            let bytes = std::fs::metadata(dest).map_err(io)?.len();
+            Ok(Copied { path: dest.to_owned(), bytes, pages, schema_version })
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written
+    }
+
+    /// Replaces the database at `db` with the backup `from`. The backup is
+    /// checked first (a Thôn Sync schema this build knows, `PRAGMA
+    /// integrity_check`); `db` is then opened in exclusive locking mode, so
+    /// a database any other connection holds (a running server) is refused
+    /// rather than changed under it, and no server can open it until the
+    /// restore is done; the pages are copied with SQLite's backup API (which
+    /// also takes care of `db`'s `-wal` file) and the result is checked
+    /// again. An existing `db` is replaced only if `overwrite`. A backup of
+    /// an older schema is migrated when the server next opens it.
+    pub fn restore(
+        from: &Path,
+        db: &Path,
+        overwrite: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Copied, BackupError> {
+        if !from.exists() {
+            return Err(BackupError::Missing(from.to_owned()));
+        }
+        if db.exists() {
+            let same = std::fs::canonicalize(from).ok() == std::fs::canonicalize(db).ok();
+            if same {
+                return Err(BackupError::SameFile(db.to_owned()));
+            }
+            if !overwrite {
+                return Err(BackupError::Exists(db.to_owned()));
+            }
+        }
+        let source = Connection::open_with_flags(
+            from,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(io)?;
+        known_schema(&source, from)?;
+        integrity(&source, from)?;
+
+        let mut target = Connection::open(db).map_err(io)?;
+        target.busy_timeout(Duration::from_secs(1)).map_err(io)?;
+        target.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(io)?;
+        match target.execute_batch("BEGIN EXCLUSIVE; COMMIT;") {
+            Ok(()) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                return Err(BackupError::InUse(db.to_owned()));
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let pages = copy_pages(&source, &mut target, progress).map_err(io)?;
+        integrity(&target, db)?;
+        let schema_version = known_schema(&target, db)?;
+        // Closing releases the exclusive lock (and folds the -wal file back in).
+        target.close().map_err(|(_, e)| io(e))?;
+        let bytes = std::fs::metadata(db).map_err(io)?.len();
+        Ok(Copied { path: db.to_owned(), bytes, pages, schema_version })
+    }
+}
+
 /// A bare connection to a database file, for tests that tamper with it.
 #[doc(hidden)]
 pub fn raw_connection_for_tests(path: &Path) -> Connection {
     Connection::open(path).expect("open")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database with `settings` values of 30 KB: about 8 pages each.
+    fn store_with(path: &Path, settings: usize) -> SqliteStore {
+        let mut store = SqliteStore::open(path).expect("open");
+        for i in 0..settings {
+            store.put_setting(&format!("k{i}"), &value()).expect("write");
+        }
+        store
+    }
+
+    fn value() -> String {
+        "v".repeat(30_000)
+    }
+
+    #[test]
+    fn a_backup_taken_while_another_connection_writes_is_one_consistent_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, copy) = (dir.path().join("live.sqlite"), dir.path().join("copy.sqlite"));
+        let mut writer = store_with(&db, 300);
+        let reader = SqliteStore::open_read_only(&db).expect("read-only");
+        let mut steps = 0;
+        // The writer writes between the backup's steps: each step reads the snapshot taken at the start.
+        let copied = reader
+            .backup_to(&copy, false, &mut |_, _| {
+                steps += 1;
+                writer.put_setting(&format!("late{steps}"), "x").expect("the writer goes on");
+            })
+            .expect("backup");
+        assert!(steps >= 2, "the copy took several steps: {steps}");
+        assert_eq!(copied.schema_version, SCHEMA_VERSION);
+        let restored = SqliteStore::open_read_only(&copy).expect("the copy opens");
+        assert_eq!(restored.setting("k299").expect("read"), Some(value()));
+        assert_eq!(restored.setting("late1").expect("read"), None, "nothing written after the start");
+        assert!(!beside(&copy, ".partial").exists());
+        let again = reader.backup_to(&copy, false, &mut |_, _| {});
+        assert!(matches!(again, Err(BackupError::Exists(_))), "{again:?}");
+        reader.backup_to(&copy, true, &mut |_, _| {}).expect("--force replaces it");
+    }
+
+    #[test]
+    fn a_restore_checks_the_backup_and_refuses_a_database_in_use() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, copy, target) =
+            (dir.path().join("a.sqlite"), dir.path().join("b.sqlite"), dir.path().join("c.sqlite"));
+        let store = store_with(&db, 10);
+        store.backup_to(&copy, false, &mut |_, _| {}).expect("backup");
+
+        let newer = dir.path().join("newer.sqlite");
+        store.backup_to(&newer, false, &mut |_, _| {}).expect("backup");
+        Connection::open(&newer)
+            .expect("open")
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("tamper");
+        let refused = SqliteStore::restore(&newer, &target, false, &mut |_, _| {});
+        assert!(matches!(refused, Err(BackupError::TooNew { .. })), "{refused:?}");
+        assert!(!target.exists(), "nothing was written");
+
+        let junk = dir.path().join("junk.sqlite");
+        Connection::open(&junk).expect("open").execute_batch("CREATE TABLE t(x)").expect("write");
+        let refused = SqliteStore::restore(&junk, &target, false, &mut |_, _| {});
+        assert!(matches!(refused, Err(BackupError::NotThonSync { .. })), "{refused:?}");
+
+        let held = SqliteStore::open(&target).expect("a server's connection");
+        let refused = SqliteStore::restore(&copy, &target, true, &mut |_, _| {});
+        assert!(matches!(refused, Err(BackupError::InUse(_))), "{refused:?}");
+        drop(held);
+        let refused = SqliteStore::restore(&copy, &target, false, &mut |_, _| {});
+        assert!(matches!(refused, Err(BackupError::Exists(_))), "{refused:?}");
+        SqliteStore::restore(&copy, &target, true, &mut |_, _| {}).expect("restored");
+        let restored = SqliteStore::open(&target).expect("opens");
+        assert_eq!(restored.setting("k9").expect("read"), Some(value()));
+    }
 }
