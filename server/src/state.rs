@@ -154,6 +154,11 @@ pub struct LimitArgs {
     #[arg(long, env = "THONSYNC_MAX_CONCURRENT_ROUNDS", value_name = "N", value_parser = positive::<usize>,
         default_value_t = Limits::default().max_concurrent_rounds)]
     pub max_concurrent_rounds: usize,
+    /// Sync requests admitted at once, at most (default: four times the
+    /// processors); more wait before their body is read.
+    #[arg(long, env = "THONSYNC_MAX_ADMITTED_SYNCS", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_admitted_syncs)]
+    pub max_admitted_syncs: usize,
     /// Change data of one sync message, once inflated, at most (bytes).
     #[arg(long, env = "THONSYNC_MAX_INFLATED_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
         default_value_t = InputLimits::default().max_inflated_bytes)]
@@ -210,6 +215,7 @@ impl LimitArgs {
             enroll_per_minute: self.enroll_per_minute,
             writer_queue: self.writer_queue,
             max_concurrent_rounds: self.max_concurrent_rounds,
+            max_admitted_syncs: self.max_admitted_syncs,
         }
     }
 }

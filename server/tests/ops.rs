@@ -158,6 +158,7 @@ fn help_lists_every_limit_with_its_flag_environment_variable_and_default() {
         "enroll-per-minute",
         "writer-queue",
         "max-concurrent-rounds",
+        "max-admitted-syncs",
         "max-inflated-bytes",
         "max-waiting-per-document",
         "max-waiting-per-device",
