@@ -13,6 +13,7 @@
 //! A repeated upload inserts nothing; compaction keeps the key row (so a
 //! change compacted into a snapshot is still known) and drops only its bytes.
 
+pub mod columns;
 pub mod conformance;
 pub mod sqlite;
 
@@ -169,6 +170,12 @@ pub trait Store: Send {
             (Some(summary), true) => Ok(summary),
             _ => Err(StoreError::Backend("the store did not return one summary for one batch".into())),
         }
+    }
+    /// Rolls back a transaction a panic left open half-way through a write,
+    /// so the store is usable again; returns whether there was one. A
+    /// backend whose transactions roll back when unwound has nothing to do.
+    fn recover(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
     }
     /// A document's stored form, or `None` if nothing is stored for it.
     fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError>;

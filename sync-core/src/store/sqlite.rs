@@ -10,14 +10,16 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::columns::{
+    code_from, code_name, communes_from, communes_text, credential_kind, kind_from, kind_name,
+};
 use super::{
     ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
     StoredDocument, WriteBatch,
 };
 use crate::access::{AuditEvent, CredentialKind, DeviceRecord};
 use crate::ids::{DocumentId, PeerId};
-use crate::registry::{Place, PlaceKind};
-use crate::sync::RefusalCode;
+use crate::registry::Place;
 
 const MIGRATIONS: &[&str] = &[
     // 1: documents, changes, snapshots, sync sessions, refused uploads, places, settings.
@@ -172,17 +174,6 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Rolls back a transaction left open on the connection (by a panic
-    /// half-way through a write), so the connection is usable again.
-    /// Returns whether there was one.
-    pub fn recover(&mut self) -> Result<bool, StoreError> {
-        if self.conn.is_autocommit() {
-            return Ok(false);
-        }
-        self.conn.execute_batch("ROLLBACK").map_err(backend)?;
-        Ok(true)
-    }
-
     /// Makes `commit_all` panic, inside its transaction, on a batch holding a
     /// change of `document` (or never, with `None`). For tests only.
     #[doc(hidden)]
@@ -204,24 +195,6 @@ impl SqliteStore {
             tracing::info!(version = i + 1, "database migrated");
         }
         Ok(())
-    }
-}
-
-fn code_name(code: RefusalCode) -> String {
-    serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
-fn code_from(name: &str) -> Result<RefusalCode, StoreError> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned()))
-        .map_err(|_| StoreError::Corrupt(format!("unknown refusal code {name:?}")))
-}
-
-fn kind_name(kind: PlaceKind) -> &'static str {
-    match kind {
-        PlaceKind::Province => "province",
-        PlaceKind::District => "district",
-        PlaceKind::Commune => "commune",
-        PlaceKind::Village => "village",
     }
 }
 
@@ -250,16 +223,8 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
 
 fn to_device(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
     let (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version) = row;
-    let communes = serde_json::from_str(&communes)
-        .map_err(|e| StoreError::Corrupt(format!("device {id}: communes {communes:?}: {e}")))?;
+    let communes = communes_from(&id, &communes)?;
     Ok(DeviceRecord { id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version })
-}
-
-fn credential_kind(kind: CredentialKind) -> &'static str {
-    match kind {
-        CredentialKind::Enrollment => "enrollment",
-        CredentialKind::DeviceToken => "device_token",
-    }
 }
 
 /// Writes one batch's rows inside an open transaction.
@@ -328,6 +293,14 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(backend)?;
         Ok(summaries)
+    }
+
+    fn recover(&mut self) -> Result<bool, StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        self.conn.execute_batch("ROLLBACK").map_err(backend)?;
+        Ok(true)
     }
 
     fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
@@ -507,8 +480,7 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         rows.map(|row| {
             let (id, kind, name, parent, expected) = row.map_err(backend)?;
-            let kind = serde_json::from_value(serde_json::Value::String(kind.clone()))
-                .map_err(|_| StoreError::Corrupt(format!("place {id}: unknown kind {kind:?}")))?;
+            let kind = kind_from(&id, &kind)?;
             Ok(Place { id, kind, name, parent, expected_households: expected.map(|e| e as u32) })
         })
         .collect()
@@ -532,7 +504,7 @@ impl Store for SqliteStore {
     }
 
     fn put_device(&mut self, d: &DeviceRecord) -> Result<(), StoreError> {
-        let communes = serde_json::to_string(&d.communes).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let communes = communes_text(d)?;
         self.conn
             .execute(
                 "INSERT INTO devices (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version)
