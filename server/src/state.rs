@@ -127,6 +127,26 @@ impl ReaderPool {
     }
 }
 
+/// Closing a store may block (PostgreSQL's client runs its own runtime to
+/// say goodbye), which panics on an async thread: there, the handles are
+/// closed on a thread of their own, waited for, so that the database is
+/// closed when the pool is gone.
+impl Drop for ReaderPool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let closed: OpenReader = Arc::new(|| Err(StoreError::Backend("the reader pool is closed".into())));
+        let open = std::mem::replace(&mut self.open, closed);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let closing =
+            std::thread::Builder::new().name("thonsync-close".into()).spawn(move || drop((idle, open)));
+        if let Ok(thread) = closing {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// One cached document: empty until loaded, emptied on eviction or failed commit.
 pub struct DocSlot {
     /// The document, if loaded; the lock serialises every change to it.

@@ -24,6 +24,18 @@ struct Running {
     url: String,
 }
 
+impl Running {
+    /// Stops it as a service manager does (SIGTERM) and checks that it
+    /// finished cleanly, closing its database.
+    fn stop(mut self) {
+        let sent =
+            Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(sent.success());
+        let status = self.child.wait().expect("it exits");
+        assert!(status.success(), "a clean stop on SIGTERM: {status}");
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -140,7 +152,7 @@ fn the_server_binary_keeps_its_store_in_postgres() {
     let heads = doc.heads();
     let mut docs = BTreeMap::from([(id.clone(), doc)]);
     sync(&first, &token, &mut docs);
-    drop(first);
+    first.stop();
 
     let store = PgStore::open(db.url()).expect("open");
     assert!(!store.change_meta(Some(&id)).expect("meta").is_empty(), "the survey is in PostgreSQL");

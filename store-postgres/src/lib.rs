@@ -189,16 +189,40 @@ impl PgStore {
 
     /// [`PgStore::open`] with a pool of at most `max_connections`.
     pub fn open_with_pool(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect(url, max_connections, true)
+    }
+
+    /// Connects to a database already at this program's schema, changing
+    /// nothing in it (for commands that only read): an older schema is an
+    /// error asking for the server to migrate it, a newer one is refused.
+    pub fn open_current(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect(url, max_connections, false)
+    }
+
+    fn connect(url: &str, max_connections: u32, migrating: bool) -> Result<Self, StoreError> {
         let shown = redacted(url);
         let config: postgres::Config =
             url.parse().map_err(|e| StoreError::Backend(format!("database URL {shown}: {e}")))?;
         // One connection first, so that a wrong address or password is
-        // reported as such, and the schema is brought up to date before the
-        // pool hands out connections.
+        // reported as such, and the schema is checked (or brought up to
+        // date) before the pool hands out connections.
         let mut first = config
             .connect(NoTls)
             .map_err(|e| StoreError::Backend(format!("cannot connect to {shown}: {e}")))?;
-        migrate(&mut first)?;
+        if migrating {
+            migrate(&mut first)?;
+        } else {
+            let version = read_version(&mut first)?;
+            if version > SCHEMA_VERSION {
+                return Err(StoreError::TooNew { found: version, supported: SCHEMA_VERSION });
+            }
+            if version < SCHEMA_VERSION {
+                return Err(StoreError::Corrupt(format!(
+                    "{shown} is not a Thôn Sync database of this version (schema {version}); \
+                     start the server on it once to migrate it"
+                )));
+            }
+        }
         drop(first);
         let pool = Pool::builder()
             .max_size(max_connections.max(1))

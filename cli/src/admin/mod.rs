@@ -54,7 +54,8 @@ pub fn cannot_reach(message: impl Into<String>) -> anyhow::Error {
 /// Where the data comes from, and how to show it; shared by every admin command.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The server's SQLite database, read without disturbing a running server.
+    /// The server's database: a SQLite file, read without disturbing a running
+    /// server, or a PostgreSQL database as postgres://user:password@host:port/name.
     #[arg(long, env = "THONSYNC_DB", default_value = "thonsync.sqlite", global = true)]
     pub db: PathBuf,
     /// A running server (e.g. http://127.0.0.1:7300): read and write through its admin API instead of --db.
