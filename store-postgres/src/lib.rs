@@ -32,6 +32,7 @@ use sync_core::registry::Place;
 use sync_core::store::columns::{
     code_from, code_name, communes_from, communes_text, credential_kind, kind_from, kind_name,
 };
+use sync_core::store::export::{ChangeRow, CredentialRow, Export, TABLES};
 use sync_core::store::{
     ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
     StoredDocument, WriteBatch,
@@ -375,6 +376,22 @@ fn to_refused(r: &postgres::Row) -> Result<RefusedUpload, StoreError> {
     })
 }
 
+fn to_place(r: &postgres::Row) -> Result<Place, StoreError> {
+    let id: String = r.get(0);
+    let kind: String = r.get(1);
+    let expected: Option<i64> = r.get(4);
+    Ok(Place {
+        kind: kind_from(&id, &kind)?,
+        id,
+        name: r.get(2),
+        parent: r.get(3),
+        expected_households: expected.map(|e| e as u32),
+    })
+}
+
+/// Changes written by one statement of an import.
+const IMPORT_CHUNK: usize = 1000;
+
 const DEVICE_COLUMNS: &str =
     "id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version";
 
@@ -561,20 +578,7 @@ impl Store for PgStore {
             .conn()?
             .query("SELECT id, kind, name, parent, expected_households FROM places ORDER BY id", &[])
             .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.get(0);
-                let kind: String = r.get(1);
-                let expected: Option<i64> = r.get(4);
-                Ok(Place {
-                    kind: kind_from(&id, &kind)?,
-                    id,
-                    name: r.get(2),
-                    parent: r.get(3),
-                    expected_households: expected.map(|e| e as u32),
-                })
-            })
-            .collect()
+        rows.iter().map(to_place).collect()
     }
 
     fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -747,6 +751,228 @@ impl Store for PgStore {
                 detail: r.get(4),
             })
             .collect())
+    }
+
+    fn export(&self) -> Result<Export, StoreError> {
+        let mut conn = self.conn()?;
+        // One snapshot of the whole database, as a reader sees it.
+        let mut tx = conn
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .map_err(backend)?;
+        let mut rows = |sql: &str| tx.query(sql, &[]).map_err(backend);
+        let changes = rows(
+            "SELECT document, hash, bytes, actor, seq, time, stored_at FROM changes ORDER BY stored_at, ord",
+        )?
+        .iter()
+        .map(|r| ChangeRow {
+            document: r.get(0),
+            hash: r.get(1),
+            bytes: r.get(2),
+            actor: r.get(3),
+            seq: r.get(4),
+            time: r.get(5),
+            stored_at: r.get(6),
+        })
+        .collect();
+        let snapshots = rows("SELECT document, bytes, made_at FROM snapshots ORDER BY document")?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let sync_states =
+            rows("SELECT peer, document, state, updated_at FROM sync_states ORDER BY peer, document")?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                .collect();
+        let refused = rows(&format!("SELECT {REFUSED_COLUMNS} FROM refused_uploads ORDER BY id"))?
+            .iter()
+            .map(to_refused)
+            .collect::<Result<_, _>>()?;
+        let places = rows("SELECT id, kind, name, parent, expected_households FROM places ORDER BY id")?
+            .iter()
+            .map(to_place)
+            .collect::<Result<_, _>>()?;
+        let settings = rows("SELECT key, value FROM settings ORDER BY key")?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let devices = rows(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"))?
+            .iter()
+            .map(to_device)
+            .collect::<Result<_, _>>()?;
+        let credentials =
+            rows("SELECT device, kind, hash, expires_at FROM credentials ORDER BY device, kind")?
+                .iter()
+                .map(|r| CredentialRow {
+                    device: r.get(0),
+                    kind: r.get(1),
+                    hash: r.get(2),
+                    expires_at: r.get(3),
+                })
+                .collect();
+        let actors = rows("SELECT actor, device, bound_at FROM actors ORDER BY actor")?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let admin_tokens = rows("SELECT hash, name, created_at FROM admin_tokens ORDER BY hash")?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let audit = rows("SELECT id, at, who, action, subject, detail FROM audit_log ORDER BY id")?
+            .iter()
+            .map(|r| {
+                let e = AuditEvent {
+                    at: r.get(1),
+                    who: r.get(2),
+                    action: r.get(3),
+                    subject: r.get(4),
+                    detail: r.get(5),
+                };
+                (r.get(0), e)
+            })
+            .collect();
+        tx.commit().map_err(backend)?;
+        Ok(Export {
+            changes,
+            snapshots,
+            sync_states,
+            refused,
+            places,
+            settings,
+            devices,
+            credentials,
+            actors,
+            admin_tokens,
+            audit,
+        })
+    }
+
+    fn import(&mut self, rows: &Export) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(backend)?;
+        for table in TABLES {
+            let any: bool =
+                tx.query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[]).map_err(backend)?.get(0);
+            if any {
+                return Err(StoreError::NotEmpty(format!("the database (table {table})")));
+            }
+        }
+        // Changes in chunks, one statement each, keeping their order.
+        for chunk in rows.changes.chunks(IMPORT_CHUNK) {
+            let documents: Vec<&str> = chunk.iter().map(|c| c.document.as_str()).collect();
+            let hashes: Vec<&str> = chunk.iter().map(|c| c.hash.as_str()).collect();
+            let bytes: Vec<Option<&[u8]>> = chunk.iter().map(|c| c.bytes.as_deref()).collect();
+            let actors: Vec<&str> = chunk.iter().map(|c| c.actor.as_str()).collect();
+            let seqs: Vec<i64> = chunk.iter().map(|c| c.seq).collect();
+            let times: Vec<i64> = chunk.iter().map(|c| c.time).collect();
+            let stored: Vec<i64> = chunk.iter().map(|c| c.stored_at).collect();
+            tx.execute(
+                "INSERT INTO changes (document, hash, bytes, actor, seq, time, stored_at)
+                 SELECT document, hash, bytes, actor, seq, time, stored_at
+                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
+                   WITH ORDINALITY AS t(document, hash, bytes, actor, seq, time, stored_at, n)
+                 ORDER BY n",
+                &[&documents, &hashes, &bytes, &actors, &seqs, &times, &stored],
+            )
+            .map_err(backend)?;
+        }
+        let put = tx
+            .prepare("INSERT INTO snapshots (document, bytes, made_at) VALUES ($1, $2, $3)")
+            .map_err(backend)?;
+        for (document, bytes, made_at) in &rows.snapshots {
+            tx.execute(&put, &[document, bytes, made_at]).map_err(backend)?;
+        }
+        let put = tx
+            .prepare("INSERT INTO sync_states (peer, document, state, updated_at) VALUES ($1, $2, $3, $4)")
+            .map_err(backend)?;
+        for (peer, document, state, updated_at) in &rows.sync_states {
+            tx.execute(&put, &[peer, document, state, updated_at]).map_err(backend)?;
+        }
+        let put = tx
+            .prepare(
+                "INSERT INTO refused_uploads (id, source, document, code, reason, bytes, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .map_err(backend)?;
+        for r in &rows.refused {
+            let u = &r.upload;
+            tx.execute(
+                &put,
+                &[&r.id, &u.source, &u.document, &code_name(u.code), &u.reason, &u.bytes, &u.received_at],
+            )
+            .map_err(backend)?;
+        }
+        let put = tx
+            .prepare("INSERT INTO places (id, kind, name, parent, expected_households) VALUES ($1, $2, $3, $4, $5)")
+            .map_err(backend)?;
+        for p in &rows.places {
+            tx.execute(
+                &put,
+                &[&p.id, &kind_name(p.kind), &p.name, &p.parent, &p.expected_households.map(i64::from)],
+            )
+            .map_err(backend)?;
+        }
+        let put = tx.prepare("INSERT INTO settings (key, value) VALUES ($1, $2)").map_err(backend)?;
+        for (key, value) in &rows.settings {
+            tx.execute(&put, &[key, value]).map_err(backend)?;
+        }
+        let put = tx
+            .prepare(
+                "INSERT INTO devices (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .map_err(backend)?;
+        for d in &rows.devices {
+            let communes = communes_text(d)?;
+            tx.execute(
+                &put,
+                &[
+                    &d.id,
+                    &d.name,
+                    &communes,
+                    &d.created_at,
+                    &d.enrolled_at,
+                    &d.revoked_at,
+                    &d.last_seen,
+                    &d.app_version,
+                ],
+            )
+            .map_err(backend)?;
+        }
+        let put = tx
+            .prepare("INSERT INTO credentials (device, kind, hash, expires_at) VALUES ($1, $2, $3, $4)")
+            .map_err(backend)?;
+        for c in &rows.credentials {
+            tx.execute(&put, &[&c.device, &c.kind, &c.hash, &c.expires_at]).map_err(backend)?;
+        }
+        let put = tx
+            .prepare("INSERT INTO actors (actor, device, bound_at) VALUES ($1, $2, $3)")
+            .map_err(backend)?;
+        for (actor, device, bound_at) in &rows.actors {
+            tx.execute(&put, &[actor, device, bound_at]).map_err(backend)?;
+        }
+        let put = tx
+            .prepare("INSERT INTO admin_tokens (hash, name, created_at) VALUES ($1, $2, $3)")
+            .map_err(backend)?;
+        for (hash, name, created_at) in &rows.admin_tokens {
+            tx.execute(&put, &[hash, name, created_at]).map_err(backend)?;
+        }
+        let put = tx
+            .prepare("INSERT INTO audit_log (id, at, who, action, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+            .map_err(backend)?;
+        for (id, e) in &rows.audit {
+            tx.execute(&put, &[id, &e.at, &e.who, &e.action, &e.subject, &e.detail]).map_err(backend)?;
+        }
+        // Ids given from now on follow the imported ones.
+        for table in ["refused_uploads", "audit_log"] {
+            tx.batch_execute(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table}"
+            ))
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
     }
 
     fn put_admin_token(&mut self, name: &str, hash: &str, now: i64) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@
 
 pub mod columns;
 pub mod conformance;
+pub mod export;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,9 @@ pub enum StoreError {
     /// No such record.
     #[error("{0} not found")]
     NotFound(String),
+    /// An import was given a store that already holds data.
+    #[error("{0} is not empty: import only into a new database")]
+    NotEmpty(String),
 }
 
 /// Input that was refused, kept for an administrator.
@@ -241,6 +245,12 @@ pub trait Store: Send {
     fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The newest `limit` audit events, newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Every row, ordered as [`export`] says.
+    fn export(&self) -> Result<export::Export, StoreError>;
+    /// Writes every row of an export into this store, which must hold
+    /// nothing ([`StoreError::NotEmpty`] otherwise), in one transaction,
+    /// keeping ids and receipt times; ids given later follow the imported ones.
+    fn import(&mut self, rows: &export::Export) -> Result<(), StoreError>;
     /// Stores an administrator token's hash under a name.
     fn put_admin_token(&mut self, name: &str, hash: &str, now: i64) -> Result<(), StoreError>;
     /// The administrator a token hash belongs to.

@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use super::columns::{
     code_from, code_name, communes_from, communes_text, credential_kind, kind_from, kind_name,
 };
+use super::export::{ChangeRow, CredentialRow, Export, TABLES};
 use super::{
     ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
     StoredDocument, WriteBatch,
@@ -275,6 +276,17 @@ fn write_batch(
         bind.execute(params![actor, device, now]).map_err(backend)?;
     }
     Ok(summary)
+}
+
+/// Reads every row of a query with `f`.
+fn all_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(backend)?;
+    let rows = stmt.query_map([], f).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
 }
 
 const REFUSED_COLUMNS: &str = "id, source, document, code, reason, bytes, received_at";
@@ -647,6 +659,185 @@ impl Store for SqliteStore {
             })
             .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn export(&self) -> Result<Export, StoreError> {
+        let c = &self.conn;
+        let refused =
+            all_rows(c, &format!("SELECT {REFUSED_COLUMNS} FROM refused_uploads ORDER BY id"), refused_row)?
+                .into_iter()
+                .map(to_refused)
+                .collect::<Result<_, _>>()?;
+        let devices = all_rows(c, &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"), device_row)?
+            .into_iter()
+            .map(to_device)
+            .collect::<Result<_, _>>()?;
+        Ok(Export {
+            changes: all_rows(
+                c,
+                "SELECT document, hash, bytes, actor, seq, time, stored_at FROM changes ORDER BY stored_at, rowid",
+                |r| {
+                    Ok(ChangeRow {
+                        document: r.get(0)?,
+                        hash: r.get(1)?,
+                        bytes: r.get(2)?,
+                        actor: r.get(3)?,
+                        seq: r.get(4)?,
+                        time: r.get(5)?,
+                        stored_at: r.get(6)?,
+                    })
+                },
+            )?,
+            snapshots: all_rows(c, "SELECT document, bytes, made_at FROM snapshots ORDER BY document", |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?,
+            sync_states: all_rows(
+                c,
+                "SELECT peer, document, state, updated_at FROM sync_states ORDER BY peer, document",
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?,
+            refused,
+            places: self.places()?,
+            settings: all_rows(c, "SELECT key, value FROM settings ORDER BY key", |r| Ok((r.get(0)?, r.get(1)?)))?,
+            devices,
+            credentials: all_rows(
+                c,
+                "SELECT device, kind, hash, expires_at FROM credentials ORDER BY device, kind",
+                |r| Ok(CredentialRow { device: r.get(0)?, kind: r.get(1)?, hash: r.get(2)?, expires_at: r.get(3)? }),
+            )?,
+            actors: all_rows(c, "SELECT actor, device, bound_at FROM actors ORDER BY actor", |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?,
+            admin_tokens: all_rows(c, "SELECT hash, name, created_at FROM admin_tokens ORDER BY hash", |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?,
+            audit: all_rows(c, "SELECT id, at, who, action, subject, detail FROM audit_log ORDER BY id", |r| {
+                Ok((
+                    r.get(0)?,
+                    AuditEvent { at: r.get(1)?, who: r.get(2)?, action: r.get(3)?, subject: r.get(4)?, detail: r.get(5)? },
+                ))
+            })?,
+        })
+    }
+
+    fn import(&mut self, rows: &Export) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(backend)?;
+        for table in TABLES {
+            let any: bool = tx
+                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| r.get(0))
+                .map_err(backend)?;
+            if any {
+                return Err(StoreError::NotEmpty(format!("the database (table {table})")));
+            }
+        }
+        {
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO changes (document, hash, bytes, actor, seq, time, stored_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(backend)?;
+            for c in &rows.changes {
+                put.execute(params![c.document, c.hash, c.bytes, c.actor, c.seq, c.time, c.stored_at])
+                    .map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO snapshots (document, bytes, made_at) VALUES (?1, ?2, ?3)")
+                .map_err(backend)?;
+            for (document, bytes, made_at) in &rows.snapshots {
+                put.execute(params![document, bytes, made_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO sync_states (peer, document, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(backend)?;
+            for (peer, document, state, updated_at) in &rows.sync_states {
+                put.execute(params![peer, document, state, updated_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO refused_uploads (id, source, document, code, reason, bytes, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(backend)?;
+            for r in &rows.refused {
+                let u = &r.upload;
+                put.execute(params![
+                    r.id,
+                    u.source,
+                    u.document,
+                    code_name(u.code),
+                    u.reason,
+                    u.bytes,
+                    u.received_at
+                ])
+                .map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO places (id, kind, name, parent, expected_households) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(backend)?;
+            for p in &rows.places {
+                put.execute(params![
+                    p.id,
+                    kind_name(p.kind),
+                    p.name,
+                    p.parent,
+                    p.expected_households.map(i64::from)
+                ])
+                .map_err(backend)?;
+            }
+            let mut put = tx.prepare("INSERT INTO settings (key, value) VALUES (?1, ?2)").map_err(backend)?;
+            for (key, value) in &rows.settings {
+                put.execute(params![key, value]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO devices (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(backend)?;
+            for d in &rows.devices {
+                put.execute(params![
+                    d.id,
+                    d.name,
+                    communes_text(d)?,
+                    d.created_at,
+                    d.enrolled_at,
+                    d.revoked_at,
+                    d.last_seen,
+                    d.app_version
+                ])
+                .map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO credentials (device, kind, hash, expires_at) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(backend)?;
+            for c in &rows.credentials {
+                put.execute(params![c.device, c.kind, c.hash, c.expires_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO actors (actor, device, bound_at) VALUES (?1, ?2, ?3)")
+                .map_err(backend)?;
+            for (actor, device, bound_at) in &rows.actors {
+                put.execute(params![actor, device, bound_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO admin_tokens (hash, name, created_at) VALUES (?1, ?2, ?3)")
+                .map_err(backend)?;
+            for (hash, name, created_at) in &rows.admin_tokens {
+                put.execute(params![hash, name, created_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO audit_log (id, at, who, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(backend)?;
+            for (id, e) in &rows.audit {
+                put.execute(params![id, e.at, e.who, e.action, e.subject, e.detail]).map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)
     }
 
     fn put_admin_token(&mut self, name: &str, hash: &str, now: i64) -> Result<(), StoreError> {
