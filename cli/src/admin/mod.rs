@@ -22,6 +22,7 @@ mod demo;
 mod devices;
 mod export;
 mod history;
+mod migrate;
 pub(crate) mod out;
 mod quality;
 mod refused;
@@ -181,6 +182,14 @@ pub enum AdminCommand {
         "thonsync demo --format json > demo.json",
     ))]
     Demo(demo::DemoArgs),
+    /// Move the server's database to another backend (a SQLite file into an empty PostgreSQL
+    /// database): every table in one transaction, then the counts, every row and every
+    /// document's heads checked from the new database. Stop the server first.
+    #[command(after_help = help!(
+        "thonsync migrate --from /var/lib/thonsync/thonsync.sqlite --to postgres://thonsync:PASSWORD@127.0.0.1/thonsync",
+        "thonsync migrate --from thonsync.sqlite --to postgres://thonsync@db.lan/thonsync --format json",
+    ))]
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Runs an administrator command; failures are printed here with their exit code.
@@ -198,6 +207,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => a.common.lang,
         AdminCommand::Registry(r) => r.common().lang,
         AdminCommand::Demo(a) => a.lang,
+        AdminCommand::Migrate(a) => a.lang,
         AdminCommand::Rounds(c) => c.common().lang,
         AdminCommand::Devices(c) => c.common().lang,
         AdminCommand::Audit(a) => a.common.lang,
@@ -218,6 +228,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => export::run(a, lang),
         AdminCommand::Registry(r) => registry::run(r, lang),
         AdminCommand::Demo(a) => demo::run(a, lang),
+        AdminCommand::Migrate(a) => migrate::run(a, lang),
         AdminCommand::Rounds(c) => rounds::run(c, lang),
         AdminCommand::Devices(c) => devices::run(c, lang),
         AdminCommand::Audit(a) => devices::audit(a, lang),

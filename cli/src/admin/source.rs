@@ -115,7 +115,7 @@ pub fn open_existing(db: &Database) -> anyhow::Result<Box<dyn Store>> {
 }
 
 /// Opens an existing database for reading, changing nothing in it.
-fn open_for_reading(db: &Database) -> anyhow::Result<Box<dyn Store>> {
+pub fn open_for_reading(db: &Database) -> anyhow::Result<Box<dyn Store>> {
     match db {
         Database::Sqlite(path) => {
             Ok(Box::new(SqliteStore::open_read_only(path).map_err(|e| store_error(db, e))?))

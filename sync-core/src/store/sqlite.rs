@@ -662,7 +662,9 @@ impl Store for SqliteStore {
     }
 
     fn export(&self) -> Result<Export, StoreError> {
-        let c = &self.conn;
+        // One read transaction: a snapshot of the whole database, even while a server writes.
+        let tx = self.conn.unchecked_transaction().map_err(backend)?;
+        let c: &Connection = &tx;
         let refused =
             all_rows(c, &format!("SELECT {REFUSED_COLUMNS} FROM refused_uploads ORDER BY id"), refused_row)?
                 .into_iter()
@@ -697,7 +699,14 @@ impl Store for SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?,
             refused,
-            places: self.places()?,
+            places: all_rows(c, "SELECT id, kind, name, parent, expected_households FROM places ORDER BY id", |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get::<_, Option<i64>>(4)?))
+            })?
+            .into_iter()
+            .map(|(id, kind, name, parent, expected)| {
+                Ok(Place { kind: kind_from(&id, &kind)?, id, name, parent, expected_households: expected.map(|e| e as u32) })
+            })
+            .collect::<Result<_, StoreError>>()?,
             settings: all_rows(c, "SELECT key, value FROM settings ORDER BY key", |r| Ok((r.get(0)?, r.get(1)?)))?,
             devices,
             credentials: all_rows(
