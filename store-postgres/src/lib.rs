@@ -431,7 +431,14 @@ impl Store for PgStore {
     fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
         let key = id.to_string();
         let mut conn = self.conn()?;
-        let mut tx = conn.build_transaction().read_only(true).start().map_err(backend)?;
+        // One snapshot for both reads, so a compaction committing between
+        // them cannot hide the changes it folded.
+        let mut tx = conn
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .map_err(backend)?;
         let snapshot: Option<Vec<u8>> = tx
             .query_opt("SELECT bytes FROM snapshots WHERE document = $1", &[&key])
             .map_err(backend)?

@@ -317,13 +317,14 @@ impl Store for SqliteStore {
 
     fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
         let key = id.to_string();
-        let snapshot: Option<Vec<u8>> = self
-            .conn
+        // One read transaction for both reads, so a compaction committing
+        // between them cannot hide the changes it folded.
+        let tx = self.conn.unchecked_transaction().map_err(backend)?;
+        let snapshot: Option<Vec<u8>> = tx
             .query_row("SELECT bytes FROM snapshots WHERE document = ?1", [&key], |r| r.get(0))
             .optional()
             .map_err(backend)?;
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached("SELECT bytes FROM changes WHERE document = ?1 AND bytes IS NOT NULL ORDER BY stored_at, rowid")
             .map_err(backend)?;
         let changes = stmt
