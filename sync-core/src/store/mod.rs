@@ -1,8 +1,9 @@
 //! Storage: the [`Store`] trait every backend implements, and the SQLite
 //! backend that is the embedded default.
 //!
-//! **Invariant: the trait names no backend type.** A PostgreSQL backend must
-//! be able to implement it as is, and pass [`conformance`].
+//! **Invariant: the trait names no backend type.** The PostgreSQL backend
+//! (crate `store-postgres`, kept out of this crate because its client brings
+//! a runtime) implements it as is, and both backends pass [`conformance`].
 //!
 //! **Invariant: a committed [`WriteBatch`] is durable and atomic.** Callers
 //! acknowledge a peer's changes only after `commit` returns, and a batch is

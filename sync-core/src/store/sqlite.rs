@@ -2,8 +2,9 @@
 //!
 //! Schema changes are numbered migrations recorded in `PRAGMA user_version`;
 //! a database newer than the program is refused rather than misread.
-//! SQL here is kept portable (no SQLite-only column types) so the same
-//! schema can be written for PostgreSQL.
+//! SQL here is kept portable (no SQLite-only column types); `store-postgres`
+//! writes the same tables and columns, in the same numbered migrations, for
+//! PostgreSQL.
 
 use std::path::Path;
 use std::time::Duration;
