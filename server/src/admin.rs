@@ -15,7 +15,7 @@ use serde_json::json;
 use sync_core::error::EditError;
 use sync_core::ids::DocumentId;
 use sync_core::registry::{check_load, load_detail, Place, Registry, AUDIT_LOAD, AUDIT_LOAD_REFUSED};
-use sync_core::store::{ChangeMeta, PeerSummary, RefusedUpload, Store, WriteBatch};
+use sync_core::store::{ChangeMeta, PeerSummary, RefusedUpload, WriteBatch};
 use sync_core::survey::Edit;
 use sync_core::sync::ChangeRecord;
 

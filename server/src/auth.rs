@@ -25,7 +25,6 @@ use sync_core::access::{
     DEVICE_TOKEN_PREFIX,
 };
 use sync_core::devices::{enroll_checked, AccessError, EnrollCheck};
-use sync_core::store::Store;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::state::now_ms;

@@ -36,7 +36,7 @@ pub struct DeviceWithCode {
 
 async fn on_writer<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&mut sync_core::store::SqliteStore) -> Result<T, AccessError> + Send + 'static,
+    f: impl FnOnce(&mut dyn Store) -> Result<T, AccessError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let shared = state.shared.clone();
     tokio::task::spawn_blocking(move || shared.writer.run(move |s| Ok(f(s))))

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`state`]: limits, the document cache, exchanges, read connections.
-//! - [`writer`]: the single SQLite writer with group commit.
+//! - [`database`]: the SQLite file or PostgreSQL database `--db` names.
+//! - [`writer`]: the single writer with group commit.
 //! - [`sync_api`]: `POST /v1/sync`, one round of a device's exchange.
 //! - [`registry_api`]: which documents a commune holds.
 //! - [`rounds`]: the survey rounds documents may be created for.
@@ -22,6 +23,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod database;
 pub mod devices_api;
 pub mod error;
 pub mod metrics;
@@ -36,7 +38,6 @@ pub mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -49,13 +50,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sync_core::automerge::ActorId;
 use sync_core::registry::Registry;
-use sync_core::store::{SqliteStore, Store, StoreError};
+use sync_core::store::StoreError;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
+pub use crate::database::Database;
 use crate::error::ErrorCode;
-use crate::state::{DocCache, Limits, ReaderPool, Shared};
+use crate::state::{DocCache, Limits, Shared};
 pub use crate::transport::{TlsConfig, TlsError};
 use crate::writer::{Writer, WriterThread};
 
@@ -63,10 +65,10 @@ use crate::writer::{Writer, WriterThread};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The database could not be opened or read.
-    #[error("database {path}: {source}")]
+    #[error("database {db}: {source}")]
     Store {
-        /// The database file.
-        path: PathBuf,
+        /// The database.
+        db: Database,
         /// What went wrong.
         source: StoreError,
     },
@@ -86,8 +88,8 @@ pub enum StartError {
 /// How to run a server.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The SQLite database file (created if missing).
-    pub db: PathBuf,
+    /// The database: a SQLite file (created if missing) or a PostgreSQL database.
+    pub db: Database,
     /// The address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
     /// Limits enforced on connections, requests and memory.
@@ -104,8 +106,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a database file and address.
-    pub fn new(db: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+    /// Defaults for a database (a file path, or a `postgres://` URL) and address.
+    pub fn new(db: impl Into<Database>, listen: SocketAddr) -> Self {
         Self {
             db: db.into(),
             listen,
@@ -128,8 +130,8 @@ pub struct AppState {
 /// empty store), the known survey rounds and the administrator actor, and
 /// starts the writer.
 pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartError> {
-    let store_err = |source| StartError::Store { path: config.db.clone(), source };
-    let mut store = SqliteStore::open(&config.db).map_err(store_err)?;
+    let store_err = |source| StartError::Store { db: config.db.clone(), source };
+    let mut store = config.db.open_writer().map_err(store_err)?;
     let mut places = store.places().map_err(store_err)?;
     if places.is_empty() {
         let sample = Registry::sample_bac_kan();
@@ -139,7 +141,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
     }
     let registry =
         Registry::new(places).map_err(|e| store_err(StoreError::Corrupt(format!("stored registry: {e}"))))?;
-    let rounds = rounds::known_rounds(&store).map_err(store_err)?;
+    let rounds = rounds::known_rounds(store.as_ref()).map_err(store_err)?;
     let admin_actor = match store.setting("admin_actor").map_err(store_err)? {
         Some(hex) => ActorId::try_from(hex.as_str())
             .map_err(|e| store_err(StoreError::Corrupt(format!("admin_actor {hex:?}: {e}"))))?,
@@ -152,9 +154,10 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
     // The administrator's actor belongs to no device: a device uploading
     // changes under it is refused like any actor of another device.
     store.bind_actor(&admin_actor.to_hex_string(), ADMIN_ACTOR_OWNER, state::now_ms()).map_err(store_err)?;
+    let readers = config.db.readers().map_err(store_err)?;
     let (writer, thread) = Writer::start(store, config.limits.writer_queue);
     let shared = Shared {
-        readers: ReaderPool::new(config.db.clone()),
+        readers,
         writer,
         docs: DocCache::new(config.limits.max_cached_documents),
         exchanges: Mutex::new(Default::default()),
@@ -394,10 +397,15 @@ async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let addr = listener.local_addr().map_err(StartError::Runtime)?;
-    let (state, writer) = open_state(&config)?;
+    // Opening reads and writes the store, which may block (PostgreSQL's
+    // client must not run on the async threads).
+    let opening = config.clone();
+    let (state, writer) = tokio::task::spawn_blocking(move || open_state(&opening))
+        .await
+        .map_err(|e| StartError::Runtime(std::io::Error::other(e)))??;
     let sweeper = spawn_sweeper(&state);
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    tracing::info!(db = %config.db.display(), "listening on {scheme}://{addr}");
+    tracing::info!(db = %config.db, "listening on {scheme}://{addr}");
     let metrics = match metrics_listener {
         Some(l) => {
             let at = l.local_addr().map_err(StartError::Runtime)?;
@@ -493,10 +501,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         None => None,
     };
     // Open the store here so that a bad database fails `start`, not the thread.
-    drop(
-        SqliteStore::open(&config.db)
-            .map_err(|source| StartError::Store { path: config.db.clone(), source })?,
-    );
+    drop(config.db.open_writer().map_err(|source| StartError::Store { db: config.db.clone(), source })?);
     let tls = config.tls.is_some();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()

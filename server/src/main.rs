@@ -12,9 +12,11 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "thonsync-server", version, about)]
 struct Args {
-    /// The SQLite database file, created if missing.
-    #[arg(long, env = "THONSYNC_DB", default_value = "thonsync.sqlite")]
-    db: PathBuf,
+    /// The database: a SQLite file, created if missing, or a PostgreSQL
+    /// database as `postgres://user:password@host:port/name` (it must exist;
+    /// its tables are created).
+    #[arg(long, env = "THONSYNC_DB", default_value = "thonsync.sqlite", value_name = "FILE|URL")]
+    db: server::Database,
     /// The address to listen on; port 0 picks a free port.
     #[arg(long, env = "THONSYNC_LISTEN", default_value = "127.0.0.1:7300")]
     listen: SocketAddr,

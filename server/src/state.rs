@@ -8,7 +8,6 @@
 //! slot is emptied, so the next request reloads the document from the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +16,7 @@ use sync_core::automerge::{ActorId, ReadDoc};
 use sync_core::exchange::HubExchange;
 use sync_core::ids::{DocumentId, DocumentKind, PeerId, Round};
 use sync_core::registry::{PlaceKind, Registry};
-use sync_core::store::{SqliteStore, Store, StoreError, WriteBatch};
+use sync_core::store::{Store, StoreError, WriteBatch};
 use sync_core::survey::SurveyDocument;
 use sync_core::sync::InputLimits;
 
@@ -234,36 +233,60 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Read connections to the database; SQLite's WAL lets them read while the writer writes.
+/// Opens one more read handle on the database.
+pub type OpenReader = Arc<dyn Fn() -> Result<Box<dyn Store>, StoreError> + Send + Sync>;
+
+/// Read connections to the database: SQLite's WAL lets them read while the
+/// writer writes; on PostgreSQL each handle shares one connection pool.
 pub struct ReaderPool {
-    /// The database file, to open more connections when all are busy.
-    path: PathBuf,
-    /// Idle connections, reused to avoid reopening per request.
-    idle: Mutex<Vec<SqliteStore>>,
+    /// Opens more handles when all are busy.
+    open: OpenReader,
+    /// Idle handles, reused to avoid reopening per request.
+    idle: Mutex<Vec<Box<dyn Store>>>,
 }
 
 /// Most idle read connections kept open.
 const MAX_IDLE_READERS: usize = 4;
 
 impl ReaderPool {
-    /// A pool over the database at `path` (already migrated by the writer).
-    pub fn new(path: PathBuf) -> Self {
-        Self { path, idle: Mutex::new(Vec::new()) }
+    /// A pool of handles made by `open` (on a database the writer has migrated).
+    pub fn new(open: OpenReader) -> Self {
+        Self { open, idle: Mutex::new(Vec::new()) }
     }
 
     /// Runs `f` with a read connection.
-    pub fn with<T>(&self, f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn with<T>(&self, f: impl FnOnce(&dyn Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = self.idle.lock().expect("reader pool").pop();
         let conn = match conn {
             Some(c) => c,
-            None => SqliteStore::open(&self.path)?,
+            None => (self.open)()?,
         };
-        let out = f(&conn);
+        let out = f(conn.as_ref());
         let mut idle = self.idle.lock().expect("reader pool");
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
         out
+    }
+}
+
+/// Closing a store may block (PostgreSQL's client runs its own runtime to
+/// say goodbye), which panics on an async thread: there, the handles are
+/// closed on a thread of their own, waited for, so that the database is
+/// closed when the pool is gone.
+impl Drop for ReaderPool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let closed: OpenReader = Arc::new(|| Err(StoreError::Backend("the reader pool is closed".into())));
+        let open = std::mem::replace(&mut self.open, closed);
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let closing =
+            std::thread::Builder::new().name("thonsync-close".into()).spawn(move || drop((idle, open)));
+        if let Ok(thread) = closing {
+            let _ = thread.join();
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use sync_core::exchange::{Begin, HubEnv, HubError, HubExchange};
 use sync_core::ids::{check_id, DocumentId, PeerId};
-use sync_core::store::{NewRefusedUpload, Store, WriteBatch};
+use sync_core::store::{NewRefusedUpload, WriteBatch};
 use sync_core::survey::SurveyDocument;
 use sync_core::sync::{ChangeRecord, RefusalCode};
 

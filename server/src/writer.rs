@@ -1,4 +1,5 @@
-//! The one SQLite writer: a thread that owns the writing connection and
+//! The one writer: a thread that owns the writing store (SQLite or
+//! PostgreSQL) and
 //! commits the write batches of concurrent requests together (group commit),
 //! so many devices share one fsync.
 //!
@@ -33,10 +34,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
-use sync_core::store::{CommitSummary, SqliteStore, Store, StoreError, WriteBatch};
+use sync_core::store::{CommitSummary, Store, StoreError, WriteBatch};
 
 /// Where a commit's outcome goes.
 type Reply = mpsc::SyncSender<Result<CommitSummary, StoreError>>;
+
+/// A write run alone on the writer's store; returns whether it panicked.
+type RunJob = Box<dyn FnOnce(&mut dyn Store) -> bool + Send>;
 
 /// Work for the writer thread.
 enum Job {
@@ -44,7 +48,7 @@ enum Job {
     Commit(WriteBatch, i64, Reply),
     /// Any other write (registry, settings), run alone in order; it sends its
     /// own outcome and returns whether it panicked.
-    Run(Box<dyn FnOnce(&mut SqliteStore) -> bool + Send>),
+    Run(RunJob),
 }
 
 /// Most jobs taken from the queue at once, so one group cannot grow without end.
@@ -97,7 +101,7 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
 impl Writer {
     /// Starts the writer thread on its own connection, with a queue of
     /// `capacity` jobs (at least one).
-    pub fn start(store: SqliteStore, capacity: usize) -> (Self, WriterThread) {
+    pub fn start(store: Box<dyn Store>, capacity: usize) -> (Self, WriterThread) {
         let (tx, rx) = mpsc::sync_channel::<Job>(capacity.max(1));
         let stats = Arc::new(WriterStats::default());
         let seen = stats.clone();
@@ -114,7 +118,7 @@ impl Writer {
                         }
                     }
                     seen.taken(jobs.len());
-                    run_jobs(&mut store, jobs);
+                    run_jobs(store.as_mut(), jobs);
                 }
                 tracing::debug!("writer stopped");
             })
@@ -149,7 +153,7 @@ impl Writer {
     /// Runs another write on the writer's connection and returns its result.
     pub fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.queue_run(f)?.recv().map_err(|_| stopped())?
     }
@@ -168,10 +172,10 @@ impl Writer {
     /// Queues a job (waiting while the queue is full) without waiting for it to run.
     fn queue_run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<mpsc::Receiver<Result<T, StoreError>>, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let job = move |store: &mut SqliteStore| {
+        let job = move |store: &mut dyn Store| {
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| f(store)));
             let panicked = outcome.is_err();
             let result = outcome.unwrap_or_else(|p| {
@@ -209,7 +213,7 @@ struct Pending {
 
 /// Runs jobs in queue order: consecutive commits as one group, each `run`
 /// job between the commits queued before and after it.
-fn run_jobs(store: &mut SqliteStore, jobs: Vec<Job>) {
+fn run_jobs(store: &mut dyn Store, jobs: Vec<Job>) {
     let mut group = Vec::new();
     for job in jobs {
         match job {
@@ -226,7 +230,7 @@ fn run_jobs(store: &mut SqliteStore, jobs: Vec<Job>) {
 }
 
 /// Rolls back whatever a panic left open, so the next job starts clean.
-fn recover(store: &mut SqliteStore) {
+fn recover(store: &mut dyn Store) {
     match store.recover() {
         Ok(true) => tracing::warn!("rolled back a transaction a panic left open"),
         Ok(false) => {}
@@ -237,7 +241,7 @@ fn recover(store: &mut SqliteStore) {
 /// Commits batches in one transaction, turning a panic into an error after
 /// rolling back.
 fn commit_contained(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     batches: &[&WriteBatch],
     now: i64,
 ) -> Result<Vec<CommitSummary>, StoreError> {
@@ -255,7 +259,7 @@ fn commit_contained(
 /// Commits a group in one transaction and answers each caller with its own
 /// summary; if the group fails, retries its batches one by one so that only
 /// a batch failing alone fails its caller.
-fn commit_group(store: &mut SqliteStore, group: Vec<Pending>) {
+fn commit_group(store: &mut dyn Store, group: Vec<Pending>) {
     if group.is_empty() {
         return;
     }
@@ -298,7 +302,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use sync_core::ids::DocumentId;
-    use sync_core::store::NewRefusedUpload;
+    use sync_core::store::{NewRefusedUpload, SqliteStore};
     use sync_core::sync::{ChangeRecord, RefusalCode};
 
     /// Only a guard against a hung test, never a timing assertion.
@@ -339,7 +343,7 @@ mod tests {
     }
 
     fn start(store: SqliteStore, capacity: usize) -> (Writer, WriterThread) {
-        Writer::start(store, capacity)
+        Writer::start(Box::new(store), capacity)
     }
 
     /// Occupies the writer with a job until the returned sender is used (or

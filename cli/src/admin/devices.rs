@@ -104,7 +104,8 @@ pub enum AdminTokenCommand {
         "thonsync admin create-token --db ./demo/thonsync.sqlite --name hoa --format json",
     ))]
     CreateToken {
-        /// The server's SQLite database; it must exist (the server creates it on its first start).
+        /// The server's database: a SQLite file that must exist (the server creates it on its
+        /// first start), or a PostgreSQL database as postgres://user:password@host:port/name.
         #[arg(long, env = "THONSYNC_DB", default_value = "thonsync.sqlite")]
         db: PathBuf,
         /// Who the token is for; the audit log names them.
@@ -436,7 +437,8 @@ pub fn admin(cmd: AdminTokenCommand, lang: Lang) -> anyhow::Result<()> {
                     "--name phải ghi tên người nhận mã truy cập",
                 )));
             }
-            if !db.is_file() {
+            let database = super::source::database(&db);
+            if matches!(database, server::Database::Sqlite(_)) && !db.is_file() {
                 return Err(cannot_reach(say(
                     format!(
                         "no database at {}: give the server's database with --db PATH (or THONSYNC_DB); \
@@ -450,20 +452,20 @@ pub fn admin(cmd: AdminTokenCommand, lang: Lang) -> anyhow::Result<()> {
                     ),
                 )));
             }
-            let mut store = open_existing(&db)?;
+            let mut store = open_existing(&database)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            let token = sync_core::devices::create_admin_token(&mut store, name, now, rand::random())
+            let token = sync_core::devices::create_admin_token(store.as_mut(), name, now, rand::random())
                 .map_err(|e| {
                     cannot_reach(say(
-                        format!("cannot write the token to the database {}: {e}", db.display()),
-                        format!("không ghi được mã truy cập vào cơ sở dữ liệu {}: {e}", db.display()),
+                        format!("cannot write the token to the database {}: {e}", database),
+                        format!("không ghi được mã truy cập vào cơ sở dữ liệu {}: {e}", database),
                     ))
                 })?;
             if format == ListFormat::Json {
-                return print_json(&TokenOut { name, token: &token, database: db.display().to_string() });
+                return print_json(&TokenOut { name, token: &token, database: database.to_string() });
             }
             eprintln!(
                 "{} {name} {}",

@@ -23,6 +23,7 @@ mod demo;
 mod devices;
 mod export;
 mod history;
+mod migrate;
 pub(crate) mod out;
 mod quality;
 mod refused;
@@ -55,7 +56,8 @@ pub fn cannot_reach(message: impl Into<String>) -> anyhow::Error {
 /// Where the data comes from, and how to show it; shared by every admin command.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The server's SQLite database, read without disturbing a running server.
+    /// The server's database: a SQLite file, read without disturbing a running
+    /// server, or a PostgreSQL database as postgres://user:password@host:port/name.
     #[arg(long, env = "THONSYNC_DB", default_value = "thonsync.sqlite", global = true)]
     pub db: PathBuf,
     /// A running server (e.g. http://127.0.0.1:7300): read and write through its admin API instead of --db.
@@ -204,6 +206,14 @@ pub enum AdminCommand {
         "thonsync demo --format json > demo.json",
     ))]
     Demo(demo::DemoArgs),
+    /// Move the server's database to another backend (a SQLite file into an empty PostgreSQL
+    /// database): every table in one transaction, then the counts, every row and every
+    /// document's heads checked from the new database. Stop the server first.
+    #[command(after_help = help!(
+        "thonsync migrate --from /var/lib/thonsync/thonsync.sqlite --to postgres://thonsync:PASSWORD@127.0.0.1/thonsync",
+        "thonsync migrate --from thonsync.sqlite --to postgres://thonsync@db.lan/thonsync --format json",
+    ))]
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Runs an administrator command; failures are printed here with their exit code.
@@ -221,6 +231,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => a.common.lang,
         AdminCommand::Registry(r) => r.common().lang,
         AdminCommand::Demo(a) => a.lang,
+        AdminCommand::Migrate(a) => a.lang,
         AdminCommand::Rounds(c) => c.common().lang,
         AdminCommand::Devices(c) => c.common().lang,
         AdminCommand::Audit(a) => a.common.lang,
@@ -243,6 +254,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Export(a) => export::run(a, lang),
         AdminCommand::Registry(r) => registry::run(r, lang),
         AdminCommand::Demo(a) => demo::run(a, lang),
+        AdminCommand::Migrate(a) => migrate::run(a, lang),
         AdminCommand::Rounds(c) => rounds::run(c, lang),
         AdminCommand::Devices(c) => devices::run(c, lang),
         AdminCommand::Audit(a) => devices::audit(a, lang),

@@ -1,15 +1,17 @@
-//! Where the administrator's commands read and write: the server's SQLite
-//! file (`--db`, opened read-only for reads) or a running server's admin API
+//! Where the administrator's commands read and write: the server's database
+//! (`--db`: a SQLite file, opened read-only for reads, or a `postgres://`
+//! URL, not migrated for reads) or a running server's admin API
 //! (`--server`). Both hand out the same raw materials (registry, stored
 //! documents, change metadata, peers, refused uploads), so every command
 //! builds its output from them in one code path.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use server::Database;
+use store_postgres::PgStore;
 use sync_core::access::{edits_detail, AuditEvent, DeviceRecord, AUDIT_EDIT};
 use sync_core::automerge::ActorId;
 use sync_core::devices::{add_device, revoke_device, rotate_device, AccessError};
@@ -49,12 +51,12 @@ pub enum Access {
 
 /// The server's database or a running server.
 pub enum Source {
-    /// A database file.
+    /// The server's database.
     Db {
-        /// Where it is.
-        path: PathBuf,
+        /// Which one.
+        db: Database,
         /// Open read-only or read-write.
-        store: SqliteStore,
+        store: Box<dyn Store>,
     },
     /// A running server's admin API.
     Server {
@@ -65,26 +67,23 @@ pub enum Source {
     },
 }
 
-fn store_error(path: &Path, e: StoreError) -> anyhow::Error {
+fn store_error(db: &Database, e: StoreError) -> anyhow::Error {
     match e {
         StoreError::NotFound(_) => cannot_reach(say(
             format!(
                 "no database at {}: give the server's database with --db PATH (or THONSYNC_DB), \
                  or a running server with --server URL (or THONSYNC_SERVER)",
-                path.display()
+                db
             ),
             format!(
                 "không có cơ sở dữ liệu tại {}: hãy chỉ cơ sở dữ liệu của máy chủ bằng --db ĐƯỜNG_DẪN \
                  (hoặc THONSYNC_DB), hoặc một máy chủ đang chạy bằng --server URL (hoặc THONSYNC_SERVER)",
-                path.display()
+                db
             ),
         )),
         other => Failure {
             exit: EXIT_ERROR,
-            message: say(
-                format!("database {}: {other}", path.display()),
-                format!("lỗi cơ sở dữ liệu {} ({other})", path.display()),
-            ),
+            message: say(format!("database {}: {other}", db), format!("lỗi cơ sở dữ liệu {} ({other})", db)),
         }
         .into(),
     }
@@ -98,13 +97,33 @@ fn unexpected(base: &str, what: &str) -> String {
     )
 }
 
-/// Opens an existing database file read-write; never creates one, so a
-/// mistyped path is an error naming it (exit 4) rather than a new empty database.
-pub fn open_existing(path: &Path) -> anyhow::Result<SqliteStore> {
-    if !path.is_file() {
-        return Err(store_error(path, StoreError::NotFound(String::new())));
+/// Opens an existing database read-write (migrating it); never creates a
+/// SQLite file, so a mistyped path is an error naming it (exit 4) rather
+/// than a new empty database.
+pub fn open_existing(db: &Database) -> anyhow::Result<Box<dyn Store>> {
+    match db {
+        Database::Sqlite(path) => {
+            if !path.is_file() {
+                return Err(store_error(db, StoreError::NotFound(String::new())));
+            }
+            Ok(Box::new(SqliteStore::open(path).map_err(|e| store_error(db, e))?))
+        }
+        Database::Postgres(url) => {
+            Ok(Box::new(PgStore::open_with_pool(url, 2).map_err(|e| store_error(db, e))?))
+        }
     }
-    SqliteStore::open(path).map_err(|e| store_error(path, e))
+}
+
+/// Opens an existing database for reading, changing nothing in it.
+pub fn open_for_reading(db: &Database) -> anyhow::Result<Box<dyn Store>> {
+    match db {
+        Database::Sqlite(path) => {
+            Ok(Box::new(SqliteStore::open_read_only(path).map_err(|e| store_error(db, e))?))
+        }
+        Database::Postgres(url) => {
+            Ok(Box::new(PgStore::open_current(url, 2).map_err(|e| store_error(db, e))?))
+        }
+    }
 }
 
 impl Source {
@@ -138,19 +157,19 @@ impl Source {
                 .into();
             return Ok(Source::Server { base, agent });
         }
-        let path = common.db.clone();
+        let db = database(&common.db);
         let store = match access {
-            Access::Read => SqliteStore::open_read_only(&path).map_err(|e| store_error(&path, e))?,
-            Access::Write => open_existing(&path)?,
+            Access::Read => open_for_reading(&db)?,
+            Access::Write => open_existing(&db)?,
         };
-        tracing::debug!(path = %path.display(), ?access, "database opened");
-        Ok(Source::Db { path, store })
+        tracing::debug!(%db, ?access, "database opened");
+        Ok(Source::Db { db, store })
     }
 
     /// Where the data comes from, for a person.
     pub fn describe(&self) -> String {
         match self {
-            Source::Db { path, .. } => path.display().to_string(),
+            Source::Db { db, .. } => db.to_string(),
             Source::Server { base, .. } => base.clone(),
         }
     }
@@ -251,7 +270,7 @@ impl Source {
     /// The stored places (empty when no registry was loaded).
     pub fn places(&self) -> anyhow::Result<Vec<Place>> {
         match self {
-            Source::Db { path, store } => store.places().map_err(|e| store_error(path, e)),
+            Source::Db { db, store } => store.places().map_err(|e| store_error(db, e)),
             Source::Server { .. } => {
                 self.get_json("/v1/admin/registry", &say("reading the registry", "đọc danh mục địa bàn"))
             }
@@ -261,7 +280,7 @@ impl Source {
     /// Every document with stored changes.
     pub fn document_ids(&self) -> anyhow::Result<Vec<DocumentId>> {
         match self {
-            Source::Db { path, store } => store.document_ids().map_err(|e| store_error(path, e)),
+            Source::Db { db, store } => store.document_ids().map_err(|e| store_error(db, e)),
             Source::Server { .. } => {
                 self.get_json("/v1/admin/documents", &say("listing documents", "liệt kê tài liệu"))
             }
@@ -272,7 +291,9 @@ impl Source {
     pub fn document(&self, id: &DocumentId) -> anyhow::Result<Option<SurveyDocument>> {
         let reader = ActorId::from([0u8; 16]);
         match self {
-            Source::Db { path, store } => load_survey(store, id, reader).map_err(|e| store_error(path, e)),
+            Source::Db { db, store } => {
+                load_survey(store.as_ref(), id, reader).map_err(|e| store_error(db, e))
+            }
             Source::Server { base, agent } => {
                 let what = say(format!("reading {id}"), format!("đọc {id}"));
                 let resp = agent
@@ -299,7 +320,7 @@ impl Source {
     /// Metadata of the changes of one document, or of all.
     pub fn changes(&self, id: Option<&DocumentId>) -> anyhow::Result<Vec<ChangeMeta>> {
         match self {
-            Source::Db { path, store } => store.change_meta(id).map_err(|e| store_error(path, e)),
+            Source::Db { db, store } => store.change_meta(id).map_err(|e| store_error(db, e)),
             Source::Server { .. } => {
                 let path = match id {
                     Some(d) => format!("/v1/admin/changes?document={d}"),
@@ -313,7 +334,7 @@ impl Source {
     /// Devices (peers) with persisted sync sessions.
     pub fn peers(&self) -> anyhow::Result<Vec<PeerSummary>> {
         match self {
-            Source::Db { path, store } => store.peers().map_err(|e| store_error(path, e)),
+            Source::Db { db, store } => store.peers().map_err(|e| store_error(db, e)),
             Source::Server { .. } => {
                 self.get_json("/v1/admin/peers", &say("listing devices", "liệt kê thiết bị"))
             }
@@ -323,9 +344,9 @@ impl Source {
     /// Refused uploads, newest first.
     pub fn refused(&self) -> anyhow::Result<Vec<RefusedSummary>> {
         match self {
-            Source::Db { path, store } => Ok(store
+            Source::Db { db, store } => Ok(store
                 .refused()
-                .map_err(|e| store_error(path, e))?
+                .map_err(|e| store_error(db, e))?
                 .into_iter()
                 .map(|r| RefusedSummary::from(&r))
                 .collect()),
@@ -337,9 +358,9 @@ impl Source {
     /// One refused upload with its bytes.
     pub fn refused_one(&self, id: i64) -> anyhow::Result<Option<(RefusedSummary, Vec<u8>)>> {
         match self {
-            Source::Db { path, store } => Ok(store
+            Source::Db { db, store } => Ok(store
                 .refused_by_id(id)
-                .map_err(|e| store_error(path, e))?
+                .map_err(|e| store_error(db, e))?
                 .map(|r| (RefusedSummary::from(&r), r.upload.bytes))),
             Source::Server { .. } => {
                 #[derive(Deserialize)]
@@ -372,9 +393,9 @@ impl Source {
     /// Size and document count of the store.
     pub fn store_info(&self) -> anyhow::Result<StoreInfo> {
         match self {
-            Source::Db { path, store } => Ok(StoreInfo {
-                size_bytes: store.size_bytes().map_err(|e| store_error(path, e))?,
-                documents: store.document_ids().map_err(|e| store_error(path, e))?.len() as u64,
+            Source::Db { db, store } => Ok(StoreInfo {
+                size_bytes: store.size_bytes().map_err(|e| store_error(db, e))?,
+                documents: store.document_ids().map_err(|e| store_error(db, e))?.len() as u64,
             }),
             Source::Server { .. } => self
                 .get_json("/v1/admin/store", &say("reading the store size", "đọc dung lượng cơ sở dữ liệu")),
@@ -382,7 +403,7 @@ impl Source {
     }
 
     /// The administrator's actor id in a database file, created once.
-    fn admin_actor(store: &mut SqliteStore) -> anyhow::Result<ActorId> {
+    fn admin_actor(store: &mut dyn Store) -> anyhow::Result<ActorId> {
         if let Some(hex) = store.setting(ADMIN_ACTOR_SETTING)? {
             if let Ok(actor) = ActorId::try_from(hex.as_str()) {
                 return Ok(actor);
@@ -405,10 +426,11 @@ impl Source {
     /// Writes `edits` to a document as one administrator's change; returns its hash.
     pub fn apply_edits(&mut self, id: &DocumentId, edits: &[Edit], now_ms: i64) -> anyhow::Result<String> {
         match self {
-            Source::Db { path, store } => {
-                let actor = Self::admin_actor(store)?;
-                let mut doc =
-                    load_survey(store, id, actor).map_err(|e| store_error(path, e))?.ok_or_else(|| {
+            Source::Db { db, store } => {
+                let actor = Self::admin_actor(store.as_mut())?;
+                let mut doc = load_survey(store.as_ref(), id, actor)
+                    .map_err(|e| store_error(db, e))?
+                    .ok_or_else(|| {
                         not_found(say(
                             format!("{id} has no stored changes; see `thonsync villages`"),
                             format!("{id} chưa có thay đổi nào được lưu; xem `thonsync villages`"),
@@ -424,7 +446,7 @@ impl Source {
                     .map(|c| ChangeRecord::new(id, c))
                     .collect();
                 let batch = WriteBatch { changes, ..WriteBatch::default() };
-                store.commit(&batch, now_ms).map_err(|e| store_error(path, e))?;
+                store.commit(&batch, now_ms).map_err(|e| store_error(db, e))?;
                 store
                     .append_audit(&AuditEvent {
                         at: now_ms,
@@ -433,7 +455,7 @@ impl Source {
                         subject: id.to_string(),
                         detail: edits_detail(&hash.to_string(), edits),
                     })
-                    .map_err(|e| store_error(path, e))?;
+                    .map_err(|e| store_error(db, e))?;
                 Ok(hash.to_string())
             }
             Source::Server { base, agent } => {
@@ -467,7 +489,7 @@ impl Source {
             Source::Db { .. } => {
                 let current = self.registry()?;
                 let stored = self.document_ids()?;
-                let Source::Db { path, store } = self else { unreachable!("a database") };
+                let Source::Db { db, store } = self else { unreachable!("a database") };
                 let places: Vec<Place> = registry.places().cloned().collect();
                 let checked = check_load(&current, registry, &stored, force);
                 let (action, detail) = match &checked {
@@ -475,7 +497,7 @@ impl Source {
                     Err(refused) => (AUDIT_LOAD_REFUSED, refused.to_string()),
                 };
                 if checked.is_ok() {
-                    store.put_places(&places).map_err(|e| store_error(path, e))?;
+                    store.put_places(&places).map_err(|e| store_error(db, e))?;
                 }
                 store
                     .append_audit(&AuditEvent {
@@ -485,7 +507,7 @@ impl Source {
                         subject: "registry".into(),
                         detail,
                     })
-                    .map_err(|e| store_error(path, e))?;
+                    .map_err(|e| store_error(db, e))?;
                 let dropped = checked.map_err(|e| Failure {
                     exit: EXIT_ERROR,
                     message: say(e.to_string(), super::registry::drops_data_vi(&e.places)),
@@ -527,7 +549,7 @@ pub struct DeviceWithCode {
 const LOCAL_ADMIN: &str = "admin:local";
 
 impl Source {
-    fn access_error(path: &Path, e: AccessError) -> anyhow::Error {
+    fn access_error(db: &Database, e: AccessError) -> anyhow::Error {
         use AccessError as E;
         let message = |e: &AccessError| {
             let vi = match e {
@@ -551,7 +573,7 @@ impl Source {
         match e {
             E::UnknownDevice(_) => not_found(message(&e)),
             E::NoName | E::NoCommunes | E::UnknownCommune(_) => super::usage(message(&e)),
-            E::Store(s) => store_error(path, s),
+            E::Store(s) => store_error(db, s),
             other => Failure { exit: EXIT_ERROR, message: message(&other) }.into(),
         }
     }
@@ -572,8 +594,8 @@ impl Source {
     /// Adds a device for communes; returns it with its one-time code.
     pub fn add_device(&mut self, name: &str, communes: &[String]) -> anyhow::Result<DeviceWithCode> {
         match self {
-            Source::Db { path, store } => {
-                let places = store.places().map_err(|e| store_error(path, e))?;
+            Source::Db { db, store } => {
+                let places = store.places().map_err(|e| store_error(db, e))?;
                 let registry = if places.is_empty() {
                     Registry::sample_bac_kan()
                 } else {
@@ -583,8 +605,8 @@ impl Source {
                     ))?
                 };
                 let (device, code) =
-                    add_device(store, &registry, name, communes, LOCAL_ADMIN, now(), rand::random())
-                        .map_err(|e| Self::access_error(path, e))?;
+                    add_device(store.as_mut(), &registry, name, communes, LOCAL_ADMIN, now(), rand::random())
+                        .map_err(|e| Self::access_error(db, e))?;
                 Ok(DeviceWithCode { device, code })
             }
             Source::Server { .. } => self.post_json(
@@ -598,7 +620,7 @@ impl Source {
     /// Every device.
     pub fn devices(&self) -> anyhow::Result<Vec<DeviceRecord>> {
         match self {
-            Source::Db { path, store } => store.devices().map_err(|e| store_error(path, e)),
+            Source::Db { db, store } => store.devices().map_err(|e| store_error(db, e)),
             Source::Server { .. } => {
                 self.get_json("/v1/admin/devices", &say("listing devices", "liệt kê thiết bị"))
             }
@@ -608,8 +630,8 @@ impl Source {
     /// Revokes a device.
     pub fn revoke_device(&mut self, id: &str) -> anyhow::Result<DeviceRecord> {
         match self {
-            Source::Db { path, store } => {
-                revoke_device(store, id, LOCAL_ADMIN, now()).map_err(|e| Self::access_error(path, e))
+            Source::Db { db, store } => {
+                revoke_device(store.as_mut(), id, LOCAL_ADMIN, now()).map_err(|e| Self::access_error(db, e))
             }
             Source::Server { .. } => self.post_json(
                 &format!("/v1/admin/devices/{}/revoke", encode_segment(id)),
@@ -622,9 +644,9 @@ impl Source {
     /// Drops a device's token and issues a new enrollment code.
     pub fn rotate_device(&mut self, id: &str) -> anyhow::Result<DeviceWithCode> {
         match self {
-            Source::Db { path, store } => {
-                let (device, code) = rotate_device(store, id, LOCAL_ADMIN, now(), rand::random())
-                    .map_err(|e| Self::access_error(path, e))?;
+            Source::Db { db, store } => {
+                let (device, code) = rotate_device(store.as_mut(), id, LOCAL_ADMIN, now(), rand::random())
+                    .map_err(|e| Self::access_error(db, e))?;
                 Ok(DeviceWithCode { device, code })
             }
             Source::Server { .. } => self.post_json(
@@ -638,7 +660,7 @@ impl Source {
     /// The newest audit events, newest first.
     pub fn audit(&self, limit: usize) -> anyhow::Result<Vec<AuditEvent>> {
         match self {
-            Source::Db { path, store } => store.audit(limit).map_err(|e| store_error(path, e)),
+            Source::Db { db, store } => store.audit(limit).map_err(|e| store_error(db, e)),
             Source::Server { .. } => self.get_json(
                 &format!("/v1/admin/audit?limit={limit}"),
                 &say("reading the audit log", "đọc nhật ký kiểm tra"),
@@ -649,8 +671,8 @@ impl Source {
     /// The survey rounds documents may be created for, sorted.
     pub fn rounds(&self) -> anyhow::Result<Vec<String>> {
         match self {
-            Source::Db { path, store } => Ok(server::rounds::known_rounds(store)
-                .map_err(|e| store_error(path, e))?
+            Source::Db { db, store } => Ok(server::rounds::known_rounds(store.as_ref())
+                .map_err(|e| store_error(db, e))?
                 .iter()
                 .map(ToString::to_string)
                 .collect()),
@@ -663,9 +685,8 @@ impl Source {
     /// Opens a survey round (written to the audit log when it is new).
     pub fn open_round(&mut self, round: &Round) -> anyhow::Result<server::rounds::RoundOpened> {
         match self {
-            Source::Db { path, store } => {
-                server::rounds::open_round(store, round, LOCAL_ADMIN, now()).map_err(|e| store_error(path, e))
-            }
+            Source::Db { db, store } => server::rounds::open_round(store.as_mut(), round, LOCAL_ADMIN, now())
+                .map_err(|e| store_error(db, e)),
             Source::Server { .. } => self.post_json(
                 "/v1/admin/rounds",
                 serde_json::json!({ "round": round.as_str() }),
@@ -677,7 +698,7 @@ impl Source {
     /// Which device each actor id belongs to: actor hex → device name (or id).
     pub fn actor_names(&self) -> anyhow::Result<std::collections::HashMap<String, String>> {
         let pairs: Vec<(String, String)> = match self {
-            Source::Db { path, store } => store.actor_devices().map_err(|e| store_error(path, e))?,
+            Source::Db { db, store } => store.actor_devices().map_err(|e| store_error(db, e))?,
             Source::Server { .. } => {
                 self.get_json("/v1/admin/actors", &say("reading actor bindings", "đọc liên kết thiết bị"))?
             }
@@ -692,6 +713,14 @@ impl Source {
                 (actor, name)
             })
             .collect())
+    }
+}
+
+/// What `--db` names: a `postgres://` URL, or a SQLite file.
+pub fn database(db: &std::path::Path) -> Database {
+    match db.to_str() {
+        Some(text) => Database::parse(text),
+        None => Database::Sqlite(db.to_owned()),
     }
 }
 

@@ -1,8 +1,9 @@
 //! Storage: the [`Store`] trait every backend implements, and the SQLite
 //! backend that is the embedded default.
 //!
-//! **Invariant: the trait names no backend type.** A PostgreSQL backend must
-//! be able to implement it as is, and pass [`conformance`].
+//! **Invariant: the trait names no backend type.** The PostgreSQL backend
+//! (crate `store-postgres`, kept out of this crate because its client brings
+//! a runtime) implements it as is, and both backends pass [`conformance`].
 //!
 //! **Invariant: a committed [`WriteBatch`] is durable and atomic.** Callers
 //! acknowledge a peer's changes only after `commit` returns, and a batch is
@@ -13,7 +14,9 @@
 //! A repeated upload inserts nothing; compaction keeps the key row (so a
 //! change compacted into a snapshot is still known) and drops only its bytes.
 
+pub mod columns;
 pub mod conformance;
+pub mod export;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,9 @@ pub enum StoreError {
     /// No such record.
     #[error("{0} not found")]
     NotFound(String),
+    /// An import was given a store that already holds data.
+    #[error("{0} is not empty: import only into a new database")]
+    NotEmpty(String),
 }
 
 /// Input that was refused, kept for an administrator.
@@ -170,6 +176,12 @@ pub trait Store: Send {
             _ => Err(StoreError::Backend("the store did not return one summary for one batch".into())),
         }
     }
+    /// Rolls back a transaction a panic left open half-way through a write,
+    /// so the store is usable again; returns whether there was one. A
+    /// backend whose transactions roll back when unwound has nothing to do.
+    fn recover(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
     /// A document's stored form, or `None` if nothing is stored for it.
     fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError>;
     /// Every document with at least one stored change.
@@ -234,6 +246,12 @@ pub trait Store: Send {
     fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The newest `limit` audit events, newest first.
     fn audit(&self, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Every row, ordered as [`export`] says.
+    fn export(&self) -> Result<export::Export, StoreError>;
+    /// Writes every row of an export into this store, which must hold
+    /// nothing ([`StoreError::NotEmpty`] otherwise), in one transaction,
+    /// keeping ids and receipt times; ids given later follow the imported ones.
+    fn import(&mut self, rows: &export::Export) -> Result<(), StoreError>;
     /// Stores an administrator token's hash under a name.
     fn put_admin_token(&mut self, name: &str, hash: &str, now: i64) -> Result<(), StoreError>;
     /// The administrator a token hash belongs to.

@@ -2,22 +2,26 @@
 //!
 //! Schema changes are numbered migrations recorded in `PRAGMA user_version`;
 //! a database newer than the program is refused rather than misread.
-//! SQL here is kept portable (no SQLite-only column types) so the same
-//! schema can be written for PostgreSQL.
+//! SQL here is kept portable (no SQLite-only column types); `store-postgres`
+//! writes the same tables and columns, in the same numbered migrations, for
+//! PostgreSQL.
 
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::columns::{
+    code_from, code_name, communes_from, communes_text, credential_kind, kind_from, kind_name,
+};
+use super::export::{ChangeRow, CredentialRow, Export, TABLES};
 use super::{
     ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
     StoredDocument, WriteBatch,
 };
 use crate::access::{AuditEvent, CredentialKind, DeviceRecord};
 use crate::ids::{DocumentId, PeerId};
-use crate::registry::{Place, PlaceKind};
-use crate::sync::RefusalCode;
+use crate::registry::Place;
 
 const MIGRATIONS: &[&str] = &[
     // 1: documents, changes, snapshots, sync sessions, refused uploads, places, settings.
@@ -172,17 +176,6 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Rolls back a transaction left open on the connection (by a panic
-    /// half-way through a write), so the connection is usable again.
-    /// Returns whether there was one.
-    pub fn recover(&mut self) -> Result<bool, StoreError> {
-        if self.conn.is_autocommit() {
-            return Ok(false);
-        }
-        self.conn.execute_batch("ROLLBACK").map_err(backend)?;
-        Ok(true)
-    }
-
     /// Makes `commit_all` panic, inside its transaction, on a batch holding a
     /// change of `document` (or never, with `None`). For tests only.
     #[doc(hidden)]
@@ -204,24 +197,6 @@ impl SqliteStore {
             tracing::info!(version = i + 1, "database migrated");
         }
         Ok(())
-    }
-}
-
-fn code_name(code: RefusalCode) -> String {
-    serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
-fn code_from(name: &str) -> Result<RefusalCode, StoreError> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned()))
-        .map_err(|_| StoreError::Corrupt(format!("unknown refusal code {name:?}")))
-}
-
-fn kind_name(kind: PlaceKind) -> &'static str {
-    match kind {
-        PlaceKind::Province => "province",
-        PlaceKind::District => "district",
-        PlaceKind::Commune => "commune",
-        PlaceKind::Village => "village",
     }
 }
 
@@ -250,16 +225,8 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
 
 fn to_device(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
     let (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version) = row;
-    let communes = serde_json::from_str(&communes)
-        .map_err(|e| StoreError::Corrupt(format!("device {id}: communes {communes:?}: {e}")))?;
+    let communes = communes_from(&id, &communes)?;
     Ok(DeviceRecord { id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version })
-}
-
-fn credential_kind(kind: CredentialKind) -> &'static str {
-    match kind {
-        CredentialKind::Enrollment => "enrollment",
-        CredentialKind::DeviceToken => "device_token",
-    }
 }
 
 /// Writes one batch's rows inside an open transaction.
@@ -312,6 +279,17 @@ fn write_batch(
     Ok(summary)
 }
 
+/// Reads every row of a query with `f`.
+fn all_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(backend)?;
+    let rows = stmt.query_map([], f).map_err(backend)?;
+    rows.collect::<Result<_, _>>().map_err(backend)
+}
+
 const REFUSED_COLUMNS: &str = "id, source, document, code, reason, bytes, received_at";
 
 impl Store for SqliteStore {
@@ -330,15 +308,24 @@ impl Store for SqliteStore {
         Ok(summaries)
     }
 
+    fn recover(&mut self) -> Result<bool, StoreError> {
+        if self.conn.is_autocommit() {
+            return Ok(false);
+        }
+        self.conn.execute_batch("ROLLBACK").map_err(backend)?;
+        Ok(true)
+    }
+
     fn load_document(&self, id: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
         let key = id.to_string();
-        let snapshot: Option<Vec<u8>> = self
-            .conn
+        // One read transaction for both reads, so a compaction committing
+        // between them cannot hide the changes it folded.
+        let tx = self.conn.unchecked_transaction().map_err(backend)?;
+        let snapshot: Option<Vec<u8>> = tx
             .query_row("SELECT bytes FROM snapshots WHERE document = ?1", [&key], |r| r.get(0))
             .optional()
             .map_err(backend)?;
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached("SELECT bytes FROM changes WHERE document = ?1 AND bytes IS NOT NULL ORDER BY stored_at, rowid")
             .map_err(backend)?;
         let changes = stmt
@@ -507,8 +494,7 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         rows.map(|row| {
             let (id, kind, name, parent, expected) = row.map_err(backend)?;
-            let kind = serde_json::from_value(serde_json::Value::String(kind.clone()))
-                .map_err(|_| StoreError::Corrupt(format!("place {id}: unknown kind {kind:?}")))?;
+            let kind = kind_from(&id, &kind)?;
             Ok(Place { id, kind, name, parent, expected_households: expected.map(|e| e as u32) })
         })
         .collect()
@@ -532,7 +518,7 @@ impl Store for SqliteStore {
     }
 
     fn put_device(&mut self, d: &DeviceRecord) -> Result<(), StoreError> {
-        let communes = serde_json::to_string(&d.communes).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let communes = communes_text(d)?;
         self.conn
             .execute(
                 "INSERT INTO devices (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version)
@@ -675,6 +661,194 @@ impl Store for SqliteStore {
             })
             .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn export(&self) -> Result<Export, StoreError> {
+        // One read transaction: a snapshot of the whole database, even while a server writes.
+        let tx = self.conn.unchecked_transaction().map_err(backend)?;
+        let c: &Connection = &tx;
+        let refused =
+            all_rows(c, &format!("SELECT {REFUSED_COLUMNS} FROM refused_uploads ORDER BY id"), refused_row)?
+                .into_iter()
+                .map(to_refused)
+                .collect::<Result<_, _>>()?;
+        let devices = all_rows(c, &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY id"), device_row)?
+            .into_iter()
+            .map(to_device)
+            .collect::<Result<_, _>>()?;
+        Ok(Export {
+            changes: all_rows(
+                c,
+                "SELECT document, hash, bytes, actor, seq, time, stored_at FROM changes ORDER BY stored_at, rowid",
+                |r| {
+                    Ok(ChangeRow {
+                        document: r.get(0)?,
+                        hash: r.get(1)?,
+                        bytes: r.get(2)?,
+                        actor: r.get(3)?,
+                        seq: r.get(4)?,
+                        time: r.get(5)?,
+                        stored_at: r.get(6)?,
+                    })
+                },
+            )?,
+            snapshots: all_rows(c, "SELECT document, bytes, made_at FROM snapshots ORDER BY document", |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?,
+            sync_states: all_rows(
+                c,
+                "SELECT peer, document, state, updated_at FROM sync_states ORDER BY peer, document",
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?,
+            refused,
+            places: all_rows(c, "SELECT id, kind, name, parent, expected_households FROM places ORDER BY id", |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get::<_, Option<i64>>(4)?))
+            })?
+            .into_iter()
+            .map(|(id, kind, name, parent, expected)| {
+                Ok(Place { kind: kind_from(&id, &kind)?, id, name, parent, expected_households: expected.map(|e| e as u32) })
+            })
+            .collect::<Result<_, StoreError>>()?,
+            settings: all_rows(c, "SELECT key, value FROM settings ORDER BY key", |r| Ok((r.get(0)?, r.get(1)?)))?,
+            devices,
+            credentials: all_rows(
+                c,
+                "SELECT device, kind, hash, expires_at FROM credentials ORDER BY device, kind",
+                |r| Ok(CredentialRow { device: r.get(0)?, kind: r.get(1)?, hash: r.get(2)?, expires_at: r.get(3)? }),
+            )?,
+            actors: all_rows(c, "SELECT actor, device, bound_at FROM actors ORDER BY actor", |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?,
+            admin_tokens: all_rows(c, "SELECT hash, name, created_at FROM admin_tokens ORDER BY hash", |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?,
+            audit: all_rows(c, "SELECT id, at, who, action, subject, detail FROM audit_log ORDER BY id", |r| {
+                Ok((
+                    r.get(0)?,
+                    AuditEvent { at: r.get(1)?, who: r.get(2)?, action: r.get(3)?, subject: r.get(4)?, detail: r.get(5)? },
+                ))
+            })?,
+        })
+    }
+
+    fn import(&mut self, rows: &Export) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(backend)?;
+        for table in TABLES {
+            let any: bool = tx
+                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| r.get(0))
+                .map_err(backend)?;
+            if any {
+                return Err(StoreError::NotEmpty(format!("the database (table {table})")));
+            }
+        }
+        {
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO changes (document, hash, bytes, actor, seq, time, stored_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(backend)?;
+            for c in &rows.changes {
+                put.execute(params![c.document, c.hash, c.bytes, c.actor, c.seq, c.time, c.stored_at])
+                    .map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO snapshots (document, bytes, made_at) VALUES (?1, ?2, ?3)")
+                .map_err(backend)?;
+            for (document, bytes, made_at) in &rows.snapshots {
+                put.execute(params![document, bytes, made_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO sync_states (peer, document, state, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(backend)?;
+            for (peer, document, state, updated_at) in &rows.sync_states {
+                put.execute(params![peer, document, state, updated_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO refused_uploads (id, source, document, code, reason, bytes, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(backend)?;
+            for r in &rows.refused {
+                let u = &r.upload;
+                put.execute(params![
+                    r.id,
+                    u.source,
+                    u.document,
+                    code_name(u.code),
+                    u.reason,
+                    u.bytes,
+                    u.received_at
+                ])
+                .map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO places (id, kind, name, parent, expected_households) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(backend)?;
+            for p in &rows.places {
+                put.execute(params![
+                    p.id,
+                    kind_name(p.kind),
+                    p.name,
+                    p.parent,
+                    p.expected_households.map(i64::from)
+                ])
+                .map_err(backend)?;
+            }
+            let mut put = tx.prepare("INSERT INTO settings (key, value) VALUES (?1, ?2)").map_err(backend)?;
+            for (key, value) in &rows.settings {
+                put.execute(params![key, value]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO devices (id, name, communes, created_at, enrolled_at, revoked_at, last_seen, app_version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(backend)?;
+            for d in &rows.devices {
+                put.execute(params![
+                    d.id,
+                    d.name,
+                    communes_text(d)?,
+                    d.created_at,
+                    d.enrolled_at,
+                    d.revoked_at,
+                    d.last_seen,
+                    d.app_version
+                ])
+                .map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO credentials (device, kind, hash, expires_at) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(backend)?;
+            for c in &rows.credentials {
+                put.execute(params![c.device, c.kind, c.hash, c.expires_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO actors (actor, device, bound_at) VALUES (?1, ?2, ?3)")
+                .map_err(backend)?;
+            for (actor, device, bound_at) in &rows.actors {
+                put.execute(params![actor, device, bound_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare("INSERT INTO admin_tokens (hash, name, created_at) VALUES (?1, ?2, ?3)")
+                .map_err(backend)?;
+            for (hash, name, created_at) in &rows.admin_tokens {
+                put.execute(params![hash, name, created_at]).map_err(backend)?;
+            }
+            let mut put = tx
+                .prepare(
+                    "INSERT INTO audit_log (id, at, who, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(backend)?;
+            for (id, e) in &rows.audit {
+                put.execute(params![id, e.at, e.who, e.action, e.subject, e.detail]).map_err(backend)?;
+            }
+        }
+        tx.commit().map_err(backend)
     }
 
     fn put_admin_token(&mut self, name: &str, hash: &str, now: i64) -> Result<(), StoreError> {
