@@ -1,27 +1,56 @@
 //! End-to-end test support: a real server on 127.0.0.1 with a temporary
 //! database, field devices in temporary directories, and readers of the
 //! server's documents through the admin API.
+//!
+//! The database is a SQLite file, or, with `THONSYNC_TEST_BACKEND=postgres`,
+//! a scratch PostgreSQL database beside the one `THONSYNC_TEST_POSTGRES`
+//! names (dropped with the server): `.ci/run` runs these scenarios on both.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cli::device::{Device, SyncOptions};
+use server::database::Database;
+use store_postgres::scratch::{ScratchDatabase, TEST_POSTGRES_VAR};
 use sync_core::automerge::{ActorId, Automerge};
 use sync_core::devices;
 use sync_core::ids::DocumentId;
 use sync_core::registry::{PlaceKind, Registry};
-use sync_core::store::SqliteStore;
+use sync_core::store::Store;
 use sync_core::survey::SurveyDocument;
 
 pub use server::ServerHandle;
 
 pub mod attacks;
 
+/// The variable that picks the backend of every [`TestServer`]: `postgres`,
+/// or unset (or `sqlite`) for a SQLite file.
+pub const BACKEND_VAR: &str = "THONSYNC_TEST_BACKEND";
+
+/// A new empty database for one test server, and the scratch PostgreSQL
+/// database behind it (kept alive with the server).
+fn test_database(dir: &Path) -> (Database, Option<ScratchDatabase>) {
+    match std::env::var(BACKEND_VAR).as_deref() {
+        Ok("postgres") => {
+            let admin = std::env::var(TEST_POSTGRES_VAR)
+                .unwrap_or_else(|_| panic!("{BACKEND_VAR}=postgres needs {TEST_POSTGRES_VAR}"));
+            let scratch = ScratchDatabase::create(&admin).expect("a scratch PostgreSQL database");
+            (Database::Postgres(scratch.url().to_owned()), Some(scratch))
+        }
+        Ok("sqlite") | Err(_) => (Database::Sqlite(dir.join("thonsync.sqlite")), None),
+        Ok(other) => panic!("{BACKEND_VAR}={other:?}: expected postgres or sqlite"),
+    }
+}
+
 /// A server on a temporary database that outlives restarts.
 pub struct TestServer {
     /// Keeps the database directory alive.
     pub dir: tempfile::TempDir,
+    /// The server's database.
+    pub database: Database,
+    /// The scratch PostgreSQL database behind `database`, if any (dropped last).
+    pub scratch: Option<ScratchDatabase>,
     /// The running server, `None` while stopped.
     pub handle: Option<ServerHandle>,
     /// The address of the last start, reused on restart.
@@ -69,14 +98,16 @@ impl TestServer {
         tls: Option<(server::TlsConfig, String)>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = SqliteStore::open(dir.path().join("thonsync.sqlite")).expect("database");
-        let admin_token = sync_core::devices::create_admin_token(&mut store, "tests", 0, rand::random())
-            .expect("admin token");
+        let (database, scratch) = test_database(dir.path());
+        let mut store = database.open_writer().expect("database");
+        let store = store.as_mut();
+        let admin_token =
+            sync_core::devices::create_admin_token(store, "tests", 0, rand::random()).expect("admin token");
         let registry = Registry::sample_bac_kan();
         let communes: Vec<String> = registry.of_kind(PlaceKind::Commune).map(|p| p.id.clone()).collect();
         let now = server::state::now_ms();
         let (raw, code) = devices::add_device(
-            &mut store,
+            store,
             &registry,
             "raw requests",
             &communes,
@@ -86,10 +117,11 @@ impl TestServer {
         )
         .expect("raw device");
         let (_, raw_token) =
-            devices::enroll(&mut store, &code, None, now, rand::random()).expect("raw device enrolls");
-        drop(store);
+            devices::enroll(store, &code, None, now, rand::random()).expect("raw device enrolls");
         let mut s = Self {
             dir,
+            database,
+            scratch,
             handle: None,
             addr: None,
             limits,
@@ -103,9 +135,10 @@ impl TestServer {
         s
     }
 
-    /// The database file.
-    pub fn db(&self) -> PathBuf {
-        self.dir.path().join("thonsync.sqlite")
+    /// A store on the server's database, for a test to read what it holds
+    /// (a running server's writes are visible to it as committed).
+    pub fn store(&self) -> Box<dyn Store> {
+        self.database.open_writer().expect("the test server's database opens")
     }
 
     /// `http://127.0.0.1:PORT`, or `https://` with TLS.
@@ -125,7 +158,7 @@ impl TestServer {
     pub fn restart(&mut self) {
         self.stop();
         let listen = self.addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
-        let mut config = server::Config::new(self.db(), listen);
+        let mut config = server::Config::new(self.database.clone(), listen);
         config.limits = self.limits.clone();
         config.fault_document = self.fault_document.clone();
         config.tls = self.tls.as_ref().map(|(t, _)| t.clone());

@@ -3,7 +3,7 @@
 //! identical, and a change compacted away is still stored only once.
 
 use sync_core::automerge::ActorId;
-use sync_core::store::{SqliteStore, Store};
+
 use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
 use tests::{device, quick, village, TestServer};
 
@@ -21,7 +21,7 @@ fn a_reloaded_document_with_many_change_rows_is_folded_into_a_snapshot() {
     let synced = server.document(&doc);
     server.stop();
     let rows_before = {
-        let store = SqliteStore::open_read_only(server.db()).unwrap();
+        let store = server.store();
         let stored = store.load_document(&doc).unwrap().unwrap();
         assert!(stored.snapshot.is_none(), "no snapshot before the document is reloaded");
         stored.changes.len()
@@ -35,7 +35,7 @@ fn a_reloaded_document_with_many_change_rows_is_folded_into_a_snapshot() {
     let served = server.document(&doc);
     server.stop();
 
-    let store = SqliteStore::open_read_only(server.db()).unwrap();
+    let store = server.store();
     let stored = store.load_document(&doc).unwrap().unwrap();
     assert!(stored.snapshot.is_some(), "a snapshot was written");
     assert!(stored.changes.len() < rows_before, "{} rows still carry bytes", stored.changes.len());
