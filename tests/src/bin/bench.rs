@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use cli::device::{Device, SyncOptions, SyncReport};
+use server::database::Database;
 use sync_core::automerge::{ActorId, ReadDoc};
 use sync_core::ids::DocumentId;
 use sync_core::registry::{Place, PlaceKind};
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::Store;
 use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
 
 #[path = "bench/floor.rs"]
@@ -66,9 +67,20 @@ struct Args {
     /// and with 200 documents on each device (`--households` households per village).
     #[arg(long, conflicts_with = "hostile")]
     resync: bool,
-    /// Internal: run only the server on this database and print its address.
+    /// Internal: run only the server on this database (a file or a
+    /// `postgres://` URL) and print its address.
     #[arg(long, hide = true)]
-    serve: Option<PathBuf>,
+    serve: Option<String>,
+    /// Also measure the first sync on PostgreSQL: a scratch database is
+    /// made on the server this URL names (and dropped after), then the same
+    /// load runs on SQLite, on PostgreSQL with one server, and with
+    /// `--servers` servers, and a table compares them.
+    #[arg(long, value_name = "postgres://…", conflicts_with_all = ["hostile", "resync", "compare"])]
+    db: Option<String>,
+    /// With `--db`: this many servers on the one PostgreSQL database, the
+    /// devices shared among them in turn.
+    #[arg(long, default_value_t = 2, requires = "db")]
+    servers: usize,
     /// With `--compare`: samod's server offers every document to every
     /// connected device (samod's default policy) instead of only syncing
     /// the documents each device brings, as Thôn Sync scopes devices.
@@ -110,6 +122,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.resync {
         return resync(load);
+    }
+    if let Some(url) = &args.db {
+        return backends(load, url, args.servers);
     }
     let Some(loops) = args.hostile else {
         run(&load, 0)?;
@@ -198,6 +213,53 @@ fn samod_first_sync(_: Load, _: bool) -> anyhow::Result<Option<Side>> {
          cargo run --release -p tests --features compare --bin bench -- --compare"
     );
     Ok(None)
+}
+
+/// `--db URL`: the same first sync on SQLite, on PostgreSQL with one server,
+/// and on PostgreSQL with `servers` servers, one after the other.
+fn backends(load: Load, url: &str, servers: usize) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    let runs: Vec<(String, Option<&str>, usize)> = [
+        ("SQLite, 1 server".to_owned(), None, 1),
+        ("PostgreSQL, 1 server".to_owned(), Some(url), 1),
+        (format!("PostgreSQL, {servers} servers"), Some(url), servers),
+    ]
+    .into_iter()
+    .filter(|(_, pg, n)| pg.is_none() || *n == 1 || servers > 1)
+    .collect();
+    for (name, postgres, n) in runs {
+        println!("== {name} ==");
+        let figures = run_on(&load, 0, postgres, n)?;
+        println!();
+        rows.push((name, figures));
+    }
+    println!(
+        "first sync, {} device(s) × {} villages × {} households, same run:",
+        load.devices, load.villages, load.households
+    );
+    println!(
+        "  {:<24} {:>9} {:>11} {:>9} {:>11} {:>11}",
+        "store", "wall", "documents/s", "changes", "CPU/change", "peak memory"
+    );
+    let base = rows[0].1.first_sync.documents_per_s();
+    for (name, f) in &rows {
+        let side = &f.first_sync;
+        println!(
+            "  {:<24} {:>6.0} ms {:>11.0} {:>9} {:>11} {:>11}   ×{:.2} SQLite's documents/s",
+            name,
+            side.wall.as_secs_f64() * 1e3,
+            side.documents_per_s(),
+            side.changes,
+            side.cpu_us_per_change().map(|c| format!("{c:.1} µs")).unwrap_or_else(|| "?".into()),
+            mib(side.peak_kb),
+            side.documents_per_s() / base.max(1e-9)
+        );
+    }
+    println!(
+        "  CPU: the Thôn Sync server processes' user+sys (not PostgreSQL's own processes); \
+         peak memory: the largest server process."
+    );
+    Ok(())
 }
 
 /// `--compare`: Thôn Sync, samod and the floor on the same documents, one after the other.
@@ -390,37 +452,61 @@ fn mib(kb: Option<u64>) -> String {
 
 /// One benchmark run on a fresh database, with `hostile` attack loops during the phases.
 fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
+    run_on(args, hostile, None, 1)
+}
+
+/// [`run`] on a SQLite file (`postgres` is `None`) or on a scratch database
+/// on the PostgreSQL server `postgres` names, with `servers` servers.
+fn run_on(args: &Load, hostile: usize, postgres: Option<&str>, servers: usize) -> anyhow::Result<Figures> {
     let tmp = tempfile::tempdir()?;
-    let db = tmp.path().join("bench.sqlite");
-    write_registry(&db, args.devices, args.villages)?;
+    let scratch = postgres.map(store_postgres::scratch::ScratchDatabase::create).transpose()?;
+    let db = match &scratch {
+        Some(s) => s.url().to_owned(),
+        None => tmp.path().join("bench.sqlite").display().to_string(),
+    };
+    {
+        let mut store = Database::parse(&db).open_writer()?;
+        write_registry(store.as_mut(), args.devices, args.villages)?;
+    }
     let codes = enroll_devices(&db, args.devices)?;
     let attacker = if hostile > 0 { Some(enroll_attacker(&db)?) } else { None };
 
-    let mut child = Command::new(std::env::current_exe()?)
-        .arg("--serve")
-        .arg(&db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start the server process")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
-    let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
-        bail!("the server did not start: {line:?}");
-    };
-    let pid = child.id();
+    let mut children = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..servers.max(1) {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--serve")
+            .arg(&db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start the server process")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
+        let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
+            bail!("the server did not start: {line:?}");
+        };
+        urls.push(url);
+        children.push(child);
+    }
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let url = urls[0].clone();
+    let backend = if scratch.is_some() { "PostgreSQL" } else { "SQLite" };
 
     println!(
-        "Thôn Sync benchmark: {} devices × {} villages × {} households{}, server at {url} (pid {pid})",
+        "Thôn Sync benchmark: {} devices × {} villages × {} households{}, {backend}, server(s) at {} (pid {})",
         args.devices,
         args.villages,
         args.households,
-        if args.per_household { ", one change per household" } else { "" }
+        if args.per_household { ", one change per household" } else { "" },
+        urls.join(", "),
+        pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
     );
     let setup = Instant::now();
     let mut devices = Vec::new();
     for (d, code) in codes.iter().enumerate() {
-        let mut device = Device::init(&tmp.path().join(format!("device-{d}")), &url, code, None, None)?;
+        let url = &urls[d % urls.len()];
+        let mut device = Device::init(&tmp.path().join(format!("device-{d}")), url, code, None, None)?;
         device.fetch_documents().map_err(|e| anyhow::anyhow!("{e}"))?;
         for v in 0..args.villages {
             let id = tests::village(&village_place(d, v));
@@ -459,7 +545,7 @@ fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
                 .collect(),
             None => Vec::new(),
         };
-        let phases = honest_phases(&mut devices, docs, pid);
+        let phases = honest_phases(&mut devices, docs, &pids);
         stop.store(true, Ordering::Relaxed);
         let mut answers: BTreeMap<String, usize> = BTreeMap::new();
         for l in loops {
@@ -473,18 +559,23 @@ fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
         }
         phases
     })?;
+    let pid = pids[0];
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak_kb = status_kb(pid, "VmHWM");
+    let peak_kb = pids.iter().filter_map(|p| status_kb(*p, "VmHWM")).max();
     let field = |k: &str| status.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_owned());
     println!(
         "server peak resident memory (VmHWM): {}; now (VmRSS): {}",
         field("VmHWM:").unwrap_or_else(|| "unknown".into()),
         field("VmRSS:").unwrap_or_else(|| "unknown".into())
     );
-    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
-    println!("database: {:.1} MB", size as f64 / 1e6);
-    drop(child.stdin.take());
-    child.wait()?;
+    if scratch.is_none() {
+        let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+        println!("database: {:.1} MB", size as f64 / 1e6);
+    }
+    for mut child in children {
+        drop(child.stdin.take());
+        child.wait()?;
+    }
     let pct = |p: &Phase| (percentile(&p.latencies, 0.5), percentile(&p.latencies, 0.99));
     Ok(Figures {
         first: pct(&phases.first),
@@ -518,14 +609,15 @@ struct Honest {
 }
 
 /// The honest phases: everyone's first sync, then one small edit each and a
-/// re-sync. `server` is the server's process id, whose CPU is read.
-fn honest_phases(devices: &mut [Device], docs: usize, server: u32) -> anyhow::Result<Honest> {
-    let cpu_before = cpu_seconds(server);
+/// re-sync. `servers` are the servers' process ids, whose CPU is read.
+fn honest_phases(devices: &mut [Device], docs: usize, servers: &[u32]) -> anyhow::Result<Honest> {
+    let cpu_of = |read: fn(u32) -> Option<f64>| servers.iter().map(|p| read(*p)).sum::<Option<f64>>();
+    let cpu_before = cpu_of(cpu_seconds);
     let devices_before = cpu_seconds(std::process::id());
     let first = run_all(devices)?;
     let devices_cpu_s = devices_before.zip(cpu_seconds(std::process::id())).map(|(a, b)| b - a);
-    let first_cpu_s = cpu_before.zip(settled_cpu_seconds(server)).map(|(a, b)| b - a);
-    let first_peak_kb = status_kb(server, "VmHWM");
+    let first_cpu_s = cpu_before.zip(cpu_of(settled_cpu_seconds)).map(|(a, b)| b - a);
+    let first_peak_kb = servers.iter().filter_map(|p| status_kb(*p, "VmHWM")).max();
     print_phase("first sync", &first, docs);
     let changes: usize = first.reports.iter().map(|r| r.accepted_by_server).sum();
     match first_cpu_s {
@@ -643,7 +735,7 @@ fn print_phase(name: &str, phase: &Phase, docs: usize) {
     );
 }
 
-fn write_registry(db: &Path, communes: usize, villages: usize) -> anyhow::Result<()> {
+fn write_registry(store: &mut dyn Store, communes: usize, villages: usize) -> anyhow::Result<()> {
     let mut places = vec![
         Place {
             id: "bench".into(),
@@ -679,21 +771,21 @@ fn write_registry(db: &Path, communes: usize, villages: usize) -> anyhow::Result
             });
         }
     }
-    let mut store = SqliteStore::open(db)?;
     store.put_places(&places)?;
     Ok(())
 }
 
 /// One enrolled device per commune, added straight into the database; their one-time codes.
-fn enroll_devices(db: &Path, devices: usize) -> anyhow::Result<Vec<String>> {
-    let mut store = SqliteStore::open(db)?;
+fn enroll_devices(db: &str, devices: usize) -> anyhow::Result<Vec<String>> {
+    let mut store = Database::parse(db).open_writer()?;
+    let store = store.as_mut();
     let registry = sync_core::registry::Registry::new(store.places()?)?;
     let now = server::state::now_ms();
     (0..devices)
         .map(|d| {
             let commune = format!("commune-{d:03}");
             let (_, code) = sync_core::devices::add_device(
-                &mut store,
+                store,
                 &registry,
                 &format!("bench device {d}"),
                 &[commune],
@@ -708,13 +800,14 @@ fn enroll_devices(db: &Path, devices: usize) -> anyhow::Result<Vec<String>> {
 
 /// A device enrolled for every commune, added straight into the database,
 /// that will attack: its id and token.
-fn enroll_attacker(db: &Path) -> anyhow::Result<(String, String)> {
-    let mut store = SqliteStore::open(db)?;
+fn enroll_attacker(db: &str) -> anyhow::Result<(String, String)> {
+    let mut store = Database::parse(db).open_writer()?;
+    let store = store.as_mut();
     let registry = sync_core::registry::Registry::new(store.places()?)?;
     let communes: Vec<String> = registry.of_kind(PlaceKind::Commune).map(|p| p.id.clone()).collect();
     let now = server::state::now_ms();
     let (record, code) = sync_core::devices::add_device(
-        &mut store,
+        store,
         &registry,
         "hostile device",
         &communes,
@@ -722,7 +815,7 @@ fn enroll_attacker(db: &Path) -> anyhow::Result<(String, String)> {
         now,
         rand::random(),
     )?;
-    let (_, token) = sync_core::devices::enroll(&mut store, &code, None, now, rand::random())?;
+    let (_, token) = sync_core::devices::enroll(store, &code, None, now, rand::random())?;
     Ok((record.id, token))
 }
 
@@ -812,8 +905,8 @@ fn hostile_loop(
 }
 
 /// The child process: a server until stdin closes.
-fn serve(db: &Path) -> anyhow::Result<()> {
-    let handle = server::start(server::Config::new(db, "127.0.0.1:0".parse()?))?;
+fn serve(db: &str) -> anyhow::Result<()> {
+    let handle = server::start(server::Config::new(Database::parse(db), "127.0.0.1:0".parse()?))?;
     println!("listening on {}", handle.url());
     std::io::stdout().flush()?;
     let mut sink = String::new();
