@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use automerge::legacy::{ObjectId, OpId};
 use automerge::sync::{Message, State, SyncDoc};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ use crate::ids::DocumentId;
 pub use crate::inbound::InputLimits;
 use crate::inbound::{check_message, contained, Inbound};
 use crate::survey::SurveyDocument;
-use crate::validate::{check_change, RuleBreach};
+use crate::validate::{check_change_among, RuleBreach};
 
 /// Most rounds one exchange may take before the caller must stop it. Two
 /// replicas converge in 2–4 rounds; lost messages or Bloom false positives
@@ -456,11 +457,20 @@ impl DocSession {
             .iter()
             .map(|c| records.remove(&c.hash()).unwrap_or_else(|| ChangeRecord::of(&candidate, c.clone())))
             .collect();
+        // The record objects of the households whose genesis this message
+        // brought: their edits are located without walking the document.
+        let genesis_hash = candidate.genesis().hash();
+        let households: HashSet<ObjectId> = ready
+            .iter()
+            .zip(&new_changes)
+            .filter(|(c, r)| r.structural && c.hash() != genesis_hash)
+            .map(|(c, _)| ObjectId::Id(OpId::new(c.start_op().get(), c.actor_id())))
+            .collect();
         for (change, record) in ready.iter().zip(&new_changes) {
             if record.structural {
                 continue; // a byte-identical genesis keeps every rule by construction
             }
-            let verdict = contained(|| Ok(check_change(&candidate, change)))
+            let verdict = contained(|| Ok(check_change_among(&candidate, change, &households)))
                 .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
             if let Err(breach) = verdict {
                 return Err(Refusal {

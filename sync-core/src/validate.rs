@@ -7,6 +7,8 @@
 
 use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{Change, ObjType, Prop, ReadDoc, ROOT};
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::DocumentId;
@@ -68,6 +70,19 @@ fn locate(doc: &SurveyDocument, obj: &ObjectId) -> Place {
 
 /// Checks one change, already applied to `doc`, against the type rules.
 pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBreach> {
+    check_change_among(doc, change, &HashSet::new())
+}
+
+/// [`check_change`], told the record objects of households whose genesis
+/// change `doc` holds (as a hub knows them from the genesis changes it has
+/// just recognised): an op on one of those is located without walking the
+/// document, the costly part of the check. The household's id is looked up
+/// only if the change breaks a rule.
+pub fn check_change_among(
+    doc: &SurveyDocument,
+    change: &Change,
+    households: &HashSet<ObjectId>,
+) -> Result<(), RuleBreach> {
     let id = doc.id();
     let breach = |household: Option<String>, field: Option<String>, rule: &str, message: String| RuleBreach {
         document: id.clone(),
@@ -92,7 +107,11 @@ pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBre
         let place = match places.iter().find(|(obj, _)| *obj == &op.obj) {
             Some((_, place)) => place.clone(),
             None => {
-                let place = locate(doc, &op.obj);
+                let place = if households.contains(&op.obj) {
+                    Place::Record { scope: Scope::Household, household: None }
+                } else {
+                    locate(doc, &op.obj)
+                };
                 places.push((&op.obj, place.clone()));
                 place
             }
@@ -128,20 +147,23 @@ pub fn check_change(doc: &SurveyDocument, change: &Change) -> Result<(), RuleBre
                 ))
             }
             Place::Record { scope, household } => {
+                let fail = |rule: &str, message: String| {
+                    // A household known by its record object alone is named now.
+                    let household = household.clone().or_else(|| match locate(doc, &op.obj) {
+                        Place::Record { household, .. } => household,
+                        _ => None,
+                    });
+                    Err(breach(household, Some(key.clone()), rule, message))
+                };
                 let Some(field) = scope.field(&key) else {
-                    return Err(breach(
-                        household,
-                        Some(key.clone()),
+                    return fail(
                         "unknown_field",
                         format!(
                             "{key:?} is not a field of {}; known fields: {}",
                             scope.name(),
                             scope.known()
                         ),
-                    ));
-                };
-                let fail = |rule: &str, message: String| {
-                    Err(breach(household.clone(), Some(key.clone()), rule, message))
+                    );
                 };
                 match (&op.action, field.kind) {
                     (OpType::Increment(_), FieldKind::Counter) => {}
