@@ -465,6 +465,16 @@ pub fn export_then_import_keeps_every_row<S: Store>(mut source: S, mut target: S
 }
 
 /// Puts a row into every table.
+/// Fills every table of an empty store with a few rows (a document with a
+/// compacted change, a sync session, refused uploads, places, a setting, a
+/// device with credentials and a bound actor, an administrator token, audit
+/// lines), for tests that move a whole database; returns the document's id.
+pub fn fill_every_table<S: Store>(store: &mut S) -> DocumentId {
+    let (doc, changes) = sample_changes();
+    store_everything(store, &doc, &changes);
+    doc_id()
+}
+
 fn store_everything<S: Store>(store: &mut S, doc: &SurveyDocument, changes: &[ChangeRecord]) {
     let peer: PeerId = "device-a".parse().expect("id");
     let refusal = |reason: &str| NewRefusedUpload {
