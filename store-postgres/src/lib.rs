@@ -326,6 +326,8 @@ pub fn redacted(url: &str) -> String {
 }
 
 /// A [`Store`] in a PostgreSQL database, over a small connection pool.
+/// The store a unit of work hands its closure is pinned to the unit's
+/// connection (a clone of it too, for as long as the unit runs).
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool<PostgresConnectionManager<NoTls>>,
