@@ -14,6 +14,14 @@
 //! A batch's refused uploads get consecutive ids because the commit locks
 //! the table against other writers of it before taking them.
 //!
+//! **Invariant: a unit of work is one `SERIALIZABLE` transaction on one
+//! connection.** [`Store::unit_of_work`] takes a connection from the pool,
+//! begins the transaction and hands `work` a store whose every call goes to
+//! that connection and joins that transaction (rather than opening its
+//! own). When PostgreSQL refuses it because a concurrent transaction
+//! conflicted (a serialization failure or a deadlock), the whole unit is
+//! rolled back and run again, at most [`UNIT_ATTEMPTS`] times.
+//!
 //! A [`PgStore`] holds a small pool of connections; cloning it shares the
 //! pool, so the server's writer and its readers are clones of one store.
 //! Connections are made without TLS: the database is expected on the same
@@ -21,9 +29,13 @@
 
 pub mod scratch;
 
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use postgres::{Client, GenericClient, NoTls};
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, NoTls, Row, Statement, ToStatement};
 use r2d2_postgres::r2d2::{self, Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use sync_core::access::{AuditEvent, CredentialKind, DeviceRecord};
@@ -137,8 +149,154 @@ pub const DEFAULT_POOL_SIZE: u32 = 8;
 /// spells "thonsync" in its bytes).
 const MIGRATION_LOCK: i64 = 0x7468_6f6e_7379_6e63;
 
+/// How many times a unit of work is run when PostgreSQL keeps refusing it
+/// for a conflict with concurrent transactions.
+pub const UNIT_ATTEMPTS: usize = 10;
+
+/// A database error as a [`StoreError`]: a conflict with a concurrent
+/// transaction (which a unit of work retries) is [`StoreError::Conflict`].
 fn backend(e: postgres::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    let conflict = e
+        .code()
+        .is_some_and(|c| *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED);
+    if conflict {
+        StoreError::Conflict(e.to_string())
+    } else {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+type Pooled = PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// The connection one call uses: its own from the pool, or the connection of
+/// the unit of work it is part of. (One lives on the stack for the length of
+/// a call; boxing the pooled one would allocate on every call.)
+#[allow(clippy::large_enum_variant)]
+enum Conn<'a> {
+    Pooled(Pooled),
+    Unit(MutexGuard<'a, Pooled>),
+}
+
+impl Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Unit(c) => c,
+        }
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        match self {
+            Conn::Pooled(c) => c,
+            Conn::Unit(c) => c,
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// A transaction for a call that writes several rows: its own, or the
+    /// unit of work's, which it joins (an error inside aborts the unit's
+    /// transaction, so the unit fails as a whole).
+    fn begin(&mut self) -> Result<Tx<'_>, StoreError> {
+        match self {
+            Conn::Pooled(c) => c.transaction().map(Tx::Own).map_err(backend),
+            Conn::Unit(c) => Ok(Tx::Joined(c)),
+        }
+    }
+
+    /// A read-only snapshot for a call that reads several times: its own,
+    /// or the unit of work's.
+    fn snapshot(&mut self) -> Result<Tx<'_>, StoreError> {
+        match self {
+            Conn::Pooled(c) => c
+                .build_transaction()
+                .read_only(true)
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .start()
+                .map(Tx::Own)
+                .map_err(backend),
+            Conn::Unit(c) => Ok(Tx::Joined(c)),
+        }
+    }
+}
+
+/// The transaction one call writes in (see [`Conn::begin`]).
+enum Tx<'a> {
+    Own(postgres::Transaction<'a>),
+    Joined(&'a mut Client),
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Tx<'_> {
+    fn execute<T: ?Sized + ToStatement>(
+        &mut self,
+        query: &T,
+        params: Params<'_>,
+    ) -> Result<u64, postgres::Error> {
+        match self {
+            Tx::Own(t) => t.execute(query, params),
+            Tx::Joined(c) => c.execute(query, params),
+        }
+    }
+
+    fn query<T: ?Sized + ToStatement>(
+        &mut self,
+        query: &T,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, postgres::Error> {
+        match self {
+            Tx::Own(t) => t.query(query, params),
+            Tx::Joined(c) => c.query(query, params),
+        }
+    }
+
+    fn query_one<T: ?Sized + ToStatement>(
+        &mut self,
+        query: &T,
+        params: Params<'_>,
+    ) -> Result<Row, postgres::Error> {
+        match self {
+            Tx::Own(t) => t.query_one(query, params),
+            Tx::Joined(c) => c.query_one(query, params),
+        }
+    }
+
+    fn query_opt<T: ?Sized + ToStatement>(
+        &mut self,
+        query: &T,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        match self {
+            Tx::Own(t) => t.query_opt(query, params),
+            Tx::Joined(c) => c.query_opt(query, params),
+        }
+    }
+
+    fn prepare(&mut self, query: &str) -> Result<Statement, postgres::Error> {
+        match self {
+            Tx::Own(t) => t.prepare(query),
+            Tx::Joined(c) => c.prepare(query),
+        }
+    }
+
+    fn batch_execute(&mut self, query: &str) -> Result<(), postgres::Error> {
+        match self {
+            Tx::Own(t) => t.batch_execute(query),
+            Tx::Joined(c) => c.batch_execute(query),
+        }
+    }
+
+    /// Commits its own transaction; a joined one is committed by its unit.
+    fn commit(self) -> Result<(), postgres::Error> {
+        match self {
+            Tx::Own(t) => t.commit(),
+            Tx::Joined(_) => Ok(()),
+        }
+    }
 }
 
 fn pool_error(e: r2d2::Error) -> StoreError {
@@ -168,11 +326,16 @@ pub fn redacted(url: &str) -> String {
 }
 
 /// A [`Store`] in a PostgreSQL database, over a small connection pool.
+/// The store a unit of work hands its closure is pinned to the unit's
+/// connection (a clone of it too, for as long as the unit runs).
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool<PostgresConnectionManager<NoTls>>,
     /// The URL, password hidden, for `Debug`.
     shown: String,
+    /// Inside a unit of work: its connection, in its open transaction,
+    /// which every call uses.
+    unit: Option<Arc<Mutex<Pooled>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -230,7 +393,7 @@ impl PgStore {
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(30))
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
-        Ok(Self { pool, shown })
+        Ok(Self { pool, shown, unit: None })
     }
 
     /// The schema version recorded in the database.
@@ -239,8 +402,59 @@ impl PgStore {
         read_version(&mut *conn)
     }
 
-    fn conn(&self) -> Result<PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
-        self.pool.get().map_err(pool_error)
+    fn conn(&self) -> Result<Conn<'_>, StoreError> {
+        match &self.unit {
+            Some(unit) => Ok(Conn::Unit(unit.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))),
+            None => self.pool.get().map(Conn::Pooled).map_err(pool_error),
+        }
+    }
+
+    /// Runs `work` inside the unit of work this store is part of, as a
+    /// savepoint of it: an error or a panic undoes what `work` wrote.
+    fn nested_unit(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn Store) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.conn()?.batch_execute("SAVEPOINT unit_of_work").map_err(backend)?;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *self)));
+        let end = match &outcome {
+            Ok(Ok(())) => "RELEASE SAVEPOINT unit_of_work",
+            _ => "ROLLBACK TO SAVEPOINT unit_of_work; RELEASE SAVEPOINT unit_of_work",
+        };
+        let ended = self.conn()?.batch_execute(end).map_err(backend);
+        match outcome {
+            Ok(Ok(())) => ended,
+            Ok(Err(e)) => Err(e),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Runs `work` once in a new `SERIALIZABLE` transaction on one pooled
+    /// connection; rolls back on an error or a panic (which goes on).
+    fn run_unit(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn Store) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().map_err(pool_error)?;
+        client.batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE").map_err(backend)?;
+        let unit = Arc::new(Mutex::new(client));
+        let mut inner =
+            PgStore { pool: self.pool.clone(), shown: self.shown.clone(), unit: Some(unit.clone()) };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut inner)));
+        drop(inner);
+        let mut client = unit.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let commit = matches!(outcome, Ok(Ok(())));
+        let ended = client.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" }).map_err(backend);
+        if !commit {
+            if let Err(e) = &ended {
+                tracing::warn!(error = %e, "rolling back a unit of work failed");
+            }
+        }
+        match outcome {
+            Ok(Ok(())) => ended,
+            Ok(Err(e)) => Err(e),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 }
 
@@ -281,11 +495,7 @@ fn migrate(conn: &mut Client) -> Result<(), StoreError> {
 }
 
 /// Writes one batch's rows inside an open transaction.
-fn write_batch(
-    tx: &mut postgres::Transaction<'_>,
-    batch: &WriteBatch,
-    now: i64,
-) -> Result<CommitSummary, StoreError> {
+fn write_batch(tx: &mut Tx<'_>, batch: &WriteBatch, now: i64) -> Result<CommitSummary, StoreError> {
     let mut summary = CommitSummary::default();
     if !batch.changes.is_empty() {
         // One statement for the batch's changes, in their order; a change
@@ -411,10 +621,29 @@ fn to_device(r: &postgres::Row) -> Result<DeviceRecord, StoreError> {
 }
 
 impl Store for PgStore {
+    fn unit_of_work(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn Store) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.unit.is_some() {
+            return self.nested_unit(work);
+        }
+        let mut attempt = 1;
+        loop {
+            match self.run_unit(work) {
+                Err(StoreError::Conflict(why)) if attempt < UNIT_ATTEMPTS => {
+                    tracing::debug!(attempt, %why, "a unit of work conflicted with another; running it again");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     fn commit_all(&mut self, batches: &[&WriteBatch], now: i64) -> Result<Vec<CommitSummary>, StoreError> {
         let mut conn = self.conn()?;
         // A panic below drops the transaction, which rolls it back.
-        let mut tx = conn.transaction().map_err(backend)?;
+        let mut tx = conn.begin()?;
         if batches.iter().any(|b| !b.refused.is_empty()) {
             // Only one transaction at a time takes refused-upload ids, so a
             // batch's ids are consecutive.
@@ -433,12 +662,7 @@ impl Store for PgStore {
         let mut conn = self.conn()?;
         // One snapshot for both reads, so a compaction committing between
         // them cannot hide the changes it folded.
-        let mut tx = conn
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .map_err(backend)?;
+        let mut tx = conn.snapshot()?;
         let snapshot: Option<Vec<u8>> = tx
             .query_opt("SELECT bytes FROM snapshots WHERE document = $1", &[&key])
             .map_err(backend)?
@@ -505,7 +729,7 @@ impl Store for PgStore {
     fn compact(&mut self, id: &DocumentId, snapshot: &[u8], covered: &[String]) -> Result<(), StoreError> {
         let key = id.to_string();
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(backend)?;
+        let mut tx = conn.begin()?;
         tx.execute(
             "INSERT INTO snapshots (document, bytes, made_at) VALUES ($1, $2, 0)
              ON CONFLICT (document) DO UPDATE SET bytes = excluded.bytes",
@@ -565,7 +789,7 @@ impl Store for PgStore {
 
     fn put_places(&mut self, places: &[Place]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(backend)?;
+        let mut tx = conn.begin()?;
         tx.execute("DELETE FROM places", &[]).map_err(backend)?;
         let put = tx
             .prepare("INSERT INTO places (id, kind, name, parent, expected_households) VALUES ($1, $2, $3, $4, $5)")
@@ -704,7 +928,7 @@ impl Store for PgStore {
 
     fn bind_actor(&mut self, actor: &str, device: &str, now: i64) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(backend)?;
+        let mut tx = conn.begin()?;
         tx.execute(
             "INSERT INTO actors (actor, device, bound_at) VALUES ($1, $2, $3) ON CONFLICT (actor) DO NOTHING",
             &[&actor, &device, &now],
@@ -763,12 +987,7 @@ impl Store for PgStore {
     fn export(&self) -> Result<Export, StoreError> {
         let mut conn = self.conn()?;
         // One snapshot of the whole database, as a reader sees it.
-        let mut tx = conn
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .map_err(backend)?;
+        let mut tx = conn.snapshot()?;
         let mut rows = |sql: &str| tx.query(sql, &[]).map_err(backend);
         let changes = rows(
             "SELECT document, hash, bytes, actor, seq, time, stored_at FROM changes ORDER BY stored_at, ord",
@@ -858,7 +1077,7 @@ impl Store for PgStore {
 
     fn import(&mut self, rows: &Export) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(backend)?;
+        let mut tx = conn.begin()?;
         for table in TABLES {
             let any: bool =
                 tx.query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[]).map_err(backend)?.get(0);

@@ -88,3 +88,12 @@ fn clones_share_the_database_and_concurrent_commits_keep_each_batch_ids_consecut
     }
     assert_eq!(reader.refused().expect("list").len(), 4 * 10 * 3);
 }
+
+#[test]
+fn units_of_work_of_two_stores_on_one_database_do_not_interleave() {
+    let Some(server) = test_server_url() else { return };
+    let db = ScratchDatabase::create(&server).expect("a scratch database");
+    let a = PgStore::open(db.url()).expect("open");
+    let b = PgStore::open(db.url()).expect("open again");
+    conformance::units_of_work_on_one_database_do_not_interleave(a, b);
+}

@@ -3,6 +3,14 @@
 //! server's admin API and `thonsync` (directly on a database file) run these
 //! same steps, each written to the audit log.
 //!
+//! **Invariant: each step is one unit of work** ([`Store::unit_of_work`]):
+//! its reads and writes (the code checked and spent, the device and its
+//! credentials written, the audit line) land all together or not at all,
+//! and a step run at the same time by another process on the same database
+//! (an administrator's command beside the server) never interleaves with
+//! it: a revoke cannot be undone by an enrollment it raced, and a one-time
+//! code enrolls one device only.
+//!
 //! Like the rest of this crate, nothing here reads a clock or randomness:
 //! every step takes `now` and the random bytes its new ids and secrets are
 //! made from. Secrets are returned once and stored only as hashes
@@ -71,6 +79,36 @@ pub struct EnrollCheck {
     /// The device id a folder already holds (enrolling again after
     /// `rotate`): the code must be that device's.
     pub device: Option<String>,
+}
+
+/// Runs `step` as one unit of work on `store`: a refusal or a store error
+/// rolls back whatever it wrote. `step` may be run more than once (a backend
+/// retries a unit of work that conflicted), each run from scratch.
+fn in_unit<S: Store + ?Sized, T>(
+    store: &mut S,
+    mut step: impl FnMut(&mut dyn Store) -> Result<T, AccessError>,
+) -> Result<T, AccessError> {
+    let mut outcome: Option<Result<T, AccessError>> = None;
+    let ran = store.unit_of_work(&mut |s| {
+        outcome = None;
+        match step(s) {
+            Ok(done) => {
+                outcome = Some(Ok(done));
+                Ok(())
+            }
+            Err(AccessError::Store(e)) => Err(e),
+            Err(refused) => {
+                outcome = Some(Err(refused));
+                // Any error rolls the unit back; the refusal is returned below.
+                Err(StoreError::Backend("the step was refused".into()))
+            }
+        }
+    });
+    match (ran, outcome) {
+        (_, Some(outcome)) => outcome,
+        (Err(e), None) => Err(e.into()),
+        (Ok(()), None) => Err(StoreError::Backend("the unit of work did not run its step".into()).into()),
+    }
 }
 
 fn audit<S: Store + ?Sized>(
@@ -154,9 +192,12 @@ pub fn add_device<S: Store + ?Sized>(
         last_seen: None,
         app_version: None,
     };
-    store.put_device(&device)?;
-    let code = issue_code(store, &id, &random, now)?;
-    audit(store, now, who, "device.add", &id, format!("{name} for {}", device.communes.join(", ")))?;
+    let code = in_unit(store, |s| {
+        s.put_device(&device)?;
+        let code = issue_code(s, &id, &random, now)?;
+        audit(s, now, who, "device.add", &id, format!("{name} for {}", device.communes.join(", ")))?;
+        Ok(code)
+    })?;
     Ok((device, code))
 }
 
@@ -168,14 +209,16 @@ pub fn revoke_device<S: Store + ?Sized>(
     who: &str,
     now: i64,
 ) -> Result<DeviceRecord, AccessError> {
-    let mut device = store.device(id)?.ok_or_else(|| AccessError::UnknownDevice(id.to_owned()))?;
-    if device.revoked_at.is_none() {
-        device.revoked_at = Some(now);
-        store.put_device(&device)?;
-    }
-    store.remove_credential(id, CredentialKind::Enrollment)?;
-    audit(store, now, who, "device.revoke", id, device.name.clone())?;
-    Ok(device)
+    in_unit(store, |s| {
+        let mut device = s.device(id)?.ok_or_else(|| AccessError::UnknownDevice(id.to_owned()))?;
+        if device.revoked_at.is_none() {
+            device.revoked_at = Some(now);
+            s.put_device(&device)?;
+        }
+        s.remove_credential(id, CredentialKind::Enrollment)?;
+        audit(s, now, who, "device.revoke", id, device.name.clone())?;
+        Ok(device)
+    })
 }
 
 /// Drops a device's token and gives it a new enrollment code (a new phone
@@ -188,14 +231,16 @@ pub fn rotate_device<S: Store + ?Sized>(
     now: i64,
     random: Random,
 ) -> Result<(DeviceRecord, String), AccessError> {
-    let device = store.device(id)?.ok_or_else(|| AccessError::UnknownDevice(id.to_owned()))?;
-    if device.revoked_at.is_some() {
-        return Err(AccessError::Revoked(id.to_owned()));
-    }
-    store.remove_credential(id, CredentialKind::DeviceToken)?;
-    let code = issue_code(store, id, &random, now)?;
-    audit(store, now, who, "device.rotate", id, device.name.clone())?;
-    Ok((device, code))
+    in_unit(store, |s| {
+        let device = s.device(id)?.ok_or_else(|| AccessError::UnknownDevice(id.to_owned()))?;
+        if device.revoked_at.is_some() {
+            return Err(AccessError::Revoked(id.to_owned()));
+        }
+        s.remove_credential(id, CredentialKind::DeviceToken)?;
+        let code = issue_code(s, id, &random, now)?;
+        audit(s, now, who, "device.rotate", id, device.name.clone())?;
+        Ok((device, code))
+    })
 }
 
 /// Exchanges a (normalised, see [`crate::access::parse_enrollment_code`])
@@ -222,37 +267,39 @@ pub fn enroll_checked<S: Store + ?Sized>(
     now: i64,
     random: Random,
 ) -> Result<(DeviceRecord, String), AccessError> {
-    let mut device = store
-        .device_for_credential(CredentialKind::Enrollment, &hash_secret(code), now)?
-        .ok_or(AccessError::InvalidCode)?;
-    if device.revoked_at.is_some() {
-        return Err(AccessError::InvalidCode);
-    }
-    if let Some(commune) = &check.commune {
-        if !device.communes.contains(commune) {
-            return Err(AccessError::CommuneNotAllowed {
-                commune: commune.clone(),
-                allowed: device.communes.clone(),
-            });
+    in_unit(store, |s| {
+        let mut device = s
+            .device_for_credential(CredentialKind::Enrollment, &hash_secret(code), now)?
+            .ok_or(AccessError::InvalidCode)?;
+        if device.revoked_at.is_some() {
+            return Err(AccessError::InvalidCode);
         }
-    }
-    if let Some(id) = &check.device {
-        if *id != device.id {
-            return Err(AccessError::OtherDevice { device: id.clone(), code_for: device.id.clone() });
+        if let Some(commune) = &check.commune {
+            if !device.communes.contains(commune) {
+                return Err(AccessError::CommuneNotAllowed {
+                    commune: commune.clone(),
+                    allowed: device.communes.clone(),
+                });
+            }
         }
-    }
-    store.remove_credential(&device.id, CredentialKind::Enrollment)?;
-    let token = new_device_token(random);
-    store.set_credential(&device.id, CredentialKind::DeviceToken, &hash_secret(&token), None)?;
-    device.enrolled_at = Some(now);
-    device.last_seen = Some(now);
-    if app_version.is_some() {
-        device.app_version = app_version;
-    }
-    store.put_device(&device)?;
-    let who = format!("device:{}", device.id);
-    audit(store, now, &who, "device.enroll", &device.id, device.name.clone())?;
-    Ok((device, token))
+        if let Some(id) = &check.device {
+            if *id != device.id {
+                return Err(AccessError::OtherDevice { device: id.clone(), code_for: device.id.clone() });
+            }
+        }
+        s.remove_credential(&device.id, CredentialKind::Enrollment)?;
+        let token = new_device_token(random);
+        s.set_credential(&device.id, CredentialKind::DeviceToken, &hash_secret(&token), None)?;
+        device.enrolled_at = Some(now);
+        device.last_seen = Some(now);
+        if app_version.is_some() {
+            device.app_version = app_version.clone();
+        }
+        s.put_device(&device)?;
+        let who = format!("device:{}", device.id);
+        audit(s, now, &who, "device.enroll", &device.id, device.name.clone())?;
+        Ok((device, token))
+    })
 }
 
 /// Creates an administrator token named `name`, made from `random`; the
@@ -264,8 +311,11 @@ pub fn create_admin_token<S: Store + ?Sized>(
     random: Random,
 ) -> Result<String, StoreError> {
     let token = new_admin_token(random);
-    store.put_admin_token(name, &hash_secret(&token), now)?;
-    audit(store, now, "server", "admin.token", name, "administrator token created".into())?;
+    let hash = hash_secret(&token);
+    store.unit_of_work(&mut |s| {
+        s.put_admin_token(name, &hash, now)?;
+        audit(s, now, "server", "admin.token", name, "administrator token created".into())
+    })?;
     Ok(token)
 }
 

@@ -2,9 +2,11 @@
 //!
 //! Each check takes a fresh, empty store from the caller's factory and
 //! panics with a message naming the promise that was broken. A backend's
-//! test calls [`run_all`] with its own factory.
+//! test calls [`run_all`] with its own factory, and
+//! [`units_of_work_on_one_database_do_not_interleave`] with two handles on
+//! one database (two connections, as two processes would have).
 
-use super::{NewRefusedUpload, Store, WriteBatch};
+use super::{NewRefusedUpload, Store, StoreError, WriteBatch};
 use crate::access::{AuditEvent, CredentialKind, DeviceRecord};
 use crate::ids::{DocumentId, PeerId};
 use crate::registry::Registry;
@@ -38,6 +40,153 @@ pub fn run_all<S: Store>(mut make: impl FnMut() -> S) {
     devices_credentials_and_actors(make());
     audit_log_and_admin_tokens(make());
     export_then_import_keeps_every_row(make(), make());
+    a_unit_of_work_is_all_or_nothing(make());
+}
+
+/// A unit of work that fails half-way (an error or a panic) leaves nothing
+/// of what it wrote, and the store is usable after it; one that succeeds
+/// keeps everything and reads its own writes; a failed unit inside another
+/// undoes only its own writes.
+pub fn a_unit_of_work_is_all_or_nothing<S: Store>(mut store: S) {
+    let (_, changes) = sample_changes();
+    let event = |action: &str| AuditEvent {
+        at: 1,
+        who: "admin:hoa".into(),
+        action: action.into(),
+        subject: "phone-a".into(),
+        detail: String::new(),
+    };
+    let write_everything = |s: &mut dyn Store| -> Result<(), StoreError> {
+        s.put_device(&phone("phone-a", &["nhu-co"]))?;
+        s.set_credential("phone-a", CredentialKind::Enrollment, "code-hash", None)?;
+        s.commit(&WriteBatch { changes: changes.clone(), ..Default::default() }, 10)?;
+        s.append_audit(&event("device.add"))?;
+        assert!(s.device("phone-a")?.is_some(), "a unit of work reads its own writes");
+        Ok(())
+    };
+    let failed = store.unit_of_work(&mut |s| {
+        write_everything(s)?;
+        Err(StoreError::NotFound("half-way".into()))
+    });
+    assert!(matches!(failed, Err(StoreError::NotFound(ref what)) if what == "half-way"), "{failed:?}");
+    let nothing = |store: &S, when: &str| {
+        assert_eq!(store.devices().expect("devices"), vec![], "{when}: no device");
+        assert!(store.document_ids().expect("documents").is_empty(), "{when}: no change");
+        assert!(store.audit(10).expect("audit").is_empty(), "{when}: no audit line");
+        assert!(
+            store.device_for_credential(CredentialKind::Enrollment, "code-hash", 0).expect("find").is_none(),
+            "{when}: no credential"
+        );
+    };
+    nothing(&store, "after an error");
+
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.unit_of_work(&mut |s| {
+            write_everything(s)?;
+            panic!("a unit of work panics half-way");
+        })
+    }));
+    assert!(panicked.is_err(), "the panic goes on");
+    nothing(&store, "after a panic");
+
+    store
+        .unit_of_work(&mut |s| {
+            write_everything(s)?;
+            let inner = s.unit_of_work(&mut |s| {
+                s.append_audit(&event("device.revoke"))?;
+                Err(StoreError::NotFound("inner".into()))
+            });
+            assert!(inner.is_err(), "the inner unit fails");
+            Ok(())
+        })
+        .expect("a unit of work that succeeds");
+    assert_eq!(store.device("phone-a").expect("get"), Some(phone("phone-a", &["nhu-co"])));
+    assert_eq!(store.document_ids().expect("documents"), vec![doc_id()]);
+    let actions: Vec<String> = store.audit(10).expect("audit").into_iter().map(|e| e.action).collect();
+    assert_eq!(actions, ["device.add"], "the failed inner unit left nothing, the outer kept its writes");
+}
+
+/// Two handles on one database (`a` and `b`, as two processes would have)
+/// run device steps at the same moment (a barrier releases both threads):
+/// one one-time code enrolls exactly one device and the other enrollment is
+/// refused; a revoke racing an enrollment is never undone by it. Each race
+/// is run several times (a bounded number), each round asserted.
+pub fn units_of_work_on_one_database_do_not_interleave<S: Store>(mut a: S, mut b: S) {
+    use crate::devices::{add_device, enroll, revoke_device, AccessError};
+    const ROUNDS: u8 = 8;
+    let registry = Registry::sample_bac_kan();
+    let communes = ["nhu-co".to_owned()];
+    let random =
+        |round: u8, who: u8| -> [u8; 32] { std::array::from_fn(|i| round ^ who.wrapping_mul(97) ^ i as u8) };
+    for round in 0..ROUNDS {
+        let now = 1_000 + i64::from(round) * 10;
+        let (device, code) =
+            add_device(&mut a, &registry, "Chị Lan", &communes, "admin:hoa", now, random(round, 0))
+                .expect("add");
+        let barrier = std::sync::Barrier::new(2);
+        let (first, second) = std::thread::scope(|scope| {
+            let (barrier, code) = (&barrier, &code);
+            let (a, b) = (&mut a, &mut b);
+            let first = scope.spawn(move || {
+                barrier.wait();
+                enroll(a, code, None, now + 1, random(round, 1))
+            });
+            let second = scope.spawn(move || {
+                barrier.wait();
+                enroll(b, code, None, now + 1, random(round, 2))
+            });
+            (first.join().expect("first enrollment"), second.join().expect("second enrollment"))
+        });
+        let (token, refused) = match (first, second) {
+            (Ok((_, token)), Err(refused)) | (Err(refused), Ok((_, token))) => (token, refused),
+            other => panic!("round {round}: one code must enroll exactly once, got {other:?}"),
+        };
+        assert!(matches!(refused, AccessError::InvalidCode), "round {round}: {refused:?}");
+        let holder = a
+            .device_for_credential(CredentialKind::DeviceToken, &crate::access::hash_secret(&token), now + 2)
+            .expect("find");
+        assert_eq!(holder.map(|d| d.id), Some(device.id.clone()), "round {round}: the winner's token works");
+        let enrollments = b
+            .audit(1_000)
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.action == "device.enroll" && e.subject == device.id)
+            .count();
+        assert_eq!(enrollments, 1, "round {round}: one enrollment in the audit log");
+    }
+    for round in 0..ROUNDS {
+        let now = 5_000 + i64::from(round) * 10;
+        let (device, code) =
+            add_device(&mut a, &registry, "Anh Tuấn", &communes, "admin:hoa", now, random(round, 3))
+                .expect("add");
+        let barrier = std::sync::Barrier::new(2);
+        let (enrolled, revoked) = std::thread::scope(|scope| {
+            let (barrier, code, id) = (&barrier, &code, &device.id);
+            let (a, b) = (&mut a, &mut b);
+            let enrolling = scope.spawn(move || {
+                barrier.wait();
+                enroll(a, code, Some("1.4.0".into()), now + 1, random(round, 4))
+            });
+            let revoking = scope.spawn(move || {
+                barrier.wait();
+                revoke_device(b, id, "admin:hoa", now + 1)
+            });
+            (enrolling.join().expect("enrollment"), revoking.join().expect("revoke"))
+        });
+        revoked.expect("the revoke succeeds");
+        assert!(
+            matches!(enrolled, Ok(_) | Err(AccessError::InvalidCode)),
+            "round {round}: the enrollment succeeds before the revoke or is refused after it: {enrolled:?}"
+        );
+        let stored = a.device(&device.id).expect("get").expect("present");
+        assert_eq!(stored.revoked_at, Some(now + 1), "round {round}: the revoke stands");
+        assert!(
+            a.device_for_credential(CredentialKind::Enrollment, &crate::access::hash_secret(&code), now + 2)
+                .expect("find")
+                .is_none(),
+            "round {round}: no code is left"
+        );
+    }
 }
 
 fn phone(id: &str, communes: &[&str]) -> DeviceRecord {
@@ -316,6 +465,16 @@ pub fn export_then_import_keeps_every_row<S: Store>(mut source: S, mut target: S
 }
 
 /// Puts a row into every table.
+/// Fills every table of an empty store with a few rows (a document with a
+/// compacted change, a sync session, refused uploads, places, a setting, a
+/// device with credentials and a bound actor, an administrator token, audit
+/// lines), for tests that move a whole database; returns the document's id.
+pub fn fill_every_table<S: Store>(store: &mut S) -> DocumentId {
+    let (doc, changes) = sample_changes();
+    store_everything(store, &doc, &changes);
+    doc_id()
+}
+
 fn store_everything<S: Store>(store: &mut S, doc: &SurveyDocument, changes: &[ChangeRecord]) {
     let peer: PeerId = "device-a".parse().expect("id");
     let refusal = |reason: &str| NewRefusedUpload {

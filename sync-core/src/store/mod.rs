@@ -10,6 +10,13 @@
 //! all or nothing; `commit_all` writes several batches in one transaction
 //! (all of them or none) and reports each its own [`CommitSummary`].
 //!
+//! **Invariant: a unit of work is all or nothing, and isolated.**
+//! [`Store::unit_of_work`] runs every read and write of a multi-step write
+//! (enrolling a device, revoking it) in one transaction: an error or a panic
+//! inside leaves nothing, and two units of work on one database (two
+//! processes, or two handles) never interleave: one sees the other's
+//! committed result.
+//!
 //! **Invariant: every change is stored once, keyed by (document, hash).**
 //! A repeated upload inserts nothing; compaction keeps the key row (so a
 //! change compacted into a snapshot is still known) and drops only its bytes.
@@ -53,6 +60,10 @@ pub enum StoreError {
     /// An import was given a store that already holds data.
     #[error("{0} is not empty: import only into a new database")]
     NotEmpty(String),
+    /// A unit of work kept conflicting with concurrent writers and was given
+    /// up after its retries; nothing of it was written.
+    #[error("storage: a concurrent write kept conflicting; nothing was written, try again ({0})")]
+    Conflict(String),
 }
 
 /// Input that was refused, kept for an administrator.
@@ -162,6 +173,19 @@ pub struct ChangeMeta {
 /// The storage a replica needs: documents and their changes, per-peer sync
 /// state, refused uploads, places, and small settings.
 pub trait Store: Send {
+    /// Runs `work` as one unit: every read and write it makes through the
+    /// store it is given happens in one transaction, committed when `work`
+    /// returns `Ok`, rolled back when it returns an error (which is
+    /// returned) or panics (the panic goes on). Concurrent units of work on
+    /// the same database are isolated: a backend either makes them wait for
+    /// each other or runs `work` again (a bounded number of times, then
+    /// [`StoreError::Conflict`]) when the database refused one, so `work`
+    /// must keep no state across runs but what it sets afresh each time.
+    /// A unit of work inside another one is part of it.
+    fn unit_of_work(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn Store) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
     /// Writes several batches in one transaction, atomically and durably (all
     /// of them or none); `now` stamps the rows. Returns one summary per batch,
     /// in order, each counting only what that batch newly stored: a change

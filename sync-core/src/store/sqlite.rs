@@ -183,6 +183,41 @@ impl SqliteStore {
         self.commit_fault = document;
     }
 
+    /// A read transaction, so that several reads see one snapshot; none
+    /// when a transaction is already open (a unit of work), whose snapshot
+    /// they share.
+    fn read_snapshot(&self) -> Result<Option<rusqlite::Transaction<'_>>, StoreError> {
+        if self.conn.is_autocommit() {
+            self.conn.unchecked_transaction().map(Some).map_err(backend)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Ends the unit of work begun by `unit_of_work`: commits it (or
+    /// releases its savepoint, when it is inside another), or rolls it back.
+    fn end_unit(&self, outermost: bool, commit: bool) -> Result<(), StoreError> {
+        let sql = match (outermost, commit) {
+            (true, true) => "COMMIT",
+            (true, false) => "ROLLBACK",
+            (false, true) => "RELEASE unit_of_work",
+            (false, false) => "ROLLBACK TO unit_of_work; RELEASE unit_of_work",
+        };
+        if outermost && self.conn.is_autocommit() {
+            // SQLite already rolled the transaction back (after some errors it does).
+            return if commit {
+                Err(StoreError::Backend("the unit of work's transaction ended early".into()))
+            } else {
+                Ok(())
+            };
+        }
+        let ended = self.conn.execute_batch(sql).map_err(backend);
+        if ended.is_err() && commit && outermost && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        ended
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
         let version: i64 =
             self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(backend)?;
@@ -230,11 +265,7 @@ fn to_device(row: DeviceRow) -> Result<DeviceRecord, StoreError> {
 }
 
 /// Writes one batch's rows inside an open transaction.
-fn write_batch(
-    tx: &rusqlite::Transaction<'_>,
-    batch: &WriteBatch,
-    now: i64,
-) -> Result<CommitSummary, StoreError> {
+fn write_batch(tx: &Connection, batch: &WriteBatch, now: i64) -> Result<CommitSummary, StoreError> {
     let mut summary = CommitSummary::default();
     let mut put_change = tx
         .prepare_cached(
@@ -293,8 +324,37 @@ fn all_rows<T>(
 const REFUSED_COLUMNS: &str = "id, source, document, code, reason, bytes, received_at";
 
 impl Store for SqliteStore {
+    /// `BEGIN IMMEDIATE`: the write lock is taken before the first read, so
+    /// concurrent units of work on one file (other processes, other handles)
+    /// wait for each other (up to the busy timeout) and never interleave.
+    /// The methods called inside write through savepoints (or the open
+    /// transaction), never a transaction of their own.
+    fn unit_of_work(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn Store) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let outermost = self.conn.is_autocommit();
+        let begin = if outermost { "BEGIN IMMEDIATE" } else { "SAVEPOINT unit_of_work" };
+        self.conn.execute_batch(begin).map_err(backend)?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut *self))) {
+            Ok(Ok(())) => self.end_unit(outermost, true),
+            Ok(Err(e)) => {
+                if let Err(rollback) = self.end_unit(outermost, false) {
+                    tracing::warn!(error = %rollback, "rolling back a unit of work failed");
+                }
+                Err(e)
+            }
+            Err(panic) => {
+                if let Err(rollback) = self.end_unit(outermost, false) {
+                    tracing::warn!(error = %rollback, "rolling back a unit of work failed");
+                }
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
     fn commit_all(&mut self, batches: &[&WriteBatch], now: i64) -> Result<Vec<CommitSummary>, StoreError> {
-        let tx = self.conn.transaction().map_err(backend)?;
+        let tx = self.conn.savepoint().map_err(backend)?;
         let mut summaries = Vec::with_capacity(batches.len());
         for batch in batches {
             summaries.push(write_batch(&tx, batch, now)?);
@@ -320,12 +380,14 @@ impl Store for SqliteStore {
         let key = id.to_string();
         // One read transaction for both reads, so a compaction committing
         // between them cannot hide the changes it folded.
-        let tx = self.conn.unchecked_transaction().map_err(backend)?;
-        let snapshot: Option<Vec<u8>> = tx
+        let _snapshot = self.read_snapshot()?;
+        let snapshot: Option<Vec<u8>> = self
+            .conn
             .query_row("SELECT bytes FROM snapshots WHERE document = ?1", [&key], |r| r.get(0))
             .optional()
             .map_err(backend)?;
-        let mut stmt = tx
+        let mut stmt = self
+            .conn
             .prepare_cached("SELECT bytes FROM changes WHERE document = ?1 AND bytes IS NOT NULL ORDER BY stored_at, rowid")
             .map_err(backend)?;
         let changes = stmt
@@ -387,7 +449,7 @@ impl Store for SqliteStore {
 
     fn compact(&mut self, id: &DocumentId, snapshot: &[u8], covered: &[String]) -> Result<(), StoreError> {
         let key = id.to_string();
-        let tx = self.conn.transaction().map_err(backend)?;
+        let tx = self.conn.savepoint().map_err(backend)?;
         tx.execute(
             "INSERT INTO snapshots (document, bytes, made_at) VALUES (?1, ?2, 0)
              ON CONFLICT (document) DO UPDATE SET bytes = excluded.bytes",
@@ -456,7 +518,7 @@ impl Store for SqliteStore {
     }
 
     fn put_places(&mut self, places: &[Place]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(backend)?;
+        let tx = self.conn.savepoint().map_err(backend)?;
         tx.execute("DELETE FROM places", []).map_err(backend)?;
         {
             let mut put = tx
@@ -599,7 +661,7 @@ impl Store for SqliteStore {
     }
 
     fn bind_actor(&mut self, actor: &str, device: &str, now: i64) -> Result<Option<String>, StoreError> {
-        let tx = self.conn.transaction().map_err(backend)?;
+        let tx = self.conn.savepoint().map_err(backend)?;
         let bound: Option<String> = tx
             .query_row("SELECT device FROM actors WHERE actor = ?1", [actor], |r| r.get(0))
             .optional()
@@ -665,8 +727,8 @@ impl Store for SqliteStore {
 
     fn export(&self) -> Result<Export, StoreError> {
         // One read transaction: a snapshot of the whole database, even while a server writes.
-        let tx = self.conn.unchecked_transaction().map_err(backend)?;
-        let c: &Connection = &tx;
+        let _snapshot = self.read_snapshot()?;
+        let c: &Connection = &self.conn;
         let refused =
             all_rows(c, &format!("SELECT {REFUSED_COLUMNS} FROM refused_uploads ORDER BY id"), refused_row)?
                 .into_iter()
@@ -732,7 +794,7 @@ impl Store for SqliteStore {
     }
 
     fn import(&mut self, rows: &Export) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(backend)?;
+        let tx = self.conn.savepoint().map_err(backend)?;
         for table in TABLES {
             let any: bool = tx
                 .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| r.get(0))
@@ -1136,6 +1198,15 @@ mod tests {
 
     fn value() -> String {
         "v".repeat(30_000)
+    }
+
+    #[test]
+    fn units_of_work_of_two_handles_on_one_file_do_not_interleave() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("thonsync.sqlite");
+        let a = SqliteStore::open(&path).expect("open");
+        let b = SqliteStore::open(&path).expect("open again");
+        super::super::conformance::units_of_work_on_one_database_do_not_interleave(a, b);
     }
 
     #[test]
