@@ -66,9 +66,18 @@ struct Args {
     /// and with 200 documents on each device (`--households` households per village).
     #[arg(long, conflicts_with = "hostile")]
     resync: bool,
-    /// Internal: run only the server on this database and print its address.
+    /// Internal: run only the server on this database (file or URL) and print its address.
     #[arg(long, hide = true)]
-    serve: Option<PathBuf>,
+    serve: Option<String>,
+    /// With `--db postgres://…`: the first sync with this many servers on
+    /// one PostgreSQL database (each device syncing with one of them, in
+    /// turn), against one server on the same database and one on SQLite.
+    /// Each run gets a database of its own, made beside the one named.
+    #[arg(long, requires = "db", conflicts_with_all = ["hostile", "resync", "compare"])]
+    servers: Option<usize>,
+    /// The PostgreSQL database `--servers` makes its databases beside.
+    #[arg(long, requires = "servers", value_name = "URL")]
+    db: Option<String>,
     /// With `--compare`: samod's server offers every document to every
     /// connected device (samod's default policy) instead of only syncing
     /// the documents each device brings, as Thôn Sync scopes devices.
@@ -110,6 +119,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.resync {
         return resync(load);
+    }
+    if let (Some(servers), Some(db)) = (args.servers, &args.db) {
+        return several_servers(&load, servers, db);
     }
     let Some(loops) = args.hostile else {
         run(&load, 0)?;
@@ -392,13 +404,22 @@ fn mib(kb: Option<u64>) -> String {
 fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
     let tmp = tempfile::tempdir()?;
     let db = tmp.path().join("bench.sqlite");
-    write_registry(&db, args.devices, args.villages)?;
-    let codes = enroll_devices(&db, args.devices)?;
-    let attacker = if hostile > 0 { Some(enroll_attacker(&db)?) } else { None };
+    run_on(args, hostile, &db.to_string_lossy(), 1, tmp.path())
+}
 
+/// Opens the benchmark's database: a `postgres://` URL or a SQLite file.
+fn open_store(db: &str) -> anyhow::Result<Box<dyn Store>> {
+    Ok(match server::Database::parse(db) {
+        server::Database::Postgres(url) => Box::new(store_postgres::PgStore::open(&url)?),
+        server::Database::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+    })
+}
+
+/// A server process on `db`: the child, its URL.
+fn start_server(db: &str) -> anyhow::Result<(std::process::Child, String)> {
     let mut child = Command::new(std::env::current_exe()?)
         .arg("--serve")
-        .arg(&db)
+        .arg(db)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -408,7 +429,61 @@ fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
     let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
         bail!("the server did not start: {line:?}");
     };
-    let pid = child.id();
+    Ok((child, url))
+}
+
+/// `--servers N --db URL`: the first sync on SQLite (one server), on
+/// PostgreSQL with one server, and with N servers on one PostgreSQL database.
+fn several_servers(load: &Load, servers: usize, db: &str) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for (name, on_postgres, n) in [
+        ("SQLite, 1 server", false, 1),
+        ("PostgreSQL, 1 server", true, 1),
+        ("PostgreSQL, N servers", true, servers),
+    ] {
+        println!("== {name} ==");
+        let tmp = tempfile::tempdir()?;
+        let figures = if on_postgres {
+            let scratch = store_postgres::scratch::ScratchDatabase::create(db)?;
+            run_on(load, 0, scratch.url(), n, tmp.path())?
+        } else {
+            run_on(load, 0, &tmp.path().join("bench.sqlite").to_string_lossy(), 1, tmp.path())?
+        };
+        println!();
+        rows.push((name.replace('N', &servers.to_string()), figures.first_sync));
+    }
+    println!(
+        "first sync of {} devices × {} villages × {} households:",
+        load.devices, load.villages, load.households
+    );
+    println!("  {:<26} {:>12} {:>22}", "", "documents/s", "servers' CPU µs/change");
+    for (name, side) in &rows {
+        let cpu = side.cpu_us_per_change().map_or_else(|| "unknown".into(), |c| format!("{c:.0}"));
+        println!("  {name:<26} {:>12.1} {cpu:>22}", side.documents_per_s());
+    }
+    Ok(())
+}
+
+/// The benchmark on database `db` (a SQLite file or a PostgreSQL URL),
+/// served by `servers` server processes; device `d` syncs with server
+/// `d mod servers`; devices' files go under `dir`.
+fn run_on(args: &Load, hostile: usize, db: &str, servers: usize, dir: &Path) -> anyhow::Result<Figures> {
+    {
+        let mut store = open_store(db)?;
+        write_registry(store.as_mut(), args.devices, args.villages)?;
+    }
+    let codes = enroll_devices(db, args.devices)?;
+    let attacker = if hostile > 0 { Some(enroll_attacker(db)?) } else { None };
+
+    let mut children = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..servers.max(1) {
+        let (child, url) = start_server(db)?;
+        children.push(child);
+        urls.push(url);
+    }
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    let (url, pid) = (urls[0].clone(), pids[0]);
 
     println!(
         "Thôn Sync benchmark: {} devices × {} villages × {} households{}, server at {url} (pid {pid})",
@@ -417,10 +492,14 @@ fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
         args.households,
         if args.per_household { ", one change per household" } else { "" }
     );
+    if servers > 1 {
+        println!("  and {} more servers on the same database: {}", servers - 1, urls[1..].join(", "));
+    }
     let setup = Instant::now();
     let mut devices = Vec::new();
     for (d, code) in codes.iter().enumerate() {
-        let mut device = Device::init(&tmp.path().join(format!("device-{d}")), &url, code, None, None)?;
+        let mut device =
+            Device::init(&dir.join(format!("device-{d}")), &urls[d % urls.len()], code, None, None)?;
         device.fetch_documents().map_err(|e| anyhow::anyhow!("{e}"))?;
         for v in 0..args.villages {
             let id = tests::village(&village_place(d, v));
@@ -459,7 +538,7 @@ fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
                 .collect(),
             None => Vec::new(),
         };
-        let phases = honest_phases(&mut devices, docs, pid);
+        let phases = honest_phases(&mut devices, docs, &pids);
         stop.store(true, Ordering::Relaxed);
         let mut answers: BTreeMap<String, usize> = BTreeMap::new();
         for l in loops {
@@ -481,10 +560,13 @@ fn run(args: &Load, hostile: usize) -> anyhow::Result<Figures> {
         field("VmHWM:").unwrap_or_else(|| "unknown".into()),
         field("VmRSS:").unwrap_or_else(|| "unknown".into())
     );
-    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
-    println!("database: {:.1} MB", size as f64 / 1e6);
-    drop(child.stdin.take());
-    child.wait()?;
+    if let Ok(meta) = std::fs::metadata(db) {
+        println!("database: {:.1} MB", meta.len() as f64 / 1e6);
+    }
+    for mut child in children {
+        drop(child.stdin.take());
+        child.wait()?;
+    }
     let pct = |p: &Phase| (percentile(&p.latencies, 0.5), percentile(&p.latencies, 0.99));
     Ok(Figures {
         first: pct(&phases.first),
@@ -518,14 +600,15 @@ struct Honest {
 }
 
 /// The honest phases: everyone's first sync, then one small edit each and a
-/// re-sync. `server` is the server's process id, whose CPU is read.
-fn honest_phases(devices: &mut [Device], docs: usize, server: u32) -> anyhow::Result<Honest> {
-    let cpu_before = cpu_seconds(server);
+/// re-sync. `servers` are the servers' process ids, whose CPU is read (summed).
+fn honest_phases(devices: &mut [Device], docs: usize, servers: &[u32]) -> anyhow::Result<Honest> {
+    let sum = |f: fn(u32) -> Option<f64>| servers.iter().map(|p| f(*p)).sum::<Option<f64>>();
+    let cpu_before = sum(cpu_seconds);
     let devices_before = cpu_seconds(std::process::id());
     let first = run_all(devices)?;
     let devices_cpu_s = devices_before.zip(cpu_seconds(std::process::id())).map(|(a, b)| b - a);
-    let first_cpu_s = cpu_before.zip(settled_cpu_seconds(server)).map(|(a, b)| b - a);
-    let first_peak_kb = status_kb(server, "VmHWM");
+    let first_cpu_s = cpu_before.zip(sum(settled_cpu_seconds)).map(|(a, b)| b - a);
+    let first_peak_kb = servers.iter().filter_map(|p| status_kb(*p, "VmHWM")).max();
     print_phase("first sync", &first, docs);
     let changes: usize = first.reports.iter().map(|r| r.accepted_by_server).sum();
     match first_cpu_s {
@@ -643,7 +726,7 @@ fn print_phase(name: &str, phase: &Phase, docs: usize) {
     );
 }
 
-fn write_registry(db: &Path, communes: usize, villages: usize) -> anyhow::Result<()> {
+fn write_registry(store: &mut dyn Store, communes: usize, villages: usize) -> anyhow::Result<()> {
     let mut places = vec![
         Place {
             id: "bench".into(),
@@ -679,21 +762,20 @@ fn write_registry(db: &Path, communes: usize, villages: usize) -> anyhow::Result
             });
         }
     }
-    let mut store = SqliteStore::open(db)?;
     store.put_places(&places)?;
     Ok(())
 }
 
 /// One enrolled device per commune, added straight into the database; their one-time codes.
-fn enroll_devices(db: &Path, devices: usize) -> anyhow::Result<Vec<String>> {
-    let mut store = SqliteStore::open(db)?;
+fn enroll_devices(db: &str, devices: usize) -> anyhow::Result<Vec<String>> {
+    let mut store = open_store(db)?;
     let registry = sync_core::registry::Registry::new(store.places()?)?;
     let now = server::state::now_ms();
     (0..devices)
         .map(|d| {
             let commune = format!("commune-{d:03}");
             let (_, code) = sync_core::devices::add_device(
-                &mut store,
+                store.as_mut(),
                 &registry,
                 &format!("bench device {d}"),
                 &[commune],
@@ -708,13 +790,13 @@ fn enroll_devices(db: &Path, devices: usize) -> anyhow::Result<Vec<String>> {
 
 /// A device enrolled for every commune, added straight into the database,
 /// that will attack: its id and token.
-fn enroll_attacker(db: &Path) -> anyhow::Result<(String, String)> {
-    let mut store = SqliteStore::open(db)?;
+fn enroll_attacker(db: &str) -> anyhow::Result<(String, String)> {
+    let mut store = open_store(db)?;
     let registry = sync_core::registry::Registry::new(store.places()?)?;
     let communes: Vec<String> = registry.of_kind(PlaceKind::Commune).map(|p| p.id.clone()).collect();
     let now = server::state::now_ms();
     let (record, code) = sync_core::devices::add_device(
-        &mut store,
+        store.as_mut(),
         &registry,
         "hostile device",
         &communes,
@@ -722,7 +804,7 @@ fn enroll_attacker(db: &Path) -> anyhow::Result<(String, String)> {
         now,
         rand::random(),
     )?;
-    let (_, token) = sync_core::devices::enroll(&mut store, &code, None, now, rand::random())?;
+    let (_, token) = sync_core::devices::enroll(store.as_mut(), &code, None, now, rand::random())?;
     Ok((record.id, token))
 }
 
@@ -812,8 +894,8 @@ fn hostile_loop(
 }
 
 /// The child process: a server until stdin closes.
-fn serve(db: &Path) -> anyhow::Result<()> {
-    let handle = server::start(server::Config::new(db, "127.0.0.1:0".parse()?))?;
+fn serve(db: &str) -> anyhow::Result<()> {
+    let handle = server::start(server::Config::new(server::Database::parse(db), "127.0.0.1:0".parse()?))?;
     println!("listening on {}", handle.url());
     std::io::stdout().flush()?;
     let mut sink = String::new();
