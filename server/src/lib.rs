@@ -177,6 +177,8 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
             config.limits.enroll_per_minute,
         )),
         metrics: metrics::Metrics::new(),
+        shared_database: matches!(config.db, Database::Postgres(_)),
+        positions: Mutex::new(Default::default()),
     };
     Ok((AppState { shared: Arc::new(shared) }, thread))
 }

@@ -6,13 +6,20 @@
 //! A document is changed in memory while its slot is locked, and the lock is
 //! kept until the writer committed those changes; when the commit fails the
 //! slot is emptied, so the next request reloads the document from the store.
+//!
+//! **Invariant: no round plays on a document older than the store.** When
+//! other servers write the same database (`Shared::shared_database`), a
+//! loaded document remembers the newest change row it reflects, and every
+//! time it is handed out under its lock ([`Shared::ensure_loaded`]) it first
+//! takes the rows stored since ([`Store::changes_since`]); a row it does not
+//! hold whose bytes were compacted away since makes it reload.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sync_core::access::{AuditEvent, DeviceRecord};
-use sync_core::automerge::{ActorId, ReadDoc};
+use sync_core::automerge::{ActorId, Change, ChangeHash, ReadDoc};
 use sync_core::exchange::HubExchange;
 use sync_core::ids::{DocumentId, DocumentKind, PeerId, Round};
 use sync_core::registry::{PlaceKind, Registry};
@@ -315,13 +322,6 @@ impl DocSlot {
     }
 }
 
-impl DocSlot {
-    /// The document's heads if it is loaded and not being changed right now.
-    pub fn try_heads(&self) -> Option<Vec<sync_core::automerge::ChangeHash>> {
-        self.doc.try_lock().ok()?.as_ref().map(SurveyDocument::heads)
-    }
-}
-
 /// The bounded cache of loaded documents.
 pub struct DocCache {
     /// Slots by document; a slot in use is shared by `Arc` and never evicted.
@@ -449,6 +449,13 @@ pub struct Shared {
     pub enroll_throttle: Mutex<crate::throttle::Throttle<std::net::IpAddr>>,
     /// The counters `GET /metrics` exports.
     pub metrics: crate::metrics::Metrics,
+    /// Whether other servers may write the same database (PostgreSQL): then
+    /// a loaded document catches up with the store before every round.
+    pub shared_database: bool,
+    /// Per loaded document, the position of the newest change row it
+    /// reflects ([`Store::changes_since`]); read and written only under the
+    /// document's lock, reset when the document is loaded.
+    pub positions: Mutex<HashMap<DocumentId, i64>>,
 }
 
 impl Shared {
@@ -624,27 +631,39 @@ impl Shared {
         }
     }
 
-    /// Loads the document into a locked slot if needed. Returns whether it
-    /// was created fresh (its genesis is not stored yet), or `None` when the
-    /// document is neither stored nor in the registry.
+    /// Loads the document into a locked slot if needed, and (on a shared
+    /// database) brings a loaded one up to what the store holds. Returns
+    /// whether it was created fresh (its genesis is not stored yet), or
+    /// `None` when the document is neither stored nor in the registry.
     pub fn ensure_loaded(
         &self,
         id: &DocumentId,
         slot: &mut MutexGuard<'_, Option<SurveyDocument>>,
     ) -> Result<Option<bool>, StoreError> {
-        if slot.is_some() {
-            return Ok(Some(false));
+        if let Some(doc) = slot.as_mut() {
+            if !self.shared_database || self.catch_up(id, doc)? {
+                return Ok(Some(false));
+            }
+            **slot = None; // compacted since by another server: read it again
         }
         let stored = self.readers.with(|s| s.load_document(id))?;
         match stored {
             Some(stored) => {
-                let doc = SurveyDocument::load(
+                let mut doc = SurveyDocument::load(
                     id.clone(),
                     self.admin_actor.clone(),
                     stored.snapshot.as_deref(),
                     stored.changes.iter().map(Vec::as_slice),
                 )
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if self.shared_database {
+                    self.positions.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), 0);
+                    if !self.catch_up(id, &mut doc)? {
+                        return Err(StoreError::Backend(format!(
+                            "{id} was compacted again while it was being loaded; try again"
+                        )));
+                    }
+                }
                 if stored.changes.len() >= COMPACT_AFTER_ROWS {
                     self.compact(&doc);
                 }
@@ -652,11 +671,63 @@ impl Shared {
                 Ok(Some(false))
             }
             None if self.in_registry(id) => {
+                if self.shared_database {
+                    self.positions.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), 0);
+                }
                 **slot = Some(SurveyDocument::create(id.clone(), self.admin_actor.clone()));
                 Ok(Some(true))
             }
             None => Ok(None),
         }
+    }
+
+    /// Applies to a loaded document (locked by the caller) the change rows
+    /// stored since the newest one it reflects, by this server or another
+    /// on the same database. Returns `false` when it cannot: a row it does
+    /// not hold was folded into a snapshot since, or a row needs one not
+    /// yet visible; the caller then drops the document and loads it again.
+    fn catch_up(&self, id: &DocumentId, doc: &mut SurveyDocument) -> Result<bool, StoreError> {
+        let after = self.positions.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied().unwrap_or(0);
+        let rows = self.readers.with(|s| s.changes_since(id, after))?;
+        let Some(newest) = rows.last().map(|r| r.position) else { return Ok(true) };
+        let mut missing = Vec::new();
+        for row in rows {
+            let hash: ChangeHash = row
+                .hash
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("change hash {:?} of {id}", row.hash)))?;
+            if doc.automerge().get_change_meta_by_hash(&hash).is_some() {
+                continue;
+            }
+            let Some(bytes) = row.bytes else { return Ok(false) };
+            missing
+                .push(Change::try_from(&bytes[..]).map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))?);
+        }
+        if !missing.is_empty() {
+            tracing::debug!(document = %id, changes = missing.len(), "caught up with changes stored by another server");
+            doc.automerge_mut()
+                .apply_changes(missing)
+                .map_err(|e| StoreError::Corrupt(format!("{id}: {e}")))?;
+            if !doc.automerge().get_missing_deps(&[]).is_empty() {
+                return Ok(false); // the caller drops the document and loads it whole
+            }
+        }
+        self.positions.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), newest);
+        Ok(true)
+    }
+
+    /// A document's heads if it is loaded and not being changed right now,
+    /// caught up with the store first on a shared database; `None` when
+    /// they are not at hand (the document is then played as usual).
+    pub fn current_heads(&self, id: &DocumentId) -> Option<Vec<ChangeHash>> {
+        let slot = self.docs.peek(id)?;
+        let mut guard = slot.doc.try_lock().ok()?;
+        let doc = guard.as_mut()?;
+        if self.shared_database && !matches!(self.catch_up(id, doc), Ok(true)) {
+            *guard = None; // the next round loads it again
+            return None;
+        }
+        guard.as_ref().map(SurveyDocument::heads)
     }
 
     /// The exchange for a key, created if new; forgets idle ones when there are many.

@@ -285,6 +285,8 @@ fn handle(
     });
     let env = ServerEnv { shared, device: &device };
     let now = now_ms();
+    // Before `begin`, which may end the sessions of rounds played elsewhere.
+    let waiting_before = hub.waiting();
     let mut round = match hub.begin(&request, &named, &env, now).map_err(hub_error)? {
         Begin::Replay(status, response) => {
             tracing::debug!(%device, exchange = %request.exchange, round = request.round, "duplicate round answered again");
@@ -311,7 +313,6 @@ fn handle(
             panic!("fault injected while handling {fault}");
         }
     }
-    let waiting_before = hub.waiting();
     let elsewhere = shared.waiting_of(&device).saturating_sub(waiting_before);
     let mut held: Vec<std::sync::MutexGuard<'_, Option<SurveyDocument>>> = Vec::new();
     let mut genesis: Vec<ChangeRecord> = Vec::new();
@@ -430,7 +431,7 @@ impl HubEnv for ServerEnv<'_> {
     }
 
     fn current_heads(&self, id: &DocumentId) -> Option<Vec<sync_core::automerge::ChangeHash>> {
-        self.shared.docs.peek(id)?.try_heads()
+        self.shared.current_heads(id)
     }
 }
 

@@ -46,7 +46,7 @@ use sync_core::store::columns::{
 };
 use sync_core::store::export::{ChangeRow, CredentialRow, Export, TABLES};
 use sync_core::store::{
-    ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
+    ChangeAt, ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
     StoredDocument, WriteBatch,
 };
 
@@ -1217,5 +1217,16 @@ impl Store for PgStore {
             .query_opt("SELECT name FROM admin_tokens WHERE hash = $1", &[&hash])
             .map_err(backend)?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    fn changes_since(&self, id: &DocumentId, after: i64) -> Result<Vec<ChangeAt>, StoreError> {
+        let rows = self
+            .conn()?
+            .query(
+                "SELECT ord, hash, bytes FROM changes WHERE document = $1 AND ord > $2 ORDER BY ord",
+                &[&id.to_string(), &after],
+            )
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| ChangeAt { position: r.get(0), hash: r.get(1), bytes: r.get(2) }).collect())
     }
 }

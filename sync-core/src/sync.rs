@@ -211,6 +211,8 @@ pub struct DocSession {
     state: State,
     /// Changes this peer sent that wait for a dependency, in arrival order.
     waiting: Vec<Change>,
+    /// Whether the next message asks the peer to send again ([`DocSession::ask_to_resend`]).
+    resend: bool,
 }
 
 impl DocSession {
@@ -222,7 +224,21 @@ impl DocSession {
     /// lost messages), a fresh one cannot.
     pub fn resume(persisted: Option<&[u8]>) -> Self {
         let state = persisted.and_then(|b| State::decode(b).ok()).unwrap_or_default();
-        Self { state, waiting: Vec::new() }
+        Self { state, waiting: Vec::new(), resend: false }
+    }
+
+    /// Makes the hub's next message ask the peer to forget what it believes
+    /// it sent in this session, so it sends again whatever this side still
+    /// lacks: for a session resumed in the middle of the peer's exchange,
+    /// whose earlier rounds another hub played (changes that waited for a
+    /// dependency there are not here). Only a message made while the peer's
+    /// heads name a change this side lacks asks. It says so the way
+    /// automerge's sync protocol has for a peer that lost its data: empty
+    /// heads (the hub sends no flags, see [`DocSession::try_generate`]). The
+    /// peer then forgets its shared heads too, so its next exchange of this
+    /// document offers a Bloom filter of every change: more bytes, once.
+    pub fn ask_to_resend(&mut self) {
+        self.resend = true;
     }
 
     /// The heads both sides are known to have.
@@ -270,8 +286,22 @@ impl DocSession {
         // The hub advertises no capabilities, so a device never sends it a
         // whole document in one chunk (a V2 message): every change arrives
         // as itself, ready to be judged, without loading a document to find it.
+        // Asked only while the peer's heads name a change this side lacks
+        // (one it may believe it sent): otherwise there is nothing to resend.
+        let lacking = self
+            .state
+            .their_heads
+            .as_ref()
+            .is_some_and(|heads| heads.iter().any(|h| am.get_change_meta_by_hash(h).is_none()));
+        let resend = self.resend && lacking && message.is_some();
+        if resend || self.state.their_heads.is_some() && !lacking {
+            self.resend = false;
+        }
         let message = message.map(|mut m| {
             m.flags = None;
+            if resend {
+                m.heads = Vec::new();
+            }
             m
         });
         Ok(self.ask_for_waiting(am, message))
@@ -482,7 +512,7 @@ impl DocSession {
             }
         }
         candidate.automerge_mut().set_actor(doc.automerge().get_actor().clone());
-        let mut next = DocSession { state, waiting };
+        let mut next = DocSession { state, waiting, resend: self.resend };
         let reply = if reply { next.try_generate(&candidate)? } else { None };
         let mut actors: Vec<String> = new_changes
             .iter()

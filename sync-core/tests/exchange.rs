@@ -1,5 +1,5 @@
 //! The exchange engine on its own, sans IO: round numbering and replay,
-//! the caps, refusals and the device's recovery, and waiting changes kept
+//! rounds that reach several hubs, the caps, refusals and the device's recovery, and waiting changes kept
 //! when an exchange ends.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,16 +85,105 @@ fn rounds_go_in_step_and_a_repeat_is_answered_again_unchanged() {
     let (_, replay) = play(&mut hub, &mut docs, &first).unwrap();
     let (s2, again) = replay.expect("a replay");
     assert_eq!((s2, serde_json::to_value(&again).unwrap()), (200, serde_json::to_value(&answer).unwrap()));
-    let skipped = request(3, &[(village(1), None)]);
-    assert!(matches!(
-        play(&mut hub, &mut docs, &skipped),
-        Err(HubError::OutOfStep { round: 3, last: 1, .. })
-    ));
-    for n in 2..=3 {
-        let (out, _) = play(&mut hub, &mut docs, &request(n, &[])).unwrap();
-        hub.finish(out, None);
+    // Round 2 was played elsewhere (another server): round 3 goes on.
+    let (out, _) = play(&mut hub, &mut docs, &request(3, &[(village(1), None)])).unwrap();
+    assert_eq!(hub.finish(out, None).1.round, 3);
+    for behind in [2, 1, 0] {
+        assert!(matches!(
+            play(&mut hub, &mut docs, &request(behind, &[])),
+            Err(HubError::OutOfStep { last: 3, .. })
+        ));
     }
     assert_eq!(play(&mut hub, &mut docs, &request(4, &[])).unwrap_err(), HubError::TooManyRounds { max: 3 });
+}
+
+/// A device whose rounds each reach one of two hubs (two servers sharing
+/// one store, so one set of documents), as `order` says: hub 0 or 1 per
+/// round. Returns the rounds played.
+fn sync_across(
+    device: &str,
+    mine: &mut BTreeMap<DocumentId, SurveyDocument>,
+    theirs: &mut BTreeMap<DocumentId, SurveyDocument>,
+    order: &[usize],
+) -> u32 {
+    let server = PeerId::new("server").unwrap();
+    let states = mine.keys().map(|id| (id.clone(), None));
+    let mut client = ClientExchange::new("x-1".into(), Some(device.into()), server, states, 1 << 20);
+    let mut hubs: Vec<HubExchange> =
+        (0..2).map(|_| HubExchange::new(PeerId::new(device).unwrap(), "x-1".into(), 8, 32)).collect();
+    let mut rounds = 0;
+    while let Some(req) = client.poll_request(mine).unwrap() {
+        let hub = &mut hubs[order[rounds as usize % order.len()]];
+        let (out, _) = play(hub, theirs, &req).unwrap();
+        assert!(out.refusals.is_empty(), "{:?}", out.refusals);
+        let (_, response) = hub.finish(out, None);
+        let round = client.handle_response(mine, response).unwrap();
+        assert!(round.refused.is_empty());
+        rounds += 1;
+    }
+    rounds
+}
+
+#[test]
+fn an_exchange_whose_rounds_reach_two_hubs_converges() {
+    let ids = [village(4), village(5)];
+    let mut theirs = hub_docs(&ids);
+    let mut a: BTreeMap<DocumentId, SurveyDocument> = ids
+        .iter()
+        .map(|id| (id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8]))))
+        .collect();
+    let mut b: BTreeMap<DocumentId, SurveyDocument> = ids
+        .iter()
+        .map(|id| (id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-b", [2; 8]))))
+        .collect();
+    for (n, id) in ids.iter().enumerate() {
+        let edits: Vec<Edit> = (0..20)
+            .map(|i| Edit::set(hh(&format!("hh-{n}{i:02}")), "members", FieldValue::Int(i + 1)))
+            .collect();
+        a.get_mut(id).unwrap().apply(&edits, 1).unwrap();
+        b.get_mut(id).unwrap().apply(&[Edit::increment(Target::Facts, "security_cameras", 3)], 2).unwrap();
+    }
+    for order in [&[0, 1][..], &[1, 1, 0], &[0, 0, 1, 0]] {
+        let played = sync_across("tablet-a", &mut a, &mut theirs, order);
+        assert!(played >= 2, "the exchange took several rounds, so it crossed hubs");
+        sync_across("tablet-b", &mut b, &mut theirs, order);
+    }
+    sync_across("tablet-a", &mut a, &mut theirs, &[1, 0]);
+    for id in &ids {
+        assert_eq!(a[id].heads(), theirs[id].heads(), "{id}");
+        assert_eq!(b[id].heads(), theirs[id].heads(), "{id}");
+        assert_eq!(a[id].snapshot(None).unwrap(), theirs[id].snapshot(None).unwrap());
+    }
+}
+
+#[test]
+fn a_resumed_exchange_keeps_the_changes_its_old_sessions_held_waiting() {
+    let id = village(6);
+    let mut docs = hub_docs(std::slice::from_ref(&id));
+    let mut dev = SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8]));
+    dev.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(5))], 1).unwrap();
+    let last = dev.automerge().get_last_local_change().unwrap().clone();
+    let only_last = Message {
+        heads: vec![last.hash()],
+        need: vec![],
+        have: vec![],
+        changes: vec![last.raw_bytes().to_vec()].into(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode();
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(only_last);
+    let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 8);
+    let (out, _) = play(&mut hub, &mut docs, &request(1, &[(id.clone(), Some(text))])).unwrap();
+    assert_eq!(out.waiting, 1);
+    hub.finish(out, None);
+    let (out, _) = play(&mut hub, &mut docs, &request(4, &[(id.clone(), None)])).unwrap();
+    assert_eq!(out.waiting, 0, "the sessions started again from the store");
+    assert_eq!(out.batch.refused.len(), 1);
+    assert_eq!(out.batch.refused[0].code, RefusalCode::WaitingExpired);
+    assert_eq!(out.batch.refused[0].bytes, last.raw_bytes());
+    assert_eq!(hub.finish(out, None).0, 200, "kept, not a refusal of the round");
 }
 
 #[test]

@@ -41,7 +41,9 @@ pub trait HubEnv {
 /// Why a round cannot be played at all (nothing of it applies).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
-    /// The round is neither the next one nor a repeat of the last.
+    /// The round is behind the exchange: played already, and not the last
+    /// (which is replayed). A round ahead of the last is played: the rounds
+    /// between were played elsewhere (see [`HubExchange::begin`]).
     #[error(
         "round {round} of exchange {exchange} was not expected (last answered: {last}); start a new exchange"
     )]
@@ -130,6 +132,9 @@ pub struct HubExchange {
     persisted: BTreeMap<DocumentId, Vec<u8>>,
     /// Documents refused in this exchange: no more messages for them.
     refused: BTreeSet<DocumentId>,
+    /// Whether rounds of this exchange were played elsewhere: sessions then
+    /// ask the device to send again what this side lacks.
+    resumed: bool,
 }
 
 impl HubExchange {
@@ -146,11 +151,18 @@ impl HubExchange {
             sessions: BTreeMap::new(),
             persisted: BTreeMap::new(),
             refused: BTreeSet::new(),
+            resumed: false,
         }
     }
 
     /// Starts a round of `request`, whose documents (`named`, parsed and
     /// checked against the device's scope by the shell) are in request order.
+    ///
+    /// The round number decides: the last round answered is replayed; the
+    /// next one is played; one further ahead is played too, after the
+    /// sessions resume from the persisted state (a device may reach another
+    /// server on the same database for any round, and a server forgets an
+    /// idle exchange); a round behind, or 0, is [`HubError::OutOfStep`].
     pub fn begin(
         &mut self,
         request: &SyncRequest,
@@ -163,7 +175,7 @@ impl HubExchange {
                 return Ok(Begin::Replay(*status, response.clone()));
             }
         }
-        if request.round != self.round + 1 {
+        if request.round <= self.round || request.round == 0 {
             return Err(HubError::OutOfStep {
                 exchange: self.id.clone(),
                 round: request.round,
@@ -173,6 +185,9 @@ impl HubExchange {
         if request.round > self.max_rounds {
             return Err(HubError::TooManyRounds { max: self.max_rounds });
         }
+        // Rounds this hub did not play (another server on the same database
+        // did, or this one forgot the exchange): go on from the store.
+        let leftover = if request.round > self.round + 1 { self.resume(now) } else { WriteBatch::default() };
         let mut incoming = BTreeMap::new();
         let mut early = Vec::new();
         let mut messages = 0;
@@ -217,13 +232,30 @@ impl HubExchange {
         for id in new_documents {
             self.sessions.entry(id).or_default();
         }
-        let out = RoundOutput { messages, number: request.round, ..RoundOutput::default() };
+        let out = RoundOutput { messages, number: request.round, batch: leftover, ..RoundOutput::default() };
         let mut round = HubRound { incoming, out, now };
         for (refusal, bytes) in early {
             self.refused.insert(refusal.document.clone());
             self.refuse(&mut round.out, refusal, bytes, now);
         }
         Ok(Begin::Round(round))
+    }
+
+    /// Makes the hub go on with an exchange whose last rounds were played
+    /// elsewhere: every session starts again from the persisted state, as
+    /// at a first round (the store holds whatever those rounds stored; the
+    /// device's messages are answered like any peer's whose state this side
+    /// lost, and the first answer asks the device to send again whatever this
+    /// side lacks, see [`DocSession::ask_to_resend`]). Changes still waiting in the old sessions are handed back as
+    /// refused uploads to keep (`waiting_expired`); documents refused in
+    /// this exchange stay refused.
+    fn resume(&mut self, now: i64) -> WriteBatch {
+        let leftover = self.end(now);
+        self.sessions.clear();
+        self.persisted.clear();
+        self.last = None;
+        self.resumed = true;
+        leftover
     }
 
     /// The documents of the exchange, in id order: the shell locks (in this
@@ -280,7 +312,13 @@ impl HubExchange {
         }
         if !self.persisted.contains_key(id) {
             let saved = env.persisted_state(id).map_err(HubError::Store)?;
-            self.sessions.insert(id.clone(), DocSession::resume(saved.as_deref()));
+            let mut session = DocSession::resume(saved.as_deref());
+            if self.resumed {
+                // The device believes it sent what the earlier rounds carried;
+                // what waited there for a dependency is not here.
+                session.ask_to_resend();
+            }
+            self.sessions.insert(id.clone(), session);
             self.persisted.insert(id.clone(), saved.unwrap_or_default());
         }
         let waiting_here = self.waiting();

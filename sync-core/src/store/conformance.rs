@@ -41,6 +41,7 @@ pub fn run_all<S: Store>(mut make: impl FnMut() -> S) {
     audit_log_and_admin_tokens(make());
     export_then_import_keeps_every_row(make(), make());
     a_unit_of_work_is_all_or_nothing(make());
+    changes_since_follows_insertion_order(make());
 }
 
 /// A unit of work that fails half-way (an error or a panic) leaves nothing
@@ -517,4 +518,49 @@ fn store_everything<S: Store>(store: &mut S, doc: &SurveyDocument, changes: &[Ch
         };
         store.append_audit(&e).expect("audit");
     }
+}
+
+/// `changes_since` hands out a document's rows after a position, in
+/// insertion order, each with its hash; a repeated upload adds no row, a
+/// compacted row comes without bytes, and other documents' rows never show.
+pub fn changes_since_follows_insertion_order<S: Store>(mut store: S) {
+    let (_, changes) = sample_changes();
+    assert!(store.changes_since(&doc_id(), 0).expect("read").is_empty(), "nothing stored yet");
+    let first = WriteBatch { changes: changes[..1].to_vec(), ..Default::default() };
+    store.commit(&first, 10).expect("commit");
+    let rows = store.changes_since(&doc_id(), 0).expect("read");
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].position > 0, "positions start above 0");
+    assert_eq!(
+        (rows[0].hash.as_str(), rows[0].bytes.as_deref()),
+        (changes[0].hash.as_str(), Some(&changes[0].bytes[..]))
+    );
+    let seen = rows[0].position;
+
+    let other: DocumentId = "village:nhu-co-02:2024-1".parse().expect("valid id");
+    let elsewhere = SurveyDocument::create(other.clone(), ActorId::from([8u8; 16]));
+    let elsewhere: Vec<ChangeRecord> =
+        elsewhere.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(&other, c)).collect();
+    store.commit(&WriteBatch { changes: elsewhere, ..Default::default() }, 11).expect("commit");
+    store.commit(&WriteBatch { changes: changes.clone(), ..Default::default() }, 12).expect("commit");
+    let later = store.changes_since(&doc_id(), seen).expect("read");
+    let hashes: Vec<&str> = later.iter().map(|r| r.hash.as_str()).collect();
+    let expected: Vec<&str> = changes[1..].iter().map(|c| c.hash.as_str()).collect();
+    assert_eq!(hashes, expected, "only the rows stored after the position, in order");
+    assert!(later.windows(2).all(|w| w[0].position < w[1].position), "positions grow");
+    assert!(later.iter().all(|r| r.position > seen));
+    let newest = later.last().expect("rows").position;
+    assert!(store.changes_since(&doc_id(), newest).expect("read").is_empty(), "nothing after the newest");
+
+    store.commit(&WriteBatch { changes: changes.clone(), ..Default::default() }, 13).expect("commit");
+    assert!(
+        store.changes_since(&doc_id(), newest).expect("read").is_empty(),
+        "a repeated upload adds no row"
+    );
+    let (doc, _) = sample_changes();
+    let all: Vec<String> = changes.iter().map(|c| c.hash.clone()).collect();
+    store.compact(&doc_id(), &doc.automerge().save(), &all).expect("compact");
+    let compacted = store.changes_since(&doc_id(), 0).expect("read");
+    assert_eq!(compacted.len(), changes.len(), "compaction keeps every row");
+    assert!(compacted.iter().all(|r| r.bytes.is_none()), "compacted rows come without bytes");
 }

@@ -280,6 +280,23 @@ pub trait Store: Send {
     fn put_admin_token(&mut self, name: &str, hash: &str, now: i64) -> Result<(), StoreError>;
     /// The administrator a token hash belongs to.
     fn admin_for_token(&self, hash: &str) -> Result<Option<String>, StoreError>;
+    /// A document's change rows stored after position `after`, in position
+    /// order: how a replica sharing the database with other writers catches
+    /// up with what they stored since it loaded the document. Positions are
+    /// the backend's insertion order (0 is before every row); a row whose
+    /// bytes were folded into the snapshot comes with `bytes: None`.
+    fn changes_since(&self, id: &DocumentId, after: i64) -> Result<Vec<ChangeAt>, StoreError>;
+}
+
+/// One change row of a document, as [`Store::changes_since`] hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeAt {
+    /// The row's position in the backend's insertion order (above 0).
+    pub position: i64,
+    /// The change's hash, hex.
+    pub hash: String,
+    /// The change's bytes, or `None` when compacted into the snapshot.
+    pub bytes: Option<Vec<u8>>,
 }
 
 /// Loads a survey document from a store, writing as `actor`; `None` if

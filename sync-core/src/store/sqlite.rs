@@ -16,7 +16,7 @@ use super::columns::{
 };
 use super::export::{ChangeRow, CredentialRow, Export, TABLES};
 use super::{
-    ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
+    ChangeAt, ChangeMeta, CommitSummary, NewRefusedUpload, PeerSummary, RefusedUpload, Store, StoreError,
     StoredDocument, WriteBatch,
 };
 use crate::access::{AuditEvent, CredentialKind, DeviceRecord};
@@ -934,6 +934,21 @@ impl Store for SqliteStore {
         let pages: i64 = self.conn.pragma_query_value(None, "page_count", |r| r.get(0)).map_err(backend)?;
         let size: i64 = self.conn.pragma_query_value(None, "page_size", |r| r.get(0)).map_err(backend)?;
         Ok(Some((pages * size) as u64))
+    }
+
+    fn changes_since(&self, id: &DocumentId, after: i64) -> Result<Vec<ChangeAt>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT rowid, hash, bytes FROM changes WHERE document = ?1 AND rowid > ?2 ORDER BY rowid",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(params![id.to_string(), after], |r| {
+                Ok(ChangeAt { position: r.get(0)?, hash: r.get(1)?, bytes: r.get(2)? })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(backend)
     }
 }
 
