@@ -644,6 +644,13 @@ impl Store for PgStore {
         let mut conn = self.conn()?;
         // A panic below drops the transaction, which rolls it back.
         let mut tx = conn.begin()?;
+        if batches.iter().any(|b| !b.changes.is_empty()) {
+            // Commits that add changes follow one another, so a change row's
+            // position (`ord`) is handed out only after every smaller one is
+            // committed: a server that has read position N has seen every row
+            // before it (`changes_since` misses nothing another server wrote).
+            tx.batch_execute("LOCK TABLE changes IN SHARE ROW EXCLUSIVE MODE").map_err(backend)?;
+        }
         if batches.iter().any(|b| !b.refused.is_empty()) {
             // Only one transaction at a time takes refused-upload ids, so a
             // batch's ids are consecutive.

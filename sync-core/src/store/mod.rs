@@ -283,7 +283,9 @@ pub trait Store: Send {
     /// A document's change rows stored after position `after`, in position
     /// order: how a replica sharing the database with other writers catches
     /// up with what they stored since it loaded the document. Positions are
-    /// the backend's insertion order (0 is before every row); a row whose
+    /// the backend's insertion order (0 is before every row), and a backend
+    /// shared by several writers hands them out in commit order, so a row
+    /// never appears below a position a reader has already seen; a row whose
     /// bytes were folded into the snapshot comes with `bytes: None`.
     fn changes_since(&self, id: &DocumentId, after: i64) -> Result<Vec<ChangeAt>, StoreError>;
 }
