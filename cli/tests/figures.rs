@@ -364,3 +364,42 @@ fn a_registry_dropping_surveyed_places_is_refused_unless_forced_and_every_load_i
     assert!(loads[1].2.contains("--force, dropping places that hold survey data: nhu-co-04"), "{loads:?}");
     assert!(loads[4].2.contains("nhu-co-03, song-cau-20"), "{loads:?}");
 }
+
+#[test]
+fn status_counts_households_per_round_as_report_does() {
+    let (_dir, path) = own_db();
+    let db = path.to_str().unwrap();
+    // One household surveyed in a second round, written as a sync would store it.
+    let id = "village:nhu-co-01:2025-1".parse().unwrap();
+    let mut doc = sync_core::survey::SurveyDocument::create(id, ActorId::from([0x5f; 16]));
+    doc.apply(
+        &[Edit::set(
+            Target::Household("hh-01".parse().unwrap()),
+            "members",
+            sync_core::survey::FieldValue::Int(4),
+        )],
+        admin_fixture::DAY1,
+    )
+    .unwrap();
+    let changes =
+        doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(doc.id(), c)).collect();
+    SqliteStore::open(&path)
+        .unwrap()
+        .commit(&WriteBatch { changes, ..WriteBatch::default() }, admin_fixture::DAY1)
+        .unwrap();
+
+    let status = json(&["status", "--db", db, "--format", "json"]);
+    let by_round = &status["households_by_round"];
+    for round in ["2024-1", "2025-1"] {
+        let report = json(&["report", "--db", db, "--round", round, "--format", "json"]);
+        assert_eq!(
+            int(&by_round[round]),
+            int(&report["total"]["completeness"]["households_surveyed"]),
+            "status and report agree on round {round}: {by_round}"
+        );
+    }
+    assert_eq!(int(&by_round["2025-1"]), 1);
+    assert_eq!(int(&status["households"]), int(&by_round["2024-1"]) + 1, "the total is every round's");
+    let text = ok(&["status", "--db", db, "--lang", "en"]);
+    assert!(text.contains("round 2025-1: 1"), "the table names each round's households:\n{text}");
+}

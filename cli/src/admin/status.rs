@@ -1,5 +1,7 @@
 //! `thonsync status`: an overview of the merged state in one screen.
 
+use std::collections::BTreeMap;
+
 use clap::Args;
 use serde::Serialize;
 use sync_core::ids::DocumentKind;
@@ -31,6 +33,8 @@ struct Status {
     commune_documents: usize,
     villages_surveyed: usize,
     households: usize,
+    /// Households by survey round: what `report --round R` counts for R.
+    households_by_round: BTreeMap<String, usize>,
     devices: usize,
     refused_uploads: usize,
     conflicts_open: usize,
@@ -48,6 +52,20 @@ struct Outside {
     households: usize,
 }
 
+/// The household total, and per round when there are several (each is what
+/// `report --round` counts for that round).
+fn households_text(s: &Status, lang: Lang) -> String {
+    if s.households_by_round.len() < 2 {
+        return s.households.to_string();
+    }
+    let rounds: Vec<String> = s
+        .households_by_round
+        .iter()
+        .map(|(round, n)| format!("{} {round}: {n}", lang.t("round", "đợt")))
+        .collect();
+    format!("{} ({})", s.households, rounds.join("; "))
+}
+
 pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
     let source = Source::open(&args.common, Access::Read)?;
     let ids = source.document_ids()?;
@@ -58,6 +76,7 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
         commune_documents: 0,
         villages_surveyed: 0,
         households: 0,
+        households_by_round: BTreeMap::new(),
         devices: 0,
         refused_uploads: source.refused()?.len(),
         conflicts_open: 0,
@@ -91,6 +110,7 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
                 s.villages_surveyed += 1;
             }
             s.households += v.households.len();
+            *s.households_by_round.entry(id.round.to_string()).or_default() += v.households.len();
         }
     }
     let utc = args.common.utc;
@@ -125,7 +145,7 @@ pub fn run(args: StatusArgs, lang: Lang) -> anyhow::Result<()> {
             ),
         ),
         (lang.t("Villages surveyed", "Thôn đã điều tra"), s.villages_surveyed.to_string()),
-        (lang.t("Households", "Hộ gia đình"), s.households.to_string()),
+        (lang.t("Households", "Hộ gia đình"), households_text(&s, lang)),
         (lang.t("Devices seen", "Thiết bị đã đồng bộ"), s.devices.to_string()),
         (lang.t("Refused uploads kept", "Dữ liệu bị từ chối đang lưu"), s.refused_uploads.to_string()),
         (lang.t("Open conflicts", "Xung đột chưa giải quyết"), s.conflicts_open.to_string()),
