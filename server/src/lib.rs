@@ -26,6 +26,7 @@ pub mod auth;
 pub mod database;
 pub mod devices_api;
 pub mod error;
+pub mod leases;
 pub mod metrics;
 pub mod registry_api;
 pub mod rounds;
@@ -171,6 +172,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         turns: Mutex::new(Default::default()),
         admitted_syncs: Arc::new(tokio::sync::Semaphore::new(config.limits.max_admitted_syncs.max(1))),
         rounds_pool: Arc::new(tokio::sync::Semaphore::new(config.limits.max_concurrent_rounds.max(1))),
+        leases: leases::Leases::new(config.limits.max_syncing_devices, config.limits.syncing_idle),
         fault_document: config.fault_document.clone(),
         enroll_throttle: Mutex::new(throttle::Throttle::new(
             config.limits.enroll_per_minute_per_address,
@@ -353,6 +355,8 @@ fn spawn_sweeper(state: &AppState) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             let Some(shared) = weak.upgrade() else { break };
             shared.unpin_idle(Duration::from_secs(10));
+            let idle = shared.leases.expire_idle();
+            shared.unpin_devices(&idle);
             let docs = shared.docs.evict_idle(shared.limits.document_idle);
             shared.enroll_throttle.lock().expect("throttle").forget_full(std::time::Instant::now());
             // Ending an exchange may write its waiting changes: not on an async thread.
@@ -478,6 +482,7 @@ impl Drop for ServerHandle {
 /// and the sweeper): many devices, or a hostile one with many connections,
 /// cannot make the server start a thread (and a malloc arena) each.
 pub fn runtime(limits: &Limits, worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    cap_malloc_arenas();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = worker_threads {
         builder.worker_threads(n);
@@ -487,6 +492,25 @@ pub fn runtime(limits: &Limits, worker_threads: Option<usize>) -> std::io::Resul
         .enable_all()
         .thread_name("thonsync-server")
         .build()
+}
+
+/// Caps glibc's malloc at one arena per processor, before the runtime
+/// starts its threads, unless `MALLOC_ARENA_MAX` is set. By default glibc
+/// gives each of up to eight times the processors' threads an arena of its
+/// own that keeps what it freed: with a round's documents built on one
+/// blocking thread and dropped on another, the server's resident memory
+/// was about twice its live heap (119 MiB for 50 devices syncing 1,050
+/// documents; 50 MiB capped).
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let processors = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX
+        // bounds the arenas made from now on and never frees memory in use.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, i32::try_from(processors).unwrap_or(i32::MAX));
+        }
+    }
 }
 
 /// Starts a server on its own thread; returns once it listens (port 0 picks a free port).

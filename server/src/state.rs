@@ -76,6 +76,13 @@ pub struct Limits {
     /// bodies takes this many devices' tokens (each stopped by the body
     /// read timeout).
     pub max_admitted_syncs: usize,
+    /// Devices whose exchanges hold documents in memory at once, at most
+    /// (see [`crate::leases`]); more wait before their body is read, so
+    /// memory follows this, not the devices syncing at once.
+    pub max_syncing_devices: usize,
+    /// A device between rounds that sends nothing for this long loses its
+    /// place among the syncing devices to one that waits.
+    pub syncing_idle: Duration,
 }
 
 impl Default for Limits {
@@ -96,6 +103,8 @@ impl Default for Limits {
             writer_queue: crate::writer::DEFAULT_QUEUE,
             max_concurrent_rounds: std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             max_admitted_syncs: std::thread::available_parallelism().map_or(2, |n| n.get()) * 4,
+            max_syncing_devices: std::thread::available_parallelism().map_or(2, |n| n.get()) * 4,
+            syncing_idle: Duration::from_secs(2),
         }
     }
 }
@@ -165,6 +174,16 @@ pub struct LimitArgs {
     #[arg(long, env = "THONSYNC_MAX_ADMITTED_SYNCS", value_name = "N", value_parser = positive::<usize>,
         default_value_t = Limits::default().max_admitted_syncs)]
     pub max_admitted_syncs: usize,
+    /// Devices whose exchanges hold documents in memory at once (default:
+    /// four times the processors); more wait before their body is read.
+    #[arg(long, env = "THONSYNC_MAX_SYNCING_DEVICES", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_syncing_devices)]
+    pub max_syncing_devices: usize,
+    /// A syncing device that sends nothing for this long gives its place
+    /// to a waiting one (milliseconds).
+    #[arg(long, env = "THONSYNC_SYNCING_IDLE_MS", value_name = "MS", value_parser = positive::<u64>,
+        default_value_t = Limits::default().syncing_idle.as_millis() as u64)]
+    pub syncing_idle_ms: u64,
     /// Change data of one sync message, once inflated, at most (bytes).
     #[arg(long, env = "THONSYNC_MAX_INFLATED_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
         default_value_t = InputLimits::default().max_inflated_bytes)]
@@ -222,6 +241,8 @@ impl LimitArgs {
             writer_queue: self.writer_queue,
             max_concurrent_rounds: self.max_concurrent_rounds,
             max_admitted_syncs: self.max_admitted_syncs,
+            max_syncing_devices: self.max_syncing_devices,
+            syncing_idle: Duration::from_millis(self.syncing_idle_ms),
         }
     }
 }
@@ -328,12 +349,35 @@ pub struct DocCache {
     slots: Mutex<HashMap<DocumentId, Arc<DocSlot>>>,
     /// Most slots kept.
     capacity: usize,
+    /// The heads of documents evicted while loaded, so an exchange can tell
+    /// a document is in step without loading it again (a few dozen bytes a
+    /// document). A loaded, unlocked document is always what the store holds
+    /// (a failed commit empties its slot), so these are the stored heads as
+    /// long as this server is the store's only writer; a server sharing its
+    /// database does not read them ([`Shared::current_heads`]).
+    evicted_heads: Mutex<HashMap<DocumentId, Vec<ChangeHash>>>,
 }
 
 impl DocCache {
     /// An empty cache holding at most `capacity` documents when idle.
     pub fn new(capacity: usize) -> Self {
-        Self { slots: Mutex::new(HashMap::new()), capacity }
+        Self { slots: Mutex::new(HashMap::new()), capacity, evicted_heads: Mutex::new(HashMap::new()) }
+    }
+
+    /// Removes an idle slot, remembering the heads of its document.
+    fn remove_idle(&self, slots: &mut HashMap<DocumentId, Arc<DocSlot>>, id: &DocumentId) {
+        let Some(slot) = slots.remove(id) else { return };
+        let heads = slot.doc.try_lock().ok().and_then(|d| d.as_ref().map(SurveyDocument::heads));
+        let mut evicted = self.evicted_heads.lock().unwrap_or_else(|p| p.into_inner());
+        match heads {
+            Some(heads) => evicted.insert(id.clone(), heads),
+            None => evicted.remove(id),
+        };
+    }
+
+    /// The heads a document had when it was evicted, if it is not in the cache now.
+    pub fn evicted_heads(&self, id: &DocumentId) -> Option<Vec<ChangeHash>> {
+        self.evicted_heads.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     /// The slot of a document, created empty if needed.
@@ -355,7 +399,7 @@ impl DocCache {
             idle.sort();
             let excess = slots.len() - self.capacity;
             for (_, k) in idle.into_iter().take(excess) {
-                slots.remove(&k);
+                self.remove_idle(&mut slots, &k);
             }
         }
         slot
@@ -369,14 +413,21 @@ impl DocCache {
     /// Forgets a document's slot, in use or not (after a panic while it was held).
     pub fn evict(&self, id: &DocumentId) {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.evicted_heads.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     /// Drops documents not used for `idle`; returns how many.
     pub fn evict_idle(&self, idle: Duration) -> usize {
         let mut slots = self.slots.lock().expect("doc cache");
-        let before = slots.len();
-        slots.retain(|_, s| Arc::strong_count(s) > 1 || s.last_used.lock().expect("slot").elapsed() < idle);
-        before - slots.len()
+        let idle: Vec<DocumentId> = slots
+            .iter()
+            .filter(|(_, s)| Arc::strong_count(s) == 1 && s.last_used.lock().expect("slot").elapsed() >= idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in &idle {
+            self.remove_idle(&mut slots, id);
+        }
+        idle.len()
     }
 
     /// Documents in the cache now.
@@ -442,6 +493,8 @@ pub struct Shared {
     pub admitted_syncs: Arc<tokio::sync::Semaphore>,
     /// The pool of sync rounds: `max_concurrent_rounds` permits.
     pub rounds_pool: Arc<tokio::sync::Semaphore>,
+    /// The devices whose exchanges may hold documents now.
+    pub leases: crate::leases::Leases,
     /// A document whose handling panics on purpose: how tests prove that a
     /// panic is contained. Never set by the server binary.
     pub fault_document: Option<String>,
@@ -716,11 +769,15 @@ impl Shared {
         Ok(true)
     }
 
-    /// A document's heads if it is loaded and not being changed right now,
-    /// caught up with the store first on a shared database; `None` when
-    /// they are not at hand (the document is then played as usual).
+    /// A document's heads if it is loaded and not being changed right now
+    /// (caught up with the store first on a shared database), or, on a
+    /// database this server alone writes, the heads it had when it was
+    /// evicted; `None` when they are not at hand (the document is then
+    /// played as usual).
     pub fn current_heads(&self, id: &DocumentId) -> Option<Vec<ChangeHash>> {
-        let slot = self.docs.peek(id)?;
+        let Some(slot) = self.docs.peek(id) else {
+            return if self.shared_database { None } else { self.docs.evicted_heads(id) };
+        };
         let mut guard = slot.doc.try_lock().ok()?;
         let doc = guard.as_mut()?;
         if self.shared_database && !matches!(self.catch_up(id, doc), Ok(true)) {
@@ -752,6 +809,18 @@ impl Shared {
         for e in all.values() {
             if let Ok(mut e) = e.try_lock() {
                 if e.last_used.is_some_and(|t| t.elapsed() >= idle) {
+                    e.slots.clear();
+                }
+            }
+        }
+    }
+
+    /// Lets go of the documents of `devices`' exchanges (their leases ended).
+    pub fn unpin_devices(&self, devices: &[String]) {
+        let all = self.exchanges.lock().unwrap_or_else(|p| p.into_inner());
+        for ((device, _), e) in all.iter() {
+            if devices.iter().any(|d| d == device.as_str()) {
+                if let Ok(mut e) = e.try_lock() {
                     e.slots.clear();
                 }
             }

@@ -133,8 +133,9 @@ async fn sync_round(
 /// Middleware of `/v1/sync`, after authentication and before the body is
 /// read: one request per device at a time (a device, or a stolen token used
 /// from many connections, gets at most one place and one worker thread),
-/// and at most [`crate::state::Limits::max_admitted_syncs`] requests past
-/// this point. Devices beyond them wait here holding a connection, not
+/// a lease among the devices whose exchanges may hold documents
+/// ([`crate::leases`]), and at most
+/// [`crate::state::Limits::max_admitted_syncs`] requests past this point. Devices beyond them wait here holding a connection, not
 /// their upload in memory, so memory follows the limit, not the devices
 /// syncing at once.
 pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -143,6 +144,9 @@ pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let shared = state.shared.clone();
     let _turn = shared.device_turn(&device.id).await;
+    let Some(_lease) = shared.leases.enter(&device.id, |idle| shared.unpin_devices(idle)).await else {
+        return ApiError::internal("the server is shutting down").into_response();
+    };
     let Ok(_admitted) = shared.admitted_syncs.clone().acquire_owned().await else {
         return ApiError::internal("the server is shutting down").into_response();
     };
@@ -391,6 +395,13 @@ fn handle(
     shared.metrics.round(messages, received);
     let hub = ex.hub.as_mut().expect("the exchange's engine");
     let (status, response) = hub.finish(out, first_refused_id);
+    if response.documents.iter().all(|d| d.message.is_none()) {
+        // The server has nothing more to say: as far as it can tell the
+        // exchange is done. Its documents and its device's lease go now; a
+        // device with more to say queues again and finds them in the cache.
+        ex.slots.clear();
+        shared.leases.finish(&record.id);
+    }
     for reply in &response.documents {
         if let Some(e) = &reply.error {
             let kept =
