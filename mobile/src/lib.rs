@@ -755,7 +755,22 @@ impl FieldReplica {
         let id = Self::village_doc(&r, &village)?;
         let survey = snapshot(&mut r, &id)?;
         let states = if id.kind == DocumentKind::Village { r.household_sync(&id)? } else { BTreeMap::new() };
-        Ok(village_record(&id, &survey, &states))
+        let mut record = village_record(&id, &survey, &states);
+        // A household only the refused version holds is shown from that version.
+        if states.len() > record.households.len() {
+            if let Some((_, aside)) = r.refused_version(&id)? {
+                let aside = aside.snapshot(None).map_err(|e| MobileError::Invalid {
+                    message_vi: format!("không đọc được bản bị từ chối ({e})"),
+                    message_en: e.to_string(),
+                })?;
+                let shown: Vec<String> = record.households.iter().map(|h| h.id.clone()).collect();
+                record.households.extend(
+                    village_record(&id, &aside, &states).households.into_iter().filter(|h| !shown.contains(&h.id)),
+                );
+                record.households.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+        }
+        Ok(record)
     }
 
     /// One household of a village.
