@@ -670,8 +670,8 @@ impl FieldReplica {
     /// Enrolls this phone with the administrator's one-time code (typed, or
     /// the text of the QR code) and keeps the replica in `folder`. Also the
     /// way back for a folder whose code the administrator rotated: its
-    /// unsent edits are kept. Then fetches the commune's villages: call
-    /// [`FieldReplica::sync`] before going into the field.
+    /// unsent edits are kept. Call [`FieldReplica::sync`] next, before
+    /// going into the field: it fetches the commune's villages.
     #[uniffi::constructor]
     pub fn enroll(
         folder: String,
@@ -765,7 +765,10 @@ impl FieldReplica {
                 })?;
                 let shown: Vec<String> = record.households.iter().map(|h| h.id.clone()).collect();
                 record.households.extend(
-                    village_record(&id, &aside, &states).households.into_iter().filter(|h| !shown.contains(&h.id)),
+                    village_record(&id, &aside, &states)
+                        .households
+                        .into_iter()
+                        .filter(|h| !shown.contains(&h.id)),
                 );
                 record.households.sort_by(|a, b| a.id.cmp(&b.id));
             }

@@ -90,7 +90,9 @@ fn phones_through_the_generated_bindings_against_a_real_server() {
         let dir = out.path().join(language);
         bindgen(&lib, language, &dir);
         let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{language}: {e}"));
-        for name in ["FieldReplica", "HttpTransport", "SyncProgress", "unsentCount", "refusedVersions", "errorLog"] {
+        for name in
+            ["FieldReplica", "HttpTransport", "SyncProgress", "unsentCount", "refusedVersions", "errorLog"]
+        {
             assert!(text.contains(name), "{language} bindings lack {name}");
         }
     }
