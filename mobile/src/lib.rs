@@ -750,8 +750,7 @@ impl FieldReplica {
 
     /// A village (or the commune, by its place id) with its households.
     pub fn village(&self, village: String) -> Result<VillageRecord, MobileError> {
-        let r = self.lock();
-        let mut r = r;
+        let mut r = self.lock();
         let id = Self::village_doc(&r, &village)?;
         let survey = snapshot(&mut r, &id)?;
         let states = if id.kind == DocumentKind::Village { r.household_sync(&id)? } else { BTreeMap::new() };
