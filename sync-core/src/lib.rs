@@ -27,6 +27,7 @@ pub mod history;
 pub mod ids;
 pub mod inbound;
 pub mod registry;
+pub mod replica;
 pub mod report;
 pub mod schema;
 pub mod store;

@@ -5,9 +5,10 @@
 //! (`sync_core::schema::PART_RULES`, checked by `sync_core::validate`).
 
 use serde_json::Value;
+use sync_core::replica::rules;
 use sync_core::schema::{Field, FieldKind, MAX_COUNT, MAX_TEXT_LEN};
-use sync_core::survey::{FieldValue, Survey, Target};
-use sync_core::validate::{data_quality, DataQualityIssue};
+use sync_core::survey::{FieldValue, Target};
+use sync_core::validate::DataQualityIssue;
 
 use crate::admin::text::Lang;
 use crate::admin::time;
@@ -89,17 +90,17 @@ pub fn parse_value(field: &Field, raw: &str, lang: Lang, utc: bool) -> anyhow::R
     }
 }
 
-/// The record an edit target names in a survey snapshot, as JSON.
-fn record<'a>(survey: &'a Value, target: &Target) -> Option<&'a Value> {
-    match target {
-        Target::Facts => survey.get("facts"),
-        Target::Household(h) => survey.get("households")?.get(h.as_str()),
-    }
-}
-
 /// The value `field` has now in `target` of a snapshot (`None` when unset).
 pub fn current(survey: &Value, target: &Target, field: &str) -> Option<Value> {
-    record(survey, target)?.get(field).filter(|v| !v.is_null()).cloned()
+    rules::current(survey, target, field)
+}
+
+/// The replica's language for `lang`.
+fn replica_lang(lang: Lang) -> sync_core::replica::Lang {
+    match lang {
+        Lang::En => sync_core::replica::Lang::En,
+        Lang::Vi => sync_core::replica::Lang::Vi,
+    }
 }
 
 /// Household ids in `existing` that `new` looks like a typo of: the same
@@ -198,55 +199,17 @@ pub fn check_new_household(
     ))
 }
 
-/// The breaches `after` has that `before` did not (same rule, same record):
-/// what an edit would break.
-pub fn new_breaches(before: &Survey, after: &Survey) -> Vec<DataQualityIssue> {
-    let old = data_quality(before);
-    data_quality(after)
-        .into_iter()
-        .filter(|i| !old.iter().any(|o| o.rule == i.rule && o.household == i.household))
-        .collect()
-}
+pub use rules::new_breaches;
 
 /// A breach the surveyor's own edit would make, said in their language.
 pub fn breach_message(issue: &DataQualityIssue, after: &Value, lang: Lang) -> String {
-    let place = match (&issue.household, lang) {
-        (Some(h), Lang::En) => format!("household {h}: "),
-        (Some(h), Lang::Vi) => format!("hộ {h}: "),
-        (None, _) => String::new(),
-    };
-    let what = breach_words(issue, after, lang);
-    match lang {
-        Lang::En => format!("{place}{what} (rule {}); nothing was written", issue.rule),
-        Lang::Vi => format!("{place}{what} (quy tắc {}); chưa ghi gì", issue.rule),
-    }
+    rules::breach_message(issue, after, replica_lang(lang))
 }
 
 /// What a breach is, in words of `lang`, with the values `survey` (a
 /// snapshot as JSON) holds: `adults (6) cannot be more than members (5)`.
 pub fn breach_words(issue: &DataQualityIssue, survey: &Value, lang: Lang) -> String {
-    let target = match &issue.household {
-        Some(h) => {
-            sync_core::ids::HouseholdId::new(h.as_str()).map(Target::Household).unwrap_or(Target::Facts)
-        }
-        None => Target::Facts,
-    };
-    let value = |f: &str| current(survey, &target, f).map(|v| v.to_string()).unwrap_or_else(|| "—".into());
-    match issue.fields.as_slice() {
-        [single] => match lang {
-            Lang::En => format!("{single} would add up to {}, below 0", value(single)),
-            Lang::Vi => format!("{single} sẽ thành {}, nhỏ hơn 0", value(single)),
-        },
-        [part, whole] if part == "digital_team_members" => match lang {
-            Lang::En => format!("{part} is {} but {whole} is no: answer {whole}=yes first", value(part)),
-            Lang::Vi => format!("{part} là {} nhưng {whole} là không: hãy ghi {whole}=có trước", value(part)),
-        },
-        [part, whole, ..] => match lang {
-            Lang::En => format!("{part} ({}) cannot be more than {whole} ({})", value(part), value(whole)),
-            Lang::Vi => format!("{part} ({}) không được lớn hơn {whole} ({})", value(part), value(whole)),
-        },
-        [] => issue.detail.clone(),
-    }
+    rules::breach_words(issue, survey, replica_lang(lang))
 }
 
 #[cfg(test)]

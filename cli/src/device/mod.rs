@@ -284,6 +284,19 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// An error and its causes, `: `-separated, the replica's in this run's language.
+fn describe(e: &anyhow::Error) -> String {
+    let lang = replica::lang();
+    let parts: Vec<String> = e
+        .chain()
+        .map(|c| match c.downcast_ref::<DeviceError>() {
+            Some(d) => d.message(lang),
+            None => c.to_string(),
+        })
+        .collect();
+    parts.join(": ")
+}
+
 /// Runs a device command; a failure is printed and becomes its exit code,
 /// a closed stdout a quiet exit.
 pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
@@ -294,7 +307,7 @@ pub fn run(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(e) if crate::exit::is_broken_pipe(&e) => Ok(ExitCode::from(EXIT_OK)),
         Err(e) => {
-            eprintln!("{}: {e:#}", out.lang.t("error", "lỗi"));
+            eprintln!("{}: {}", out.lang.t("error", "lỗi"), describe(&e));
             Ok(ExitCode::from(exit_code(&e)))
         }
     }

@@ -1,0 +1,117 @@
+//! The mobile crate through its generated bindings: builds the library and
+//! the real `thonsync-server` and `thonsync`, generates the Python, Kotlin
+//! and Swift bindings with the crate's own `uniffi-bindgen`, checks the
+//! Kotlin and Swift ones, and runs the pytest suite of `mobile/python`
+//! (phones against a real server on 127.0.0.1). A missing Python venv or
+//! pytest fails, naming the command that installs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What `.ci/run` runs to make the venv.
+const INSTALL: &str = "python3 -m venv mobile/python/.venv && \
+                       mobile/python/.venv/bin/pip install -r mobile/python/requirements.txt";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_owned()
+}
+
+/// The profile folder this test was built into (`target/debug`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    exe.parent().and_then(Path::parent).expect("target/debug/deps/..").to_owned()
+}
+
+fn run(cmd: &mut Command) {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("{shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace());
+    // The variables cargo sets for this test would make the inner build
+    // look changed to build scripts and rebuild dependencies every run.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let kept = ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_TERM_COLOR", "CARGO_BUILD_JOBS"];
+        if (key.starts_with("CARGO_") && !kept.contains(&key.as_str())) || key == "OUT_DIR" {
+            c.env_remove(&key);
+        }
+    }
+    if cfg!(not(debug_assertions)) {
+        c.arg("--release");
+    }
+    c
+}
+
+fn library(dir: &Path) -> PathBuf {
+    let name = if cfg!(target_os = "macos") { "libmobile.dylib" } else { "libmobile.so" };
+    dir.join(name)
+}
+
+fn bindgen(lib: &Path, language: &str, out: &Path) {
+    run(Command::new(profile_dir().join("uniffi-bindgen"))
+        .args(["generate", "--no-format", "--library"])
+        .arg(lib)
+        .args(["--language", language, "--out-dir"])
+        .arg(out));
+}
+
+fn python() -> PathBuf {
+    let python = match std::env::var_os("THONSYNC_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => workspace().join("mobile/python/.venv/bin/python"),
+    };
+    assert!(python.exists(), "no Python venv at {}: run `{INSTALL}` (as .ci/run does)", python.display());
+    let probe = Command::new(&python).args(["-c", "import pytest"]).output().expect("run python");
+    assert!(probe.status.success(), "pytest is not installed in {}: run `{INSTALL}`", python.display());
+    python
+}
+
+#[test]
+fn phones_through_the_generated_bindings_against_a_real_server() {
+    let python = python();
+    let mut build = cargo();
+    build.args(["build", "--locked", "-p", "mobile", "--lib", "--bins", "-p", "server", "--bin"]);
+    run(build.args(["thonsync-server", "-p", "cli", "--bin", "thonsync"]));
+    let target = profile_dir();
+    let lib = library(&target);
+    let out = tempfile::tempdir().unwrap();
+
+    // Kotlin and Swift: generated from the library, naming the API.
+    for (language, file) in [("kotlin", "uniffi/mobile/mobile.kt"), ("swift", "mobile.swift")] {
+        let dir = out.path().join(language);
+        bindgen(&lib, language, &dir);
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{language}: {e}"));
+        for name in
+            ["FieldReplica", "HttpTransport", "SyncProgress", "unsentCount", "refusedVersions", "errorLog"]
+        {
+            assert!(text.contains(name), "{language} bindings lack {name}");
+        }
+    }
+    assert!(out.path().join("swift/mobileFFI.h").exists());
+
+    // Python: the bindings next to a copy of the library, then pytest.
+    let py = out.path().join("python");
+    bindgen(&lib, "python", &py);
+    std::fs::copy(&lib, py.join(lib.file_name().unwrap())).unwrap();
+    let started = std::time::Instant::now();
+    let status = Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
+        .current_dir(workspace().join("mobile/python"))
+        .env("THONSYNC_BINDINGS", &py)
+        .env("THONSYNC_SERVER_BIN", target.join("thonsync-server"))
+        .env("THONSYNC_BIN", target.join("thonsync"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .status()
+        .expect("run pytest");
+    eprintln!("pytest took {:.1} s", started.elapsed().as_secs_f64());
+    assert!(status.success(), "the Python suite failed ({status})");
+}
