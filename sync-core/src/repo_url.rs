@@ -15,8 +15,7 @@ use crate::ids::DocumentId;
 
 /// The UUID namespace of Thôn Sync document ids:
 /// `d746dba2-404f-4af5-b894-7a4dd4e196aa`.
-pub const NAMESPACE: [u8; 16] =
-    [215, 70, 219, 162, 64, 79, 74, 245, 184, 148, 122, 77, 212, 225, 150, 170];
+pub const NAMESPACE: [u8; 16] = [215, 70, 219, 162, 64, 79, 74, 245, 184, 148, 122, 77, 212, 225, 150, 170];
 
 /// The URL scheme automerge-repo uses.
 pub const URL_PREFIX: &str = "automerge:";

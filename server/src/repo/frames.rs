@@ -241,7 +241,10 @@ mod tests {
         assert_eq!(join, Incoming::Join { sender_id: "peer-1".into(), versions: vec!["1".into()] });
 
         let frame = sync("server", "peer-1", "2Xdoc", &[1, 2, 3]);
-        assert_eq!(decode(&frame).unwrap(), Incoming::Sync { document_id: "2Xdoc".into(), data: vec![1, 2, 3] });
+        assert_eq!(
+            decode(&frame).unwrap(),
+            Incoming::Sync { document_id: "2Xdoc".into(), data: vec![1, 2, 3] }
+        );
         assert!(decode(&[0xff, 0x00]).is_err());
         assert!(decode(&error("x")[..3]).is_err());
         assert!(matches!(decode(&error("bye")).unwrap(), Incoming::Other(k) if k == "error"));

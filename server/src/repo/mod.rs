@@ -97,9 +97,10 @@ pub async fn connect(
     let version = crate::auth::app_version(&headers);
     let shared = state.shared.clone();
     let checked = token.clone();
-    let found = tokio::task::spawn_blocking(move || crate::auth::device_for_token(&shared, &checked, version))
-        .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))));
+    let found =
+        tokio::task::spawn_blocking(move || crate::auth::device_for_token(&shared, &checked, version))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))));
     let device = match found {
         Ok(device) => device,
         Err(e) => return e.into_response(),
@@ -267,7 +268,9 @@ impl Connection {
             let more = match tokio::time::timeout(Duration::ZERO, socket.recv()).await {
                 Ok(Some(Ok(Message::Binary(b)))) => b,
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                Ok(Some(Ok(Message::Text(_)))) => return Step::Close(Some((1003, "frames are binary CBOR".into()))),
+                Ok(Some(Ok(Message::Text(_)))) => {
+                    return Step::Close(Some((1003, "frames are binary CBOR".into())))
+                }
                 Ok(_) => return Step::Close(None),
                 Err(_) => break, // nothing more at hand
             };
@@ -283,13 +286,22 @@ impl Connection {
     }
 
     /// Reads one frame into the round being gathered (or answers it at once).
-    async fn take(&mut self, socket: &mut WebSocket, bytes: &[u8], batch: &mut BTreeMap<DocumentId, Vec<u8>>) -> Step {
+    async fn take(
+        &mut self,
+        socket: &mut WebSocket,
+        bytes: &[u8],
+        batch: &mut BTreeMap<DocumentId, Vec<u8>>,
+    ) -> Step {
         match frames::decode(bytes) {
             Ok(Incoming::Sync { document_id, data }) => {
                 let Some(id) = self.resolve(&document_id) else {
                     tracing::debug!(device = %self.device.id, document = %document_id, "doc-unavailable");
                     let frame = frames::doc_unavailable(SERVER_PEER, &self.client, &document_id);
-                    return if socket.send(binary(frame)).await.is_ok() { Step::Go } else { Step::Close(None) };
+                    return if socket.send(binary(frame)).await.is_ok() {
+                        Step::Go
+                    } else {
+                        Step::Close(None)
+                    };
                 };
                 if self.refused.contains(&id) {
                     return Step::Go; // told once on this connection; dropped unread
@@ -324,7 +336,8 @@ impl Connection {
         }
         self.addresses.clear();
         let shared = &self.state.shared;
-        let rounds: Vec<_> = shared.rounds.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let rounds: Vec<_> =
+            shared.rounds.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         let registry = shared.registry.read().unwrap_or_else(|p| p.into_inner());
         for commune in &self.device.communes {
             for round in &rounds {
@@ -364,7 +377,9 @@ impl Connection {
         }
         let shared = self.state.shared.clone();
         let fresh = messages.keys().filter(|id| !self.in_exchange.contains(*id)).count();
-        if self.round >= shared.limits.max_rounds || self.in_exchange.len() + fresh > shared.limits.max_documents {
+        if self.round >= shared.limits.max_rounds
+            || self.in_exchange.len() + fresh > shared.limits.max_documents
+        {
             self.next_exchange().await;
         }
         self.round += 1;
@@ -408,8 +423,14 @@ impl Connection {
                 self.refused.insert(id.clone());
                 let body = serde_json::json!({ "error": error, "url": format!("automerge:{repo}") });
                 self.count += 1;
-                let frame =
-                    frames::ephemeral(SERVER_PEER, &self.client, &repo, &self.base, self.count, &frames::json_to_cbor(&body));
+                let frame = frames::ephemeral(
+                    SERVER_PEER,
+                    &self.client,
+                    &repo,
+                    &self.base,
+                    self.count,
+                    &frames::json_to_cbor(&body),
+                );
                 if socket.send(binary(frame)).await.is_err() {
                     return Step::Close(None);
                 }
@@ -419,7 +440,11 @@ impl Connection {
                 synced.heads = shared.current_heads(&id);
             }
             if let Some(message) = reply.message.and_then(|m| B64.decode(m).ok()) {
-                if socket.send(binary(frames::sync(SERVER_PEER, &self.client, &repo, &message))).await.is_err() {
+                if socket
+                    .send(binary(frames::sync(SERVER_PEER, &self.client, &repo, &message)))
+                    .await
+                    .is_err()
+                {
                     return Step::Close(None);
                 }
             }
@@ -457,9 +482,10 @@ impl Connection {
     async fn recheck(&mut self) -> Result<(), ApiError> {
         let shared = self.state.shared.clone();
         let token = self.token.clone();
-        let device = tokio::task::spawn_blocking(move || crate::auth::device_for_token(&shared, &token, None))
-            .await
-            .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))))?;
+        let device =
+            tokio::task::spawn_blocking(move || crate::auth::device_for_token(&shared, &token, None))
+                .await
+                .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))))?;
         if device.communes != self.device.communes {
             self.addresses.clear();
         }
