@@ -421,7 +421,7 @@ impl Connection {
             let repo = self.synced.get(&id).map(|s| s.repo_id.clone()).unwrap_or_else(|| repo_id(&id));
             if let Some(error) = reply.error {
                 self.refused.insert(id.clone());
-                let body = serde_json::json!({ "error": error, "url": format!("automerge:{repo}") });
+                let body = serde_json::json!({ "error": error });
                 self.count += 1;
                 let frame = frames::ephemeral(
                     SERVER_PEER,
