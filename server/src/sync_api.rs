@@ -225,17 +225,20 @@ fn handle(
             return Err(err);
         }
     };
-    play(shared, record, &request, touched)
+    play(shared, record, &request, shared.limits.max_rounds, touched)
 }
 
 /// Plays one round of `request` for the authenticated device `record`: the
 /// scope check, the hub, the commit, then the answer (nothing answered
 /// before the commit). `/v1/sync` after parsing its body, and `/v1/repo`
-/// for the messages of its socket, both run this.
+/// for the messages of its socket, both run this. `max_rounds` caps a new
+/// exchange's rounds (`/v1/sync`: the limit; `/v1/repo`: none, a socket's
+/// exchange lives as long as the socket).
 pub(crate) fn play(
     shared: &Shared,
     record: &DeviceRecord,
     request: &SyncRequest,
+    max_rounds: u32,
     touched: &Mutex<Touched>,
 ) -> Result<(u16, SyncResponse), ApiError> {
     let who = format!("device:{}", record.id);
@@ -308,7 +311,7 @@ pub(crate) fn play(
     let limits = &shared.limits;
     let ex = &mut *ex;
     let hub = ex.hub.get_or_insert_with(|| {
-        HubExchange::new(device.clone(), request.exchange.clone(), limits.max_documents, limits.max_rounds)
+        HubExchange::new(device.clone(), request.exchange.clone(), limits.max_documents, max_rounds)
     });
     let env = ServerEnv { shared, device: &device };
     let now = now_ms();

@@ -9,10 +9,12 @@
 //! changes, refused bytes kept, the commit), so the server's answer to a
 //! change, the sync message whose heads include it, leaves only after the
 //! change is committed. Frames that arrive together are played as one round
-//! (one commit). A connection's exchange is `repo-<random>-<n>`; a new one
-//! begins when the last used its rounds or documents, and it ends with the
-//! connection (changes still waiting for a dependency are then kept as
-//! refused uploads, as for any exchange).
+//! per exchange (one commit each). A connection's documents are grouped in
+//! exchanges `repo-<random>-<n>` of at most `max_documents` each, with no
+//! cap on their rounds (a round is bounded by its frames; a cap would reset
+//! the sessions of a live connection, and with them make it resend); they
+//! end with the connection (changes still waiting for a dependency are then
+//! kept as refused uploads, as for any exchange).
 //!
 //! - **Authentication** at the upgrade: `Authorization: Bearer tsd_…`, or,
 //!   for browsers (which cannot set headers on a WebSocket), `?token=tsd_…`.
@@ -145,12 +147,11 @@ struct Connection {
     synced: BTreeMap<DocumentId, Synced>,
     /// Documents refused on this connection: their frames are dropped.
     refused: BTreeSet<DocumentId>,
-    /// The connection's exchange: a random base, its generation, its last
-    /// round and documents.
+    /// The connection's exchanges, `repo-<base>-<n>`: the last round of
+    /// each, and each document's exchange (at most `max_documents` each).
     base: String,
-    generation: u32,
-    round: u32,
-    in_exchange: BTreeSet<DocumentId>,
+    rounds: Vec<u32>,
+    exchange_of: HashMap<DocumentId, usize>,
     /// The `ephemeral` frames sent.
     count: u64,
     /// A frame read while batching that must wait for the next round.
@@ -175,9 +176,8 @@ impl Connection {
             synced: BTreeMap::new(),
             refused: BTreeSet::new(),
             base,
-            generation: 0,
-            round: 0,
-            in_exchange: BTreeSet::new(),
+            rounds: Vec::new(),
+            exchange_of: HashMap::new(),
             count: 0,
             held: None,
         }
@@ -368,26 +368,53 @@ impl Connection {
         self.play(socket, batch).await
     }
 
-    /// Plays one round: `messages` (an empty one: no message, the server
-    /// says what it has) through the code of `/v1/sync`, then sends the
-    /// answers. Nothing is sent before the round's commit.
+    /// Plays `messages` (an empty one: no message, the server says what it
+    /// has) through the code of `/v1/sync`, one round per exchange they
+    /// belong to, then sends the answers. Nothing is sent before the round's
+    /// commit.
     async fn play(&mut self, socket: &mut WebSocket, messages: BTreeMap<DocumentId, Vec<u8>>) -> Step {
-        if messages.is_empty() {
-            return Step::Go;
+        let max = self.state.shared.limits.max_documents.max(1);
+        let mut by_exchange: BTreeMap<usize, BTreeMap<DocumentId, Vec<u8>>> = BTreeMap::new();
+        for (id, data) in messages {
+            let n = match self.exchange_of.get(&id) {
+                Some(n) => *n,
+                None => {
+                    // The first exchange with room, else a new one.
+                    let mut counts = vec![0usize; self.rounds.len()];
+                    for n in self.exchange_of.values() {
+                        counts[*n] += 1;
+                    }
+                    let n = counts.iter().position(|c| *c < max).unwrap_or_else(|| {
+                        self.rounds.push(0);
+                        self.rounds.len() - 1
+                    });
+                    self.exchange_of.insert(id.clone(), n);
+                    n
+                }
+            };
+            by_exchange.entry(n).or_default().insert(id, data);
         }
+        for (n, messages) in by_exchange {
+            if let Step::Close(why) = self.play_round(socket, n, messages).await {
+                return Step::Close(why);
+            }
+        }
+        Step::Go
+    }
+
+    /// One round of exchange `n`.
+    async fn play_round(
+        &mut self,
+        socket: &mut WebSocket,
+        n: usize,
+        messages: BTreeMap<DocumentId, Vec<u8>>,
+    ) -> Step {
         let shared = self.state.shared.clone();
-        let fresh = messages.keys().filter(|id| !self.in_exchange.contains(*id)).count();
-        if self.round >= shared.limits.max_rounds
-            || self.in_exchange.len() + fresh > shared.limits.max_documents
-        {
-            self.next_exchange().await;
-        }
-        self.round += 1;
-        self.in_exchange.extend(messages.keys().cloned());
+        self.rounds[n] += 1;
         let request = SyncRequest {
             device: None,
-            exchange: self.exchange(),
-            round: self.round,
+            exchange: self.exchange(n),
+            round: self.rounds[n],
             documents: messages
                 .iter()
                 .map(|(id, data)| DocumentMessage {
@@ -404,7 +431,7 @@ impl Connection {
                 return Step::Close(None);
             };
             crate::sync_api::on_worker(&self.state, move |shared, touched| {
-                crate::sync_api::play(shared, &device, &request, touched)
+                crate::sync_api::play(shared, &device, &request, u32::MAX, touched)
             })
             .await
         };
@@ -452,29 +479,27 @@ impl Connection {
         Step::Go
     }
 
-    fn exchange(&self) -> String {
-        format!("repo-{}-{}", self.base, self.generation)
+    fn exchange(&self, n: usize) -> String {
+        format!("repo-{}-{n}", self.base)
     }
 
-    /// Ends the connection's exchange and begins the next.
-    async fn next_exchange(&mut self) {
-        self.end().await;
-        self.generation += 1;
-        self.round = 0;
-        self.in_exchange.clear();
-    }
-
-    /// Ends the connection's exchange (what waits for a dependency is kept
+    /// Ends the connection's exchanges (what waits for a dependency is kept
     /// as refused uploads).
     async fn end(&mut self) {
-        if self.round == 0 {
-            return;
-        }
         let Ok(device) = sync_core::ids::PeerId::new(self.device.id.as_str()) else { return };
-        let key = (device, self.exchange());
+        let keys: Vec<_> = (0..self.rounds.len())
+            .filter(|n| self.rounds[*n] > 0)
+            .map(|n| (device.clone(), self.exchange(n)))
+            .collect();
+        self.rounds.clear();
+        self.exchange_of.clear();
         let shared = self.state.shared.clone();
-        let _ = tokio::task::spawn_blocking(move || shared.forget_exchange(&key)).await;
-        self.round = 0;
+        let _ = tokio::task::spawn_blocking(move || {
+            for key in keys {
+                shared.forget_exchange(&key);
+            }
+        })
+        .await;
     }
 
     /// The token again: revoked, rotated or gone closes the socket; the
