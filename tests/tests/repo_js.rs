@@ -58,8 +58,17 @@ fn the_js_automerge_repo_client_writes_households_the_server_keeps() {
     let owners = server.actor_owners();
     let actor = answer["actor"].as_str().unwrap();
     assert!(owners.iter().any(|(a, d)| a == actor && *d == device), "bound to the device: {owners:?}");
+    // The wrong-typed value it wrote last was refused, kept once, and told through `onRefusal`.
+    assert_eq!(answer["refusal"]["code"], "rule_broken", "{answer}");
+    assert_eq!(answer["refusal"]["field"], "adults");
+    assert_eq!(hh.adults, Some(3), "the refused value never applied");
     let refused = server.get_json("/v1/admin/refused");
-    assert_eq!(refused.as_array().map(Vec::len), Some(0), "nothing refused: {refused}");
+    let refused = refused.as_array().expect("a list");
+    assert_eq!(refused.len(), 1, "kept once: {refused:?}");
+    assert_eq!(
+        (refused[0]["code"].as_str(), refused[0]["source"].as_str()),
+        (Some("rule_broken"), Some(device.as_str()))
+    );
 
     // `thonsync show` on the server's database reads the same survey, with the URL.
     let thonsync = std::env::current_exe()

@@ -8,7 +8,7 @@
 // THONSYNC_DEVICE, THONSYNC_DOCUMENT.
 import { Repo } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
-import { createHousehold, deviceActor, documentUrl, increment, repoSocketUrl, setFields } from "../thonsync.js"
+import { createHousehold, deviceActor, documentUrl, increment, onRefusal, repoSocketUrl, setFields } from "../thonsync.js"
 
 const { THONSYNC_SERVER: server, THONSYNC_TOKEN: token, THONSYNC_DEVICE: device, THONSYNC_DOCUMENT: documentId } = process.env
 const deadline = setTimeout(() => {
@@ -49,7 +49,12 @@ try {
   unavailable = true
 }
 
-console.log(JSON.stringify({ url, heads: seen.heads(), unavailable, actor }))
+// A value of the wrong type: refused, kept, and told to the writer once.
+const refused = new Promise(resolve => onRefusal(handle, resolve))
+await setFields(handle, "hh-101", { adults: "three" }, actor)
+const refusal = await refused
+
+console.log(JSON.stringify({ url, heads: seen.heads(), unavailable, actor, refusal }))
 clearTimeout(deadline)
 await writer.shutdown()
 await reader.shutdown()
