@@ -225,20 +225,35 @@ fn handle(
             return Err(err);
         }
     };
-    play(shared, record, &request, shared.limits.max_rounds, touched)
+    play(
+        shared,
+        record,
+        &request,
+        RoundRules { max_rounds: shared.limits.max_rounds, only_named: false },
+        touched,
+    )
+}
+
+/// How [`play`] differs between its two callers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundRules {
+    /// The rounds a new exchange may take (`/v1/sync`: the limit; `/v1/repo`:
+    /// none, a socket's exchanges live as long as the socket).
+    pub max_rounds: u32,
+    /// Play only the documents the request names (`/v1/repo`, whose frames
+    /// come one document at a time), not every document of the exchange.
+    pub only_named: bool,
 }
 
 /// Plays one round of `request` for the authenticated device `record`: the
 /// scope check, the hub, the commit, then the answer (nothing answered
 /// before the commit). `/v1/sync` after parsing its body, and `/v1/repo`
-/// for the messages of its socket, both run this. `max_rounds` caps a new
-/// exchange's rounds (`/v1/sync`: the limit; `/v1/repo`: none, a socket's
-/// exchange lives as long as the socket).
+/// for the messages of its socket, both run this, each with its [`RoundRules`].
 pub(crate) fn play(
     shared: &Shared,
     record: &DeviceRecord,
     request: &SyncRequest,
-    max_rounds: u32,
+    rules: RoundRules,
     touched: &Mutex<Touched>,
 ) -> Result<(u16, SyncResponse), ApiError> {
     let who = format!("device:{}", record.id);
@@ -311,7 +326,7 @@ pub(crate) fn play(
     let limits = &shared.limits;
     let ex = &mut *ex;
     let hub = ex.hub.get_or_insert_with(|| {
-        HubExchange::new(device.clone(), request.exchange.clone(), limits.max_documents, max_rounds)
+        HubExchange::new(device.clone(), request.exchange.clone(), limits.max_documents, rules.max_rounds)
     });
     let env = ServerEnv { shared, device: &device };
     let now = now_ms();
@@ -333,11 +348,15 @@ pub(crate) fn play(
     // so memory never serves an uncommitted change and a shared document
     // (the commune's) is held only while it is really written.
     let ids = hub.documents();
-    touched.lock().unwrap_or_else(|p| p.into_inner()).documents = ids.clone();
     ex.slots.retain(|id, _| ids.contains(id));
     for id in &ids {
         ex.slots.entry(id.clone()).or_insert_with(|| shared.docs.slot(id));
     }
+    // `/v1/repo` plays only the documents its frames name; `/v1/sync`
+    // answers for every document of the exchange each round.
+    let ids: Vec<DocumentId> =
+        if rules.only_named { ids.into_iter().filter(|id| named.contains(id)).collect() } else { ids };
+    touched.lock().unwrap_or_else(|p| p.into_inner()).documents = ids.clone();
     if let Some(fault) = shared.fault_document.as_deref() {
         if ids.iter().any(|id| id.to_string() == fault && round.has_message(id)) {
             panic!("fault injected while handling {fault}");

@@ -431,7 +431,8 @@ impl Connection {
                 return Step::Close(None);
             };
             crate::sync_api::on_worker(&self.state, move |shared, touched| {
-                crate::sync_api::play(shared, &device, &request, u32::MAX, touched)
+                let rules = crate::sync_api::RoundRules { max_rounds: u32::MAX, only_named: true };
+                crate::sync_api::play(shared, &device, &request, rules, touched)
             })
             .await
         };
