@@ -307,10 +307,13 @@ impl Connection {
                     return Step::Go; // told once on this connection; dropped unread
                 }
                 self.synced.entry(id.clone()).or_insert_with(|| Synced { repo_id: document_id, heads: None });
-                if batch.contains_key(&id) {
-                    self.held = Some((id, data));
-                } else {
-                    batch.insert(id, data);
+                match batch.entry(id) {
+                    std::collections::btree_map::Entry::Occupied(e) => {
+                        self.held = Some((e.key().clone(), data))
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(data);
+                    }
                 }
                 Step::Go
             }

@@ -34,6 +34,9 @@ use crate::{cpu_seconds, household_edits, mib, settled_cpu_seconds, status_kb, L
 /// Longest a first sync may take before the benchmark gives up.
 const SYNC_DEADLINE: Duration = Duration::from_secs(600);
 
+/// One client's token and its villages: (automerge-repo id, changes to add).
+type ClientWork = (String, Vec<(samod::DocumentId, Vec<Change>)>);
+
 /// Dials `/v1/repo` with a device token as `Authorization: Bearer`.
 struct BearerDialer {
     url: samod::Url,
@@ -214,10 +217,7 @@ fn run(load: Load) -> anyhow::Result<Side> {
 
 /// Every client connects at once, finds its documents, adds its changes;
 /// the wall time until the server holds every change of every client.
-async fn first_sync(
-    url: samod::Url,
-    work: Vec<(String, Vec<(samod::DocumentId, Vec<Change>)>)>,
-) -> anyhow::Result<Duration> {
+async fn first_sync(url: samod::Url, work: Vec<ClientWork>) -> anyhow::Result<Duration> {
     let mut clients = Vec::new();
     for (token, docs) in work {
         clients.push((Repo::build_tokio().load().await, token, docs));
