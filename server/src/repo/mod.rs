@@ -354,21 +354,38 @@ impl Connection {
 
     /// Documents changed by others since the connection last played them.
     async fn push(&mut self, socket: &mut WebSocket) -> Step {
-        let shared = &self.state.shared;
+        let ids: Vec<DocumentId> =
+            self.synced.keys().filter(|id| !self.refused.contains(*id)).cloned().collect();
         let mut batch = BTreeMap::new();
-        for (id, synced) in &self.synced {
-            if self.refused.contains(id) {
-                continue;
-            }
-            let now = shared.current_heads(id);
-            if now.is_some() && now != synced.heads {
-                batch.insert(id.clone(), Vec::new());
+        for (id, now) in self.heads(ids).await {
+            if now.is_some() && self.synced.get(&id).is_some_and(|s| s.heads != now) {
+                batch.insert(id, Vec::new());
             }
         }
         if batch.is_empty() {
             return Step::Go;
         }
         self.play(socket, batch).await
+    }
+
+    /// The server's in-memory heads of `ids` ([`crate::state::Shared::current_heads`]),
+    /// looked up on a blocking thread when they may read the store (a
+    /// database several servers share).
+    async fn heads(&self, ids: Vec<DocumentId>) -> Vec<(DocumentId, Option<Vec<ChangeHash>>)> {
+        let shared = self.state.shared.clone();
+        let look = move || {
+            ids.into_iter()
+                .map(|id| {
+                    let heads = shared.current_heads(&id);
+                    (id, heads)
+                })
+                .collect::<Vec<_>>()
+        };
+        if self.state.shared.shared_database {
+            tokio::task::spawn_blocking(look).await.unwrap_or_default()
+        } else {
+            look()
+        }
     }
 
     /// Plays `messages` (an empty one: no message, the server says what it
@@ -447,6 +464,7 @@ impl Connection {
                 return Step::Close(Some((1011, e.body.code.to_string())));
             }
         };
+        let mut answered = Vec::new();
         for reply in response.documents {
             let Ok(id) = reply.document.parse::<DocumentId>() else { continue };
             let repo = self.synced.get(&id).map(|s| s.repo_id.clone()).unwrap_or_else(|| repo_id(&id));
@@ -467,9 +485,7 @@ impl Connection {
                 }
                 continue;
             }
-            if let Some(synced) = self.synced.get_mut(&id) {
-                synced.heads = shared.current_heads(&id);
-            }
+            answered.push(id.clone());
             if let Some(message) = reply.message.and_then(|m| B64.decode(m).ok()) {
                 if socket
                     .send(binary(frames::sync(SERVER_PEER, &self.client, &repo, &message)))
@@ -478,6 +494,11 @@ impl Connection {
                 {
                     return Step::Close(None);
                 }
+            }
+        }
+        for (id, heads) in self.heads(answered).await {
+            if let Some(synced) = self.synced.get_mut(&id) {
+                synced.heads = heads;
             }
         }
         Step::Go
