@@ -207,6 +207,13 @@ fn samod_clients_edit_offline_reconnect_and_converge_with_v1_sync_devices() {
         "the samod client reads the merged survey"
     );
 
+    // Each samod device's sync state is persisted for the document, as for `/v1/sync`.
+    for dev in [&dev_a, &dev_b] {
+        let peer = sync_core::ids::PeerId::new(dev.as_str()).unwrap();
+        let state = tokio::task::block_in_place(|| server.store().sync_state(&peer, &doc)).unwrap();
+        assert!(state.is_some_and(|s| !s.is_empty()), "{dev}'s sync state is kept");
+    }
+
     // The clash on digital_team_members is a listed conflict naming both surveyors.
     let conflicts = sync_core::validate::conflicts(&stored(&server));
     let clash = conflicts.iter().find(|c| c.field == "digital_team_members").expect("a listed conflict");
