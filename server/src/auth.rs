@@ -78,7 +78,7 @@ impl From<AccessError> for ApiError {
 }
 
 /// The bearer token of a request, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -89,10 +89,35 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
 }
 
 /// The app version a device reported, cleaned (printable ASCII, bounded).
-fn app_version(headers: &HeaderMap) -> Option<String> {
+pub fn app_version(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(APP_VERSION_HEADER)?.to_str().ok()?;
     let v: String = v.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(MAX_APP_VERSION).collect();
     (!v.trim().is_empty()).then(|| v.trim().to_owned())
+}
+
+/// The device a device token (already checked to be one) names, if it is
+/// not revoked; notes it as seen. Blocking: it reads the store. The one
+/// check of a device token, for `/v1/sync`, the registry and `/v1/repo`
+/// (at the upgrade and again while its socket lives).
+pub fn device_for_token(
+    shared: &crate::state::Shared,
+    token: &str,
+    version: Option<String>,
+) -> Result<DeviceRecord, ApiError> {
+    let now = now_ms();
+    let hash = hash_secret(token);
+    let device = shared
+        .readers
+        .with(|s| s.device_for_credential(CredentialKind::DeviceToken, &hash, now))?
+        .ok_or_else(|| unauthorized("unknown device token; enroll the device again"))?;
+    if device.revoked_at.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Revoked,
+            "this device was revoked by the administrator; its uploaded data is kept",
+        ));
+    }
+    shared.note_seen(&device, version, now);
+    Ok(device)
 }
 
 /// Middleware of the device API: a valid, unrevoked device token, or 401.
@@ -106,24 +131,9 @@ pub async fn require_device(State(state): State<AppState>, mut req: Request, nex
     }
     let version = app_version(req.headers());
     let shared = state.shared.clone();
-    let found = tokio::task::spawn_blocking(move || -> Result<DeviceRecord, ApiError> {
-        let now = now_ms();
-        let hash = hash_secret(&token);
-        let device = shared
-            .readers
-            .with(|s| s.device_for_credential(CredentialKind::DeviceToken, &hash, now))?
-            .ok_or_else(|| unauthorized("unknown device token; enroll the device again"))?;
-        if device.revoked_at.is_some() {
-            return Err(ApiError::new(
-                ErrorCode::Revoked,
-                "this device was revoked by the administrator; its uploaded data is kept",
-            ));
-        }
-        shared.note_seen(&device, version, now);
-        Ok(device)
-    })
-    .await
-    .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))));
+    let found = tokio::task::spawn_blocking(move || device_for_token(&shared, &token, version))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))));
     match found {
         Ok(device) => {
             req.extensions_mut().insert(AuthedDevice(device));

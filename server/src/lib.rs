@@ -6,6 +6,7 @@
 //! - [`database`]: the SQLite file or PostgreSQL database `--db` names.
 //! - [`writer`]: the single writer with group commit.
 //! - [`sync_api`]: `POST /v1/sync`, one round of a device's exchange.
+//! - [`repo`]: `GET /v1/repo`, automerge-repo's WebSocket protocol over the same rounds.
 //! - [`registry_api`]: which documents a commune holds.
 //! - [`rounds`]: the survey rounds documents may be created for.
 //! - [`admin`]: the administrator API under `/v1/admin/`.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod leases;
 pub mod metrics;
 pub mod registry_api;
+pub mod repo;
 pub mod rounds;
 pub mod state;
 pub mod sync_api;
@@ -331,7 +333,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/enroll", post(auth::enroll_endpoint))
         .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::throttle_enroll))
-        .route("/v1/health", get(health));
+        .route("/v1/health", get(health))
+        // automerge-repo's WebSocket protocol; it authenticates at the upgrade itself
+        // (a header, or `?token=` for browsers).
+        .route("/v1/repo", get(repo::connect));
     open.merge(sync)
         .merge(device)
         .merge(admin)

@@ -78,6 +78,7 @@ pub async fn commune_documents(
                 place: id.place.to_string(),
                 name: p.map(|p| p.name.clone()).unwrap_or_default(),
                 expected_households: p.and_then(|p| p.expected_households),
+                url: Some(sync_core::repo_url::repo_url(&id)),
             }
         })
         .collect();

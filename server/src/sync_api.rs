@@ -96,17 +96,30 @@ async fn sync_round(
     };
     // Admitted by [`admit`] (one request per device); now a place in the
     // bounded pool of rounds (about the machine's size).
+    match on_worker(&state, move |shared, touched| handle(shared, &device, &body, touched)).await {
+        Ok((status, response)) => {
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(response)).into_response()
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// Runs a round's `work` on a blocking thread once a place in the pool of
+/// rounds is free. A panic in it evicts the documents it locked and ends its
+/// exchange, so the next round reloads them as stored; it answers `internal`.
+pub(crate) async fn on_worker<F>(state: &AppState, work: F) -> Result<(u16, SyncResponse), ApiError>
+where
+    F: FnOnce(&Shared, &Mutex<Touched>) -> Result<(u16, SyncResponse), ApiError> + Send + 'static,
+{
+    let shared = state.shared.clone();
     let Ok(_place) = shared.rounds_pool.clone().acquire_owned().await else {
-        return refused(ApiError::internal("the server is shutting down"));
+        return Err(ApiError::internal("the server is shutting down"));
     };
     let touched = Arc::new(Mutex::new(Touched::default()));
     let mine = touched.clone();
-    let outcome = tokio::task::spawn_blocking(move || handle(&shared, &device, &body, &mine)).await;
+    let outcome = tokio::task::spawn_blocking(move || work(&shared, &mine)).await;
     match outcome {
-        Ok(Ok((status, response))) => {
-            (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(response)).into_response()
-        }
-        Ok(Err(e)) => refused(e),
+        Ok(result) => result,
         Err(e) => {
             // A panic while documents were locked: forget them and the
             // exchange, so the next request reloads them as stored.
@@ -125,7 +138,7 @@ async fn sync_round(
             if let [only] = touched.documents.as_slice() {
                 err = err.with_document(only);
             }
-            refused(err)
+            Err(err)
         }
     }
 }
@@ -216,6 +229,38 @@ fn handle(
             return Err(err);
         }
     };
+    play(
+        shared,
+        record,
+        &request,
+        RoundRules { max_rounds: shared.limits.max_rounds, only_named: false },
+        touched,
+    )
+}
+
+/// How [`play`] differs between its two callers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundRules {
+    /// The rounds a new exchange may take (`/v1/sync`: the limit; `/v1/repo`:
+    /// none, a socket's exchanges live as long as the socket).
+    pub max_rounds: u32,
+    /// Play only the documents the request names (`/v1/repo`, whose frames
+    /// come one document at a time), not every document of the exchange.
+    pub only_named: bool,
+}
+
+/// Plays one round of `request` for the authenticated device `record`: the
+/// scope check, the hub, the commit, then the answer (nothing answered
+/// before the commit). `/v1/sync` after parsing its body, and `/v1/repo`
+/// for the messages of its socket, both run this, each with its [`RoundRules`].
+pub(crate) fn play(
+    shared: &Shared,
+    record: &DeviceRecord,
+    request: &SyncRequest,
+    rules: RoundRules,
+    touched: &Mutex<Touched>,
+) -> Result<(u16, SyncResponse), ApiError> {
+    let who = format!("device:{}", record.id);
     if let Some(named) = request.device.as_deref().filter(|d| *d != record.id) {
         let mut err = forbidden(format!(
             "the request names device {named:?} but its token is device {:?}'s",
@@ -285,13 +330,13 @@ fn handle(
     let limits = &shared.limits;
     let ex = &mut *ex;
     let hub = ex.hub.get_or_insert_with(|| {
-        HubExchange::new(device.clone(), request.exchange.clone(), limits.max_documents, limits.max_rounds)
+        HubExchange::new(device.clone(), request.exchange.clone(), limits.max_documents, rules.max_rounds)
     });
     let env = ServerEnv { shared, device: &device };
     let now = now_ms();
     // Before `begin`, which may end the sessions of rounds played elsewhere.
     let waiting_before = hub.waiting();
-    let mut round = match hub.begin(&request, &named, &env, now).map_err(hub_error)? {
+    let mut round = match hub.begin(request, &named, &env, now).map_err(hub_error)? {
         Begin::Replay(status, response) => {
             tracing::debug!(%device, exchange = %request.exchange, round = request.round, "duplicate round answered again");
             shared.metrics.round(0, 0);
@@ -307,11 +352,15 @@ fn handle(
     // so memory never serves an uncommitted change and a shared document
     // (the commune's) is held only while it is really written.
     let ids = hub.documents();
-    touched.lock().unwrap_or_else(|p| p.into_inner()).documents = ids.clone();
     ex.slots.retain(|id, _| ids.contains(id));
     for id in &ids {
         ex.slots.entry(id.clone()).or_insert_with(|| shared.docs.slot(id));
     }
+    // `/v1/repo` plays only the documents its frames name; `/v1/sync`
+    // answers for every document of the exchange each round.
+    let ids: Vec<DocumentId> =
+        if rules.only_named { ids.into_iter().filter(|id| named.contains(id)).collect() } else { ids };
+    touched.lock().unwrap_or_else(|p| p.into_inner()).documents = ids.clone();
     if let Some(fault) = shared.fault_document.as_deref() {
         if ids.iter().any(|id| id.to_string() == fault && round.has_message(id)) {
             panic!("fault injected while handling {fault}");

@@ -25,7 +25,6 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -131,7 +130,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    // Told to the open connections at shutdown; each then finishes its
+    // request in flight (a graceful shutdown) and gives its permit back.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(|t| TlsAcceptor::from(t.server));
     let deadline = limits.header_read_timeout;
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -160,7 +161,7 @@ pub async fn serve(
         };
         let app = app.clone();
         let http = http.clone();
-        let watcher = graceful.watcher();
+        let watcher = stopped.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             match acceptor {
@@ -175,7 +176,9 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop.send(true);
+    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
 }
 
 /// Serves one connection's requests, each carrying the peer address.
@@ -184,7 +187,7 @@ async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     app: Router,
-    watcher: Watcher,
+    watcher: tokio::sync::watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -192,8 +195,18 @@ async fn serve_connection<I>(
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(req.map(Body::new))
     });
-    let conn = http.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
+    // With upgrades: `GET /v1/repo` turns the connection into a WebSocket.
+    let conn = http.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(conn);
+    let mut watcher = watcher;
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = async { watcher.wait_for(|stop| *stop).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -13,6 +13,7 @@
 //! - [`sync`]: the sans-IO sync engine over automerge's sync protocol.
 //! - [`store`]: the `Store` trait, its SQLite backend and its conformance suite.
 //! - [`registry`]: places, the bundled Bắc Kạn sample, CSV loading.
+//! - [`repo_url`]: a document's automerge-repo address (`automerge:…`).
 //! - [`report`]: the indicators officers read.
 //! - [`access`], [`devices`]: credentials and scopes; adding, enrolling,
 //!   rotating and revoking devices on any store.
@@ -28,6 +29,7 @@ pub mod ids;
 pub mod inbound;
 pub mod registry;
 pub mod replica;
+pub mod repo_url;
 pub mod report;
 pub mod schema;
 pub mod store;

@@ -363,6 +363,10 @@ pub struct RegistryDocument {
     /// Households the village is expected to have, if known.
     #[serde(default)]
     pub expected_households: Option<u32>,
+    /// The document's automerge-repo URL (`automerge:…`, see
+    /// [`crate::repo_url`]), for clients syncing over `GET /v1/repo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// `GET /v1/registry/communes/{commune}`: what a device syncs for its commune.

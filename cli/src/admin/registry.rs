@@ -67,6 +67,9 @@ pub struct ShowArgs {
     /// Table, JSON, or CSV (the format `registry load` reads).
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    /// The survey round whose documents' automerge-repo URLs JSON lists (`url`).
+    #[arg(long, default_value = sync_core::ids::DEFAULT_ROUND)]
+    pub round: String,
 }
 
 pub fn run(cmd: RegistryCommand, lang: Lang) -> anyhow::Result<()> {
@@ -217,7 +220,30 @@ fn show(args: ShowArgs, lang: Lang) -> anyhow::Result<()> {
     let stored = !source.places()?.is_empty();
     let registry = source.registry()?;
     match args.format {
-        Format::Json => print_json(&tree(&registry)),
+        Format::Json => {
+            // Each village and commune with its document's automerge-repo URL in `--round`.
+            let round = super::out::round(&args.round)?;
+            let places: Vec<serde_json::Value> = tree(&registry)
+                .into_iter()
+                .map(|p| {
+                    let mut value = serde_json::to_value(p)?;
+                    let kind = match p.kind {
+                        PlaceKind::Village => Some(sync_core::ids::DocumentKind::Village),
+                        PlaceKind::Commune => Some(sync_core::ids::DocumentKind::Commune),
+                        _ => None,
+                    };
+                    let id = kind.and_then(|kind| {
+                        let place = sync_core::ids::PlaceId::new(p.id.as_str()).ok()?;
+                        Some(sync_core::ids::DocumentId { kind, place, round: round.clone() })
+                    });
+                    if let (Some(id), Some(map)) = (id, value.as_object_mut()) {
+                        map.insert("url".into(), sync_core::repo_url::repo_url(&id).into());
+                    }
+                    Ok(value)
+                })
+                .collect::<anyhow::Result<_>>()?;
+            print_json(&places)
+        }
         Format::Csv => {
             let mut stdout = std::io::stdout().lock();
             registry.to_csv(&mut stdout)?;

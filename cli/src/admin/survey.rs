@@ -171,6 +171,8 @@ pub struct ShowArgs {
 #[derive(Serialize)]
 struct Shown {
     document: String,
+    /// The document's automerge-repo URL (`GET /v1/repo`).
+    url: String,
     name: String,
     round: String,
     heads: Vec<String>,
@@ -260,6 +262,7 @@ pub fn show(args: ShowArgs, lang: Lang) -> anyhow::Result<()> {
         });
         let mut json = serde_json::to_value(Shown {
             document: id.to_string(),
+            url: sync_core::repo_url::repo_url(&id),
             name: out::place_name(&registry, id.place.as_str()),
             round: id.round.to_string(),
             heads: heads.iter().map(ToString::to_string).collect(),
@@ -286,6 +289,7 @@ pub fn show(args: ShowArgs, lang: Lang) -> anyhow::Result<()> {
         ))?,
         None => out::line(format!("{id} · {heads_label} {heads_text}"))?,
     }
+    out::line(format!("automerge-repo: {}", sync_core::repo_url::repo_url(&id)))?;
     let mut facts = table([lang.t("Fact", "Chỉ tiêu"), lang.t("Value", "Giá trị")]);
     match &survey {
         Survey::Village(v) => {

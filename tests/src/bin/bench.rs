@@ -14,6 +14,9 @@
 //! client per device over TCP on 127.0.0.1) and the floor (automerge apply
 //! plus one fsync'd SQLite commit per device batch, in one process) on the
 //! same documents, one change per household, and prints them side by side.
+//! With `--repo` it drives the same samod clients through samod's server and
+//! through Thôn Sync's `GET /v1/repo` (1 × 100 and 10 × 20 villages) and
+//! prints the ratio of documents per second, server CPU and peak memory.
 //! With `--resync` it measures the bytes a re-sync after a one-field edit
 //! moves with 20 and with 200 documents on the device.
 
@@ -36,6 +39,9 @@ use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
 
 #[path = "bench/floor.rs"]
 mod floor;
+#[cfg(feature = "compare")]
+#[path = "bench/repo_side.rs"]
+mod repo_side;
 #[cfg(feature = "compare")]
 #[path = "bench/samod_side.rs"]
 mod samod_side;
@@ -86,6 +92,12 @@ struct Args {
     /// the documents each device brings, as Thôn Sync scopes devices.
     #[arg(long)]
     samod_announce: bool,
+    /// The same samod 0.16 clients through samod's own server and through
+    /// Thôn Sync's `GET /v1/repo` (1 client × 100 villages, 10 × 20;
+    /// `--households` per village): documents/s, server CPU and peak memory,
+    /// and the ratio (needs `--features compare`).
+    #[arg(long, conflicts_with_all = ["hostile", "resync", "compare", "db"])]
+    repo: bool,
     /// Internal: run only samod's server with its files in this directory.
     #[arg(long, hide = true)]
     serve_samod: Option<PathBuf>,
@@ -116,6 +128,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.compare {
         return compare(Load { per_household: true, ..load }, args.samod_announce);
+    }
+    if args.repo {
+        return repo_compare(args.households);
     }
     if args.floor {
         return floor::child(Load { per_household: true, ..load });
@@ -199,6 +214,19 @@ fn serve_samod(dir: &Path, announce: bool) -> anyhow::Result<()> {
 #[cfg(not(feature = "compare"))]
 fn serve_samod(_: &Path, _: bool) -> anyhow::Result<()> {
     bail!("this bench was built without samod (the `compare` feature)")
+}
+
+#[cfg(feature = "compare")]
+fn repo_compare(households: usize) -> anyhow::Result<()> {
+    repo_side::compare(households)
+}
+
+#[cfg(not(feature = "compare"))]
+fn repo_compare(_: usize) -> anyhow::Result<()> {
+    bail!(
+        "`--repo` drives samod clients: build the bench with the `compare` feature: \
+         cargo run --release -p tests --features compare --bin bench -- --repo"
+    )
 }
 
 #[cfg(feature = "compare")]

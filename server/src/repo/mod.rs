@@ -1,0 +1,554 @@
+//! `GET /v1/repo`: automerge-repo's WebSocket protocol (v1) under Thôn
+//! Sync's rules, so stock automerge-repo clients (JS `automerge-repo`,
+//! Rust `samod`, …) sync the survey documents.
+//!
+//! The socket is only a transport: every `request` / `sync` frame becomes a
+//! document's message in a round of an exchange of protocol v1 and is
+//! played by [`crate::sync_api::play`], the code `POST /v1/sync` runs (scope,
+//! the hub's inbound checks, type and actor rules, attribution, waiting
+//! changes, refused bytes kept, the commit), so the server's answer to a
+//! change, the sync message whose heads include it, leaves only after the
+//! change is committed. Frames that arrive together are played as one round
+//! per exchange (one commit each). A connection's documents are grouped in
+//! exchanges `repo-<random>-<n>` of at most `max_documents` each, with no
+//! cap on their rounds (a round is bounded by its frames; a cap would reset
+//! the sessions of a live connection, and with them make it resend); they
+//! end with the connection (changes still waiting for a dependency are then
+//! kept as refused uploads, as for any exchange).
+//!
+//! - **Authentication** at the upgrade: `Authorization: Bearer tsd_…`, or,
+//!   for browsers (which cannot set headers on a WebSocket), `?token=tsd_…`.
+//!   An administrator token never opens it. The token is checked again every
+//!   [`RECHECK`]: a revoked or rotated device gets an `error` frame and the
+//!   socket is closed (4401).
+//! - **Addresses**: a document is named by [`sync_core::repo_url`]; one that
+//!   is not a document of the device's communes in an open round is
+//!   `doc-unavailable`, and nothing is created.
+//! - **Refusals**: the first refusal of a document on a connection is sent
+//!   as an `ephemeral` frame whose data is the error shape of
+//!   `docs/protocol.md` (`{"error": {…}}`, CBOR); later frames of that
+//!   document on the same connection are dropped unread, so a client that
+//!   keeps resending a refused change costs one refusal per connection.
+//! - **Pushes**: every [`TICK`] the connection looks at the in-memory heads
+//!   of the documents it synced; a document changed by anyone else gets a
+//!   round of its own (the server's sync message, if the client lacks
+//!   something).
+
+mod frames;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::Deserialize;
+use sync_core::access::{check_token, DeviceRecord, DEVICE_TOKEN_PREFIX};
+use sync_core::automerge::ChangeHash;
+use sync_core::ids::DocumentId;
+use sync_core::repo_url::{parse_repo_id, repo_id, repo_id_bytes};
+use sync_core::wire::{DocumentMessage, SyncRequest};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::AppState;
+
+pub use frames::{decode as decode_frame, Incoming, PROTOCOL_VERSION};
+
+/// How often a connection looks for documents changed by others.
+pub const TICK: Duration = Duration::from_millis(250);
+/// How often a connection's token is checked again (revocation, rotation).
+pub const RECHECK: Duration = Duration::from_secs(2);
+/// How often the server pings an idle client.
+pub const PING: Duration = Duration::from_secs(20);
+/// How long a client has to send `join` after the upgrade.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The peer id the server gives itself.
+pub const SERVER_PEER: &str = "thonsync-server";
+/// The close code of a socket whose device is no longer allowed.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+/// `?token=` on the upgrade, for browsers.
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    /// A device token.
+    pub token: Option<String>,
+}
+
+/// The endpoint: authenticate, then upgrade.
+pub async fn connect(
+    State(state): State<AppState>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let token = crate::auth::bearer(&headers).map(str::to_owned).or(query.token);
+    let Some(token) = token else {
+        return ApiError::new(
+            ErrorCode::Unauthorized,
+            "this endpoint needs the device token: `Authorization: Bearer tsd_...`, or `?token=tsd_...` where headers cannot be set (browsers)",
+        )
+        .into_response();
+    };
+    if check_token(&token, DEVICE_TOKEN_PREFIX, "device").is_err() {
+        return ApiError::new(ErrorCode::Unauthorized, "not a device token; a device token starts with tsd_")
+            .into_response();
+    }
+    let version = crate::auth::app_version(&headers);
+    let shared = state.shared.clone();
+    let checked = token.clone();
+    let found =
+        tokio::task::spawn_blocking(move || crate::auth::device_for_token(&shared, &checked, version))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))));
+    let device = match found {
+        Ok(device) => device,
+        Err(e) => return e.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => {
+            return ApiError::new(ErrorCode::BadRequest, format!("GET /v1/repo is a WebSocket: {e}"))
+                .with_status(e.status())
+                .into_response()
+        }
+    };
+    let max = state.shared.limits.max_body_bytes;
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let mut conn = Connection::new(state, device, token);
+            conn.run(socket).await;
+            conn.end().await;
+        })
+        .into_response()
+}
+
+/// A document the connection has synced.
+struct Synced {
+    /// Its automerge-repo id, as the client names it.
+    repo_id: String,
+    /// The server's heads after the connection's last round for it.
+    heads: Option<Vec<ChangeHash>>,
+}
+
+/// One client's socket.
+struct Connection {
+    state: AppState,
+    device: DeviceRecord,
+    token: String,
+    /// The client's peer id, after `join`.
+    client: String,
+    /// automerge-repo ids → the device's documents (its communes, open rounds).
+    addresses: HashMap<[u8; 16], DocumentId>,
+    synced: BTreeMap<DocumentId, Synced>,
+    /// Documents refused on this connection: their frames are dropped.
+    refused: BTreeSet<DocumentId>,
+    /// The connection's exchanges, `repo-<base>-<n>`: the last round of
+    /// each, and each document's exchange (at most `max_documents` each).
+    base: String,
+    rounds: Vec<u32>,
+    exchange_of: HashMap<DocumentId, usize>,
+    /// The `ephemeral` frames sent.
+    count: u64,
+    /// A frame read while batching that must wait for the next round.
+    held: Option<(DocumentId, Vec<u8>)>,
+}
+
+/// What the loop does next.
+enum Step {
+    Go,
+    Close(Option<(u16, String)>),
+}
+
+impl Connection {
+    fn new(state: AppState, device: DeviceRecord, token: String) -> Self {
+        let base: String = (0..8).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        Self {
+            state,
+            device,
+            token,
+            client: String::new(),
+            addresses: HashMap::new(),
+            synced: BTreeMap::new(),
+            refused: BTreeSet::new(),
+            base,
+            rounds: Vec::new(),
+            exchange_of: HashMap::new(),
+            count: 0,
+            held: None,
+        }
+    }
+
+    async fn run(&mut self, mut socket: WebSocket) {
+        match tokio::time::timeout(JOIN_TIMEOUT, self.handshake(&mut socket)).await {
+            Ok(Step::Go) => {}
+            Ok(Step::Close(why)) => return close(&mut socket, why).await,
+            Err(_) => return close(&mut socket, Some((1008, "no join in time".into()))).await,
+        }
+        tracing::info!(device = %self.device.id, client = %self.client, "repo client connected");
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut last_check, mut last_ping) = (Instant::now(), Instant::now());
+        loop {
+            let step = tokio::select! {
+                frame = socket.recv() => match frame {
+                    Some(Ok(Message::Binary(bytes))) => self.on_frame(&mut socket, bytes.to_vec()).await,
+                    Some(Ok(Message::Text(_))) => Step::Close(Some((1003, "frames are binary CBOR".into()))),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => Step::Go, // ping, pong
+                },
+                _ = tick.tick() => {
+                    if last_check.elapsed() >= RECHECK {
+                        last_check = Instant::now();
+                        match self.recheck().await {
+                            Ok(()) => {}
+                            Err(e) => {
+                                let _ = socket.send(binary(frames::error(&e.body.message))).await;
+                                return close(&mut socket, Some((CLOSE_UNAUTHORIZED, e.body.code.to_string()))).await;
+                            }
+                        }
+                    }
+                    if last_ping.elapsed() >= PING {
+                        last_ping = Instant::now();
+                        if socket.send(Message::Ping(Default::default())).await.is_err() {
+                            return;
+                        }
+                    }
+                    self.push(&mut socket).await
+                }
+            };
+            if let Step::Close(why) = step {
+                return close(&mut socket, why).await;
+            }
+        }
+    }
+
+    /// `join` → `peer`, or `error` and close.
+    async fn handshake(&mut self, socket: &mut WebSocket) -> Step {
+        loop {
+            let bytes = match socket.recv().await {
+                Some(Ok(Message::Binary(b))) => b,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return Step::Close(None),
+            };
+            return match frames::decode(&bytes) {
+                Ok(Incoming::Join { sender_id, versions }) => {
+                    if !versions.iter().any(|v| v == PROTOCOL_VERSION) {
+                        let message = format!("this server speaks protocol version {PROTOCOL_VERSION} only");
+                        let _ = socket.send(binary(frames::error(&message))).await;
+                        return Step::Close(Some((1002, "unsupported protocol version".into())));
+                    }
+                    self.client = sender_id.chars().take(256).collect();
+                    if socket.send(binary(frames::peer(SERVER_PEER, &self.client))).await.is_err() {
+                        return Step::Close(None);
+                    }
+                    Step::Go
+                }
+                Ok(_) | Err(_) => {
+                    let _ = socket.send(binary(frames::error("the first frame must be a join"))).await;
+                    Step::Close(Some((1002, "expected join".into())))
+                }
+            };
+        }
+    }
+
+    /// A frame after the handshake; `request` and `sync` frames that are
+    /// already there are played with it in one round.
+    async fn on_frame(&mut self, socket: &mut WebSocket, bytes: Vec<u8>) -> Step {
+        let mut batch: BTreeMap<DocumentId, Vec<u8>> = BTreeMap::new();
+        if let Step::Close(why) = self.take(socket, &bytes, &mut batch).await {
+            return Step::Close(why);
+        }
+        let max = self.state.shared.limits.max_documents.max(1);
+        while self.held.is_none() && batch.len() < max {
+            let more = match tokio::time::timeout(Duration::ZERO, socket.recv()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => b,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(Message::Text(_)))) => {
+                    return Step::Close(Some((1003, "frames are binary CBOR".into())))
+                }
+                Ok(_) => return Step::Close(None),
+                Err(_) => break, // nothing more at hand
+            };
+            if let Step::Close(why) = self.take(socket, &more, &mut batch).await {
+                return Step::Close(why);
+            }
+        }
+        let step = self.play(socket, batch).await;
+        if let (Step::Go, Some((id, data))) = (&step, self.held.take()) {
+            return self.play(socket, BTreeMap::from([(id, data)])).await;
+        }
+        step
+    }
+
+    /// Reads one frame into the round being gathered (or answers it at once).
+    async fn take(
+        &mut self,
+        socket: &mut WebSocket,
+        bytes: &[u8],
+        batch: &mut BTreeMap<DocumentId, Vec<u8>>,
+    ) -> Step {
+        match frames::decode(bytes) {
+            Ok(Incoming::Sync { document_id, data }) => {
+                let Some(id) = self.resolve(&document_id) else {
+                    tracing::debug!(device = %self.device.id, document = %document_id, "doc-unavailable");
+                    let frame = frames::doc_unavailable(SERVER_PEER, &self.client, &document_id);
+                    return if socket.send(binary(frame)).await.is_ok() {
+                        Step::Go
+                    } else {
+                        Step::Close(None)
+                    };
+                };
+                if self.refused.contains(&id) {
+                    return Step::Go; // told once on this connection; dropped unread
+                }
+                self.synced.entry(id.clone()).or_insert_with(|| Synced { repo_id: document_id, heads: None });
+                match batch.entry(id) {
+                    std::collections::btree_map::Entry::Occupied(e) => {
+                        self.held = Some((e.key().clone(), data))
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(data);
+                    }
+                }
+                Step::Go
+            }
+            Ok(Incoming::Leave) => Step::Close(Some((1000, "leave".into()))),
+            Ok(Incoming::Join { .. }) => Step::Go,
+            Ok(Incoming::Other(kind)) => {
+                tracing::trace!(device = %self.device.id, kind, "frame left alone");
+                Step::Go
+            }
+            Err(e) => {
+                let _ = socket.send(binary(frames::error(&e.to_string()))).await;
+                Step::Close(Some((1007, "not an automerge-repo frame".into())))
+            }
+        }
+    }
+
+    /// The device's document an automerge-repo id names, if any: one of its
+    /// communes' documents in an open survey round.
+    fn resolve(&mut self, repo: &str) -> Option<DocumentId> {
+        let bytes = parse_repo_id(repo)?;
+        if let Some(id) = self.addresses.get(&bytes) {
+            return Some(id.clone());
+        }
+        self.addresses.clear();
+        let shared = &self.state.shared;
+        let rounds: Vec<_> =
+            shared.rounds.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let registry = shared.registry.read().unwrap_or_else(|p| p.into_inner());
+        for commune in &self.device.communes {
+            for round in &rounds {
+                for id in registry.documents_for_commune(commune, round) {
+                    self.addresses.insert(repo_id_bytes(&id), id);
+                }
+            }
+        }
+        self.addresses.get(&bytes).cloned()
+    }
+
+    /// Documents changed by others since the connection last played them.
+    async fn push(&mut self, socket: &mut WebSocket) -> Step {
+        let ids: Vec<DocumentId> =
+            self.synced.keys().filter(|id| !self.refused.contains(*id)).cloned().collect();
+        let mut batch = BTreeMap::new();
+        for (id, now) in self.heads(ids).await {
+            if now.is_some() && self.synced.get(&id).is_some_and(|s| s.heads != now) {
+                batch.insert(id, Vec::new());
+            }
+        }
+        if batch.is_empty() {
+            return Step::Go;
+        }
+        self.play(socket, batch).await
+    }
+
+    /// The server's in-memory heads of `ids` ([`crate::state::Shared::current_heads`]),
+    /// looked up on a blocking thread when they may read the store (a
+    /// database several servers share).
+    async fn heads(&self, ids: Vec<DocumentId>) -> Vec<(DocumentId, Option<Vec<ChangeHash>>)> {
+        let shared = self.state.shared.clone();
+        let look = move || {
+            ids.into_iter()
+                .map(|id| {
+                    let heads = shared.current_heads(&id);
+                    (id, heads)
+                })
+                .collect::<Vec<_>>()
+        };
+        if self.state.shared.shared_database {
+            tokio::task::spawn_blocking(look).await.unwrap_or_default()
+        } else {
+            look()
+        }
+    }
+
+    /// Plays `messages` (an empty one: no message, the server says what it
+    /// has) through the code of `/v1/sync`, one round per exchange they
+    /// belong to, then sends the answers. Nothing is sent before the round's
+    /// commit.
+    async fn play(&mut self, socket: &mut WebSocket, messages: BTreeMap<DocumentId, Vec<u8>>) -> Step {
+        let max = self.state.shared.limits.max_documents.max(1);
+        let mut by_exchange: BTreeMap<usize, BTreeMap<DocumentId, Vec<u8>>> = BTreeMap::new();
+        for (id, data) in messages {
+            let n = match self.exchange_of.get(&id) {
+                Some(n) => *n,
+                None => {
+                    // The first exchange with room, else a new one.
+                    let mut counts = vec![0usize; self.rounds.len()];
+                    for n in self.exchange_of.values() {
+                        counts[*n] += 1;
+                    }
+                    let n = counts.iter().position(|c| *c < max).unwrap_or_else(|| {
+                        self.rounds.push(0);
+                        self.rounds.len() - 1
+                    });
+                    self.exchange_of.insert(id.clone(), n);
+                    n
+                }
+            };
+            by_exchange.entry(n).or_default().insert(id, data);
+        }
+        for (n, messages) in by_exchange {
+            if let Step::Close(why) = self.play_round(socket, n, messages).await {
+                return Step::Close(why);
+            }
+        }
+        Step::Go
+    }
+
+    /// One round of exchange `n`.
+    async fn play_round(
+        &mut self,
+        socket: &mut WebSocket,
+        n: usize,
+        messages: BTreeMap<DocumentId, Vec<u8>>,
+    ) -> Step {
+        let shared = self.state.shared.clone();
+        self.rounds[n] += 1;
+        let request = SyncRequest {
+            device: None,
+            exchange: self.exchange(n),
+            round: self.rounds[n],
+            documents: messages
+                .iter()
+                .map(|(id, data)| DocumentMessage {
+                    document: id.to_string(),
+                    message: (!data.is_empty()).then(|| B64.encode(data)),
+                    heads: None,
+                })
+                .collect(),
+        };
+        let device = self.device.clone();
+        let outcome = {
+            let _turn = shared.device_turn(&device.id).await;
+            let Ok(_admitted) = shared.admitted_syncs.clone().acquire_owned().await else {
+                return Step::Close(None);
+            };
+            crate::sync_api::on_worker(&self.state, move |shared, touched| {
+                let rules = crate::sync_api::RoundRules { max_rounds: u32::MAX, only_named: true };
+                crate::sync_api::play(shared, &device, &request, rules, touched)
+            })
+            .await
+        };
+        let response = match outcome {
+            Ok((_, response)) => response,
+            Err(e) => {
+                tracing::warn!(device = %self.device.id, code = %e.body.code, "a repo round failed; closing the socket");
+                let _ = socket.send(binary(frames::error(&e.body.message))).await;
+                return Step::Close(Some((1011, e.body.code.to_string())));
+            }
+        };
+        let mut answered = Vec::new();
+        for reply in response.documents {
+            let Ok(id) = reply.document.parse::<DocumentId>() else { continue };
+            let repo = self.synced.get(&id).map(|s| s.repo_id.clone()).unwrap_or_else(|| repo_id(&id));
+            if let Some(error) = reply.error {
+                self.refused.insert(id.clone());
+                let body = serde_json::json!({ "error": error });
+                self.count += 1;
+                let frame = frames::ephemeral(
+                    SERVER_PEER,
+                    &self.client,
+                    &repo,
+                    &self.base,
+                    self.count,
+                    &frames::json_to_cbor(&body),
+                );
+                if socket.send(binary(frame)).await.is_err() {
+                    return Step::Close(None);
+                }
+                continue;
+            }
+            answered.push(id.clone());
+            if let Some(message) = reply.message.and_then(|m| B64.decode(m).ok()) {
+                if socket
+                    .send(binary(frames::sync(SERVER_PEER, &self.client, &repo, &message)))
+                    .await
+                    .is_err()
+                {
+                    return Step::Close(None);
+                }
+            }
+        }
+        for (id, heads) in self.heads(answered).await {
+            if let Some(synced) = self.synced.get_mut(&id) {
+                synced.heads = heads;
+            }
+        }
+        Step::Go
+    }
+
+    fn exchange(&self, n: usize) -> String {
+        format!("repo-{}-{n}", self.base)
+    }
+
+    /// Ends the connection's exchanges (what waits for a dependency is kept
+    /// as refused uploads).
+    async fn end(&mut self) {
+        let Ok(device) = sync_core::ids::PeerId::new(self.device.id.as_str()) else { return };
+        let keys: Vec<_> = (0..self.rounds.len())
+            .filter(|n| self.rounds[*n] > 0)
+            .map(|n| (device.clone(), self.exchange(n)))
+            .collect();
+        self.rounds.clear();
+        self.exchange_of.clear();
+        let shared = self.state.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for key in keys {
+                shared.forget_exchange(&key);
+            }
+        })
+        .await;
+    }
+
+    /// The token again: revoked, rotated or gone closes the socket; the
+    /// device's communes are refreshed.
+    async fn recheck(&mut self) -> Result<(), ApiError> {
+        let shared = self.state.shared.clone();
+        let token = self.token.clone();
+        let device =
+            tokio::task::spawn_blocking(move || crate::auth::device_for_token(&shared, &token, None))
+                .await
+                .unwrap_or_else(|e| Err(ApiError::internal(format!("authentication failed: {e}"))))?;
+        if device.communes != self.device.communes {
+            self.addresses.clear();
+        }
+        self.device = device;
+        Ok(())
+    }
+}
+
+fn binary(bytes: Vec<u8>) -> Message {
+    Message::Binary(bytes.into())
+}
+
+async fn close(socket: &mut WebSocket, why: Option<(u16, String)>) {
+    let frame = why.map(|(code, reason)| CloseFrame { code, reason: reason.into() });
+    let _ = socket.send(Message::Close(frame)).await;
+}

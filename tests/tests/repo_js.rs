@@ -1,0 +1,107 @@
+//! The JS `@automerge/automerge-repo` 2.5 client, in Node, against a real
+//! server's `GET /v1/repo`: households created and edited through
+//! `clients/js/thonsync.js`, synced, read back by a second connection and
+//! through `thonsync show`. Needs `npm ci --prefix clients/js` first
+//! (`.ci/run` does it); without it the test fails saying so.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use sync_core::survey::Survey;
+use tests::{village, TestServer};
+
+fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients/js")
+}
+
+#[test]
+fn the_js_automerge_repo_client_writes_households_the_server_keeps() {
+    let dir = js_dir();
+    assert!(
+        dir.join("node_modules/@automerge/automerge-repo").is_dir(),
+        "clients/js has no node_modules: run `npm ci --prefix clients/js` first"
+    );
+    let server = TestServer::start();
+    let (device, token) = server.enrolled("browser-tablet", &["nhu-co"]);
+    let doc = village("nhu-co-02");
+    let output = Command::new("node")
+        .arg("e2e/repo-sync.mjs")
+        .current_dir(&dir)
+        .env("THONSYNC_SERVER", server.url())
+        .env("THONSYNC_TOKEN", &token)
+        .env("THONSYNC_DEVICE", &device)
+        .env("THONSYNC_DOCUMENT", doc.to_string())
+        .output()
+        .expect("node runs (Node 20 or later is needed)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the JS client failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(answer["url"], sync_core::repo_url::repo_url(&doc), "the client used the registry's URL");
+    assert_eq!(answer["unavailable"], true, "an unknown document is unavailable");
+
+    // The server stored it all, under the device's actor, attributed to it.
+    let stored = server.document(&doc);
+    let Survey::Village(v) = stored.snapshot(None).expect("a valid survey") else { panic!("a village") };
+    let hh = &v.households["hh-101"];
+    assert_eq!((hh.members, hh.adults, hh.fibre_broadband), (Some(5), Some(3), Some(true)));
+    assert_eq!(hh.head_name.as_deref(), Some("Nông Thị Lan"));
+    assert_eq!(hh.qr_codes_issued, 2);
+    assert_eq!(v.households["hh-102"].members, Some(2));
+    assert_eq!(v.facts.digital_team_members, Some(4));
+    assert_eq!(v.facts.security_cameras, 1);
+    let owners = server.actor_owners();
+    let actor = answer["actor"].as_str().unwrap();
+    assert!(owners.iter().any(|(a, d)| a == actor && *d == device), "bound to the device: {owners:?}");
+    // The wrong-typed value it wrote last was refused, kept once, and told through `onRefusal`.
+    assert_eq!(answer["refusal"]["code"], "rule_broken", "{answer}");
+    assert_eq!(answer["refusal"]["field"], "adults");
+    assert_eq!(hh.adults, Some(3), "the refused value never applied");
+    let refused = server.get_json("/v1/admin/refused");
+    let refused = refused.as_array().expect("a list");
+    assert_eq!(refused.len(), 1, "kept once: {refused:?}");
+    assert_eq!(
+        (refused[0]["code"].as_str(), refused[0]["source"].as_str()),
+        (Some("rule_broken"), Some(device.as_str()))
+    );
+
+    // `thonsync show` on the server's database reads the same survey, with the URL.
+    let thonsync = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("thonsync")))
+        .filter(|p| p.is_file())
+        .expect(
+            "the thonsync binary beside the tests: `cargo build -p cli` (cargo test --workspace builds it)",
+        );
+    let shown = Command::new(thonsync)
+        .args(["show", "nhu-co-02", "--db", &server.database.to_string(), "--format", "json"])
+        .output()
+        .expect("thonsync runs");
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(shown["url"], answer["url"]);
+    assert_eq!(shown["survey"]["households"]["hh-101"]["members"], 5, "{shown}");
+    assert_eq!(shown["survey"]["households"]["hh-101"]["head_name"], "Nông Thị Lan");
+}
+
+#[test]
+fn the_js_helper_makes_the_published_genesis_vectors() {
+    let dir = js_dir();
+    assert!(
+        dir.join("node_modules/@automerge/automerge").is_dir(),
+        "clients/js has no node_modules: run `npm ci --prefix clients/js` first"
+    );
+    let output =
+        Command::new("node").args(["--test", "test/"]).current_dir(&dir).output().expect("node runs");
+    assert!(
+        output.status.success(),
+        "node --test failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
