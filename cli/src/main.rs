@@ -10,7 +10,8 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) if cli::exit::is_broken_pipe(&e) => std::process::ExitCode::from(cli::exit::EXIT_OK),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The replica's errors (e.g. from `demo`) in the command's language.
+            eprintln!("error: {}", cli::device::describe(&e));
             std::process::ExitCode::from(cli::exit::carried(&e).unwrap_or(cli::exit::EXIT_ERROR))
         }
     }

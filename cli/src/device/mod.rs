@@ -285,7 +285,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 /// An error and its causes, `: `-separated, the replica's in this run's language.
-fn describe(e: &anyhow::Error) -> String {
+pub fn describe(e: &anyhow::Error) -> String {
     let lang = replica::lang();
     let parts: Vec<String> = e
         .chain()
