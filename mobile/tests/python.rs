@@ -2,13 +2,13 @@
 //! the real `thonsync-server` and `thonsync`, generates the Python, Kotlin
 //! and Swift bindings with the crate's own `uniffi-bindgen`, checks the
 //! Kotlin and Swift ones, and runs the pytest suite of `mobile/python`
-//! (phones against a real server on 127.0.0.1). A missing Python venv or
-//! pytest fails, naming the command that installs it.
+//! (phones against a real server on 127.0.0.1). A missing Python venv is
+//! made first (`INSTALL`); one that cannot be made fails, naming it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// What `.ci/run` runs to make the venv.
+/// What makes the venv (this test, when it is missing, and `.ci/run`).
 const INSTALL: &str = "python3 -m venv mobile/python/.venv && \
                        mobile/python/.venv/bin/pip install -r mobile/python/requirements.txt";
 
@@ -64,14 +64,26 @@ fn bindgen(lib: &Path, language: &str, out: &Path) {
         .arg(out));
 }
 
+/// The venv's Python with pytest, made first if missing (from PyPI, the
+/// pinned `mobile/python/requirements.txt`), so `cargo test` alone sets
+/// up what it needs; `THONSYNC_PYTHON` names another one.
 fn python() -> PathBuf {
-    let python = match std::env::var_os("THONSYNC_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => workspace().join("mobile/python/.venv/bin/python"),
+    if let Some(p) = std::env::var_os("THONSYNC_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace().join("mobile/python/.venv");
+    let python = venv.join("bin/python");
+    let has_pytest = |python: &Path| {
+        Command::new(python).args(["-c", "import pytest"]).output().is_ok_and(|o| o.status.success())
     };
-    assert!(python.exists(), "no Python venv at {}: run `{INSTALL}` (as .ci/run does)", python.display());
-    let probe = Command::new(&python).args(["-c", "import pytest"]).output().expect("run python");
-    assert!(probe.status.success(), "pytest is not installed in {}: run `{INSTALL}`", python.display());
+    if !has_pytest(&python) {
+        eprintln!("making the Python venv {} (pytest)", venv.display());
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(workspace().join("mobile/python/requirements.txt")));
+    }
+    assert!(has_pytest(&python), "pytest is not installed in {}: run `{INSTALL}`", python.display());
     python
 }
 

@@ -1,8 +1,8 @@
 //! The JS `@automerge/automerge-repo` 2.5 client, in Node, against a real
 //! server's `GET /v1/repo`: households created and edited through
 //! `clients/js/thonsync.js`, synced, read back by a second connection and
-//! through `thonsync show`. Needs `npm ci --prefix clients/js` first
-//! (`.ci/run` does it); without it the test fails saying so.
+//! through `thonsync show`. Installs `clients/js`'s packages from its
+//! lockfile first when they are missing (`npm ci`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,13 +14,34 @@ fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients/js")
 }
 
+/// `clients/js` with its packages: installed from the committed lockfile
+/// (`npm ci`) when missing, once per run, so `cargo test` alone sets up
+/// what it needs.
+fn installed() -> PathBuf {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let dir = js_dir();
+    INSTALLED.get_or_init(|| {
+        if dir.join("node_modules/@automerge/automerge-repo").is_dir() {
+            return;
+        }
+        eprintln!("installing clients/js's packages (npm ci)");
+        let out = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .expect("npm runs (Node 20 or later and npm are needed)");
+        assert!(
+            out.status.success(),
+            "`npm ci --prefix clients/js` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    dir
+}
+
 #[test]
 fn the_js_automerge_repo_client_writes_households_the_server_keeps() {
-    let dir = js_dir();
-    assert!(
-        dir.join("node_modules/@automerge/automerge-repo").is_dir(),
-        "clients/js has no node_modules: run `npm ci --prefix clients/js` first"
-    );
+    let dir = installed();
     let server = TestServer::start();
     let (device, token) = server.enrolled("browser-tablet", &["nhu-co"]);
     let doc = village("nhu-co-02");
@@ -91,11 +112,7 @@ fn the_js_automerge_repo_client_writes_households_the_server_keeps() {
 
 #[test]
 fn the_js_helper_makes_the_published_genesis_vectors() {
-    let dir = js_dir();
-    assert!(
-        dir.join("node_modules/@automerge/automerge").is_dir(),
-        "clients/js has no node_modules: run `npm ci --prefix clients/js` first"
-    );
+    let dir = installed();
     let output =
         Command::new("node").args(["--test", "test/"]).current_dir(&dir).output().expect("node runs");
     assert!(
