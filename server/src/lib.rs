@@ -183,6 +183,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         metrics: metrics::Metrics::new(),
         shared_database: matches!(config.db, Database::Postgres(_)),
         positions: Mutex::new(Default::default()),
+        sockets: Mutex::new(Default::default()),
     };
     Ok((AppState { shared: Arc::new(shared) }, thread))
 }

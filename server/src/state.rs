@@ -83,6 +83,10 @@ pub struct Limits {
     /// A device between rounds that sends nothing for this long loses its
     /// place among the syncing devices to one that waits.
     pub syncing_idle: Duration,
+    /// `GET /v1/repo` sockets one device may have open at once; more get
+    /// 429. (An upgraded socket no longer counts among the connections,
+    /// so this is what bounds a stolen token's sockets.)
+    pub max_sockets_per_device: usize,
 }
 
 impl Default for Limits {
@@ -105,6 +109,7 @@ impl Default for Limits {
             max_admitted_syncs: std::thread::available_parallelism().map_or(2, |n| n.get()) * 4,
             max_syncing_devices: std::thread::available_parallelism().map_or(2, |n| n.get()) * 4,
             syncing_idle: Duration::from_secs(2),
+            max_sockets_per_device: 4,
         }
     }
 }
@@ -184,6 +189,10 @@ pub struct LimitArgs {
     #[arg(long, env = "THONSYNC_SYNCING_IDLE_MS", value_name = "MS", value_parser = positive::<u64>,
         default_value_t = Limits::default().syncing_idle.as_millis() as u64)]
     pub syncing_idle_ms: u64,
+    /// `GET /v1/repo` sockets one device may have open at once; more get 429.
+    #[arg(long, env = "THONSYNC_MAX_SOCKETS_PER_DEVICE", value_name = "N", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_sockets_per_device)]
+    pub max_sockets_per_device: usize,
     /// Change data of one sync message, once inflated, at most (bytes).
     #[arg(long, env = "THONSYNC_MAX_INFLATED_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
         default_value_t = InputLimits::default().max_inflated_bytes)]
@@ -243,6 +252,7 @@ impl LimitArgs {
             max_admitted_syncs: self.max_admitted_syncs,
             max_syncing_devices: self.max_syncing_devices,
             syncing_idle: Duration::from_millis(self.syncing_idle_ms),
+            max_sockets_per_device: self.max_sockets_per_device,
         }
     }
 }
@@ -509,6 +519,8 @@ pub struct Shared {
     /// reflects ([`Store::changes_since`]); read and written only under the
     /// document's lock, reset when the document is loaded.
     pub positions: Mutex<HashMap<DocumentId, i64>>,
+    /// `GET /v1/repo` sockets open, per device.
+    pub sockets: Mutex<HashMap<String, usize>>,
 }
 
 impl Shared {

@@ -403,3 +403,43 @@ fn a_revoked_device_is_disconnected_within_seconds_and_admin_tokens_never_open_i
         c.repo.stop().await;
     });
 }
+
+#[test]
+fn a_device_has_at_most_its_share_of_sockets_open() {
+    let limits = server::state::Limits { max_sockets_per_device: 2, ..Default::default() };
+    let server = TestServer::start_with(limits);
+    let (_, token) = server.enrolled("socket-hoarder", &["nhu-co"]);
+    runtime().block_on(async {
+        let open = || async {
+            let mut request = format!("{}/v1/repo", server.url().replace("http://", "ws://"))
+                .into_client_request()
+                .expect("a request");
+            request.headers_mut().insert("Authorization", format!("Bearer {token}").parse().unwrap());
+            tokio_tungstenite::connect_async(request).await
+        };
+        let first = open().await.expect("a first socket");
+        let _second = open().await.expect("a second socket");
+        match open().await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 429, "a third socket is refused")
+            }
+            Err(e) => panic!("a third socket is refused with 429, not {e}"),
+            Ok(_) => panic!("a third socket was opened past the limit of 2"),
+        }
+        // Closing one gives its place back (the server notices within a moment).
+        drop(first);
+        let start = Instant::now();
+        loop {
+            match open().await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(10),
+                        "the closed socket's place came back: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+}

@@ -107,6 +107,14 @@ pub async fn connect(
         Ok(device) => device,
         Err(e) => return e.into_response(),
     };
+    let Some(socket_place) = SocketPlace::take(&state, &device.id) else {
+        let max = state.shared.limits.max_sockets_per_device;
+        return ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("this device already has {max} automerge-repo connections open, the most it may; close one first"),
+        )
+        .into_response();
+    };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(e) => {
@@ -120,11 +128,44 @@ pub async fn connect(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
+            let _place = socket_place;
             let mut conn = Connection::new(state, device, token);
             conn.run(socket).await;
             conn.end().await;
         })
         .into_response()
+}
+
+/// One of a device's [`crate::state::Limits::max_sockets_per_device`]
+/// places for an open socket; given back on drop.
+struct SocketPlace {
+    state: AppState,
+    device: String,
+}
+
+impl SocketPlace {
+    /// A place for `device`'s socket, if it has one left.
+    fn take(state: &AppState, device: &str) -> Option<Self> {
+        let mut open = state.shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(device.to_owned()).or_default();
+        if *n >= state.shared.limits.max_sockets_per_device {
+            return None;
+        }
+        *n += 1;
+        Some(Self { state: state.clone(), device: device.to_owned() })
+    }
+}
+
+impl Drop for SocketPlace {
+    fn drop(&mut self) {
+        let mut open = self.state.shared.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.device) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.device);
+            }
+        }
+    }
 }
 
 /// A document the connection has synced.
