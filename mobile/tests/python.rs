@@ -33,9 +33,14 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn cargo() -> Command {
+/// `cargo build` of the whole workspace with every target, in this test's
+/// profile: the features are those of `cargo test --workspace`, so nothing
+/// it built is built again. It makes the library, `uniffi-bindgen`,
+/// `thonsync-server` and `thonsync`.
+fn cargo_build() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace());
+    c.args(["build", "--locked", "--workspace", "--all-targets"]);
     // The variables cargo sets for this test would make the inner build
     // look changed to build scripts and rebuild dependencies every run.
     for (key, _) in std::env::vars_os() {
@@ -90,9 +95,7 @@ fn python() -> PathBuf {
 #[test]
 fn phones_through_the_generated_bindings_against_a_real_server() {
     let python = python();
-    let mut build = cargo();
-    build.args(["build", "--locked", "-p", "mobile", "--lib", "--bins", "-p", "server", "--bin"]);
-    run(build.args(["thonsync-server", "-p", "cli", "--bin", "thonsync"]));
+    run(&mut cargo_build());
     let target = profile_dir();
     let lib = library(&target);
     let out = tempfile::tempdir().unwrap();
