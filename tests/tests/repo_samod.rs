@@ -8,53 +8,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
-use futures::{SinkExt, StreamExt};
-use samod::{BackoffConfig, DialError, Dialer, DialerHandle, DocHandle, Repo, Transport};
+use futures::StreamExt;
+use samod::{BackoffConfig, DialerHandle, DocHandle, Repo};
 use sync_core::actors::device_actor;
 use sync_core::automerge::{transaction::Transactable, Automerge, ReadDoc, ScalarValue};
 use sync_core::ids::DocumentId;
 use sync_core::survey::{Edit, FieldValue, Survey, SurveyDocument, Target};
 use tests::{device, hh, quick, village, TestServer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
-/// Dials `/v1/repo` with the device token as `Authorization: Bearer`.
-struct BearerDialer {
-    url: url::Url,
-    token: String,
-}
-
-impl Dialer for BearerDialer {
-    type Error = Infallible;
-
-    fn url(&self) -> url::Url {
-        self.url.clone()
-    }
-
-    fn connect(&self) -> BoxFuture<'static, Result<Transport, DialError<Infallible>>> {
-        let (url, token) = (self.url.clone(), self.token.clone());
-        Box::pin(async move {
-            let mut request = url.as_str().into_client_request().map_err(DialError::transient)?;
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().expect("a header value"));
-            let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(DialError::transient)?;
-            let (sink, stream) = ws.split();
-            let stream = stream.filter_map(|m| async move {
-                match m {
-                    Ok(Message::Binary(b)) => Some(Ok(b.to_vec())),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                }
-            });
-            let sink = sink.with(|b: Vec<u8>| async move {
-                Ok::<_, tokio_tungstenite::tungstenite::Error>(Message::Binary(b.into()))
-            });
-            Ok(Transport::new(Box::pin(stream), Box::pin(sink)))
-        })
-    }
-}
+#[path = "../src/repo_dialer.rs"]
+mod repo_dialer;
+use repo_dialer::BearerDialer;
 
 /// A samod client of one enrolled device.
 struct Client {

@@ -40,6 +40,9 @@ use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
 #[path = "bench/floor.rs"]
 mod floor;
 #[cfg(feature = "compare")]
+#[path = "../repo_dialer.rs"]
+mod repo_dialer;
+#[cfg(feature = "compare")]
 #[path = "bench/repo_side.rs"]
 mod repo_side;
 #[cfg(feature = "compare")]
@@ -502,18 +505,7 @@ fn run_on(args: &Load, hostile: usize, postgres: Option<&str>, servers: usize) -
     let mut children = Vec::new();
     let mut urls = Vec::new();
     for _ in 0..servers.max(1) {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("--serve")
-            .arg(&db)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start the server process")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
-        let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
-            bail!("the server did not start: {line:?}");
-        };
+        let (child, url) = spawn_server(&db)?;
         urls.push(url);
         children.push(child);
     }
@@ -933,6 +925,24 @@ fn hostile_loop(
 }
 
 /// The child process: a server until stdin closes.
+/// Starts `bench --serve DB` as a child process; it and its base URL once
+/// it listens. The server stops when its stdin closes.
+fn spawn_server(db: &str) -> anyhow::Result<(std::process::Child, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("--serve")
+        .arg(db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the server process")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
+    let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
+        bail!("the server did not start: {line:?}");
+    };
+    Ok((child, url))
+}
+
 fn serve(db: &str) -> anyhow::Result<()> {
     let handle = server::start(server::Config::new(Database::parse(db), "127.0.0.1:0".parse()?))?;
     println!("listening on {}", handle.url());

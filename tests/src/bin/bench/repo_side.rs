@@ -13,22 +13,16 @@
 //! client creates its documents with the same changes and is done the same
 //! way.
 
-use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use futures::future::BoxFuture;
-use futures::{SinkExt, StreamExt};
-use samod::{BackoffConfig, DialError, Dialer, Repo, Transport};
+use anyhow::Context;
+use samod::{BackoffConfig, Repo};
 use server::database::Database;
 use sync_core::automerge::Change;
 use sync_core::survey::SurveyDocument;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
+use crate::repo_dialer::BearerDialer;
 use crate::{cpu_seconds, household_edits, mib, settled_cpu_seconds, status_kb, Load, Side};
 
 /// Longest a first sync may take before the benchmark gives up.
@@ -36,42 +30,6 @@ const SYNC_DEADLINE: Duration = Duration::from_secs(600);
 
 /// One client's token and its villages: (automerge-repo id, changes to add).
 type ClientWork = (String, Vec<(samod::DocumentId, Vec<Change>)>);
-
-/// Dials `/v1/repo` with a device token as `Authorization: Bearer`.
-struct BearerDialer {
-    url: samod::Url,
-    token: String,
-}
-
-impl Dialer for BearerDialer {
-    type Error = Infallible;
-
-    fn url(&self) -> samod::Url {
-        self.url.clone()
-    }
-
-    fn connect(&self) -> BoxFuture<'static, Result<Transport, DialError<Infallible>>> {
-        let (url, token) = (self.url.clone(), self.token.clone());
-        Box::pin(async move {
-            let mut request = url.as_str().into_client_request().map_err(DialError::transient)?;
-            let auth = format!("Bearer {token}").parse().map_err(DialError::transient)?;
-            request.headers_mut().insert("authorization", auth);
-            let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(DialError::transient)?;
-            let (sink, stream) = ws.split();
-            let stream = stream.filter_map(|m| async move {
-                match m {
-                    Ok(Message::Binary(b)) => Some(Ok(b.to_vec())),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                }
-            });
-            let sink = sink.with(|b: Vec<u8>| async move {
-                Ok::<_, tokio_tungstenite::tungstenite::Error>(Message::Binary(b.into()))
-            });
-            Ok(Transport::new(Box::pin(stream), Box::pin(sink)))
-        })
-    }
-}
 
 /// `--repo`: both servers on both loads, and the table.
 pub fn compare(households: usize) -> anyhow::Result<()> {
@@ -181,17 +139,7 @@ fn run(load: Load) -> anyhow::Result<Side> {
         work.push((token.clone(), docs));
     }
 
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--serve", &db])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start the server process")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("server stdout")?).read_line(&mut line)?;
-    let Some(url) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
-        bail!("the server did not start: {line:?}");
-    };
+    let (mut child, url) = crate::spawn_server(&db)?;
     let pid = child.id();
     let ws = samod::Url::parse(&format!("{}/v1/repo", url.replacen("http", "ws", 1)))?;
     println!("Thôn Sync /v1/repo at {ws} (pid {pid}), {changes} changes to store");
