@@ -1,6 +1,6 @@
 // Types of thonsync.js: writing Thôn Sync survey documents through a stock
 // automerge-repo DocHandle (see docs/protocol.md, "automerge-repo clients").
-import type { AutomergeUrl, DocHandle } from "@automerge/automerge-repo"
+import type { AutomergeUrl, DocHandle, Repo } from "@automerge/automerge-repo"
 
 /** The UUID namespace of Thôn Sync document ids. */
 export declare const UUID_NAMESPACE: string
@@ -55,3 +55,9 @@ export declare function increment(
 export declare function onRefusal(handle: DocHandle<any>, listener: (error: RefusalError) => void): () => void
 /** `ws(s)://…/v1/repo?token=…` for a server URL (browsers cannot set headers on a WebSocket). */
 export declare function repoSocketUrl(serverUrl: string, token: string): string
+/**
+ * Saves each document's sync state with a peer that has a storage id (the
+ * server announces one), which automerge-repo 2.5 keeps for only one of the
+ * documents that sync within 100 ms; returns a function that stops it.
+ */
+export declare function keepSyncStates(repo: Repo, delayMs?: number): () => void

@@ -189,3 +189,33 @@ export function repoSocketUrl(serverUrl, token) {
   url.searchParams.set("token", token)
   return url.toString()
 }
+
+/**
+ * Saves the sync state with each peer that has a storage id (the server
+ * announces one) for every document, so a Repo started again on the same
+ * storage resumes each document's sync from where it stopped. automerge-repo
+ * 2.5 saves these through one throttle per peer's storage id, which keeps
+ * only the last of the documents that synced within 100 ms: most
+ * documents of a commune that sync together would otherwise start again
+ * from nothing (their first message then carries a Bloom filter of their
+ * whole history). Call it once, after `new Repo({storage, …})`; returns a
+ * function that stops it.
+ */
+export function keepSyncStates(repo, delayMs = 100) {
+  const storage = repo.storageSubsystem
+  if (!storage) return () => {}
+  const pending = new Map()
+  const listener = ({ documentId, peerId, syncState }) => {
+    const { storageId, isEphemeral } = repo.peerMetadataByPeerId[peerId] ?? {}
+    if (!storageId || isEphemeral) return
+    const key = `${documentId}\u0000${storageId}`
+    clearTimeout(pending.get(key))
+    const save = () => {
+      pending.delete(key)
+      void storage.saveSyncState(documentId, storageId, syncState).catch(() => {})
+    }
+    pending.set(key, setTimeout(save, delayMs))
+  }
+  repo.synchronizer.on("sync-state", listener)
+  return () => repo.synchronizer.off("sync-state", listener)
+}

@@ -127,6 +127,28 @@ impl Config {
 pub struct AppState {
     /// Everything behind one `Arc`, cheap to clone into handlers and blocking tasks.
     pub shared: Arc<Shared>,
+    /// The storage id `GET /v1/repo` announces in its `peer` frame, stored
+    /// as setting [`STORAGE_ID_SETTING`]: one per database, so every server
+    /// on it announces the same, before and after restarts.
+    pub storage_id: Arc<str>,
+}
+
+/// The setting that holds the database's automerge-repo storage id.
+pub const STORAGE_ID_SETTING: &str = "repo_storage_id";
+
+/// The database's automerge-repo storage id: the stored one, else a new
+/// random UUID (the form automerge-repo's own storage ids take), stored and
+/// read back, so servers starting at once on an empty shared database end
+/// up announcing the one that was kept.
+fn storage_id(store: &mut dyn sync_core::store::Store) -> Result<String, StoreError> {
+    if let Some(id) = store.setting(STORAGE_ID_SETTING)? {
+        return Ok(id);
+    }
+    let b: [u8; 16] = rand::random();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+    store.put_setting(STORAGE_ID_SETTING, &id)?;
+    Ok(store.setting(STORAGE_ID_SETTING)?.unwrap_or(id))
 }
 
 /// Opens the store, loads the registry (the bundled Bắc Kạn sample into an
@@ -154,6 +176,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
             actor
         }
     };
+    let storage_id = storage_id(store.as_mut()).map_err(store_err)?;
     // The administrator's actor belongs to no device: a device uploading
     // changes under it is refused like any actor of another device.
     store.bind_actor(&admin_actor.to_hex_string(), ADMIN_ACTOR_OWNER, state::now_ms()).map_err(store_err)?;
@@ -185,7 +208,7 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         positions: Mutex::new(Default::default()),
         sockets: Mutex::new(Default::default()),
     };
-    Ok((AppState { shared: Arc::new(shared) }, thread))
+    Ok((AppState { shared: Arc::new(shared), storage_id: storage_id.into() }, thread))
 }
 
 async fn health() -> Json<serde_json::Value> {

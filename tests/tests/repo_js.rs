@@ -1,8 +1,9 @@
 //! The JS `@automerge/automerge-repo` 2.5 client, in Node, against a real
 //! server's `GET /v1/repo`: households created and edited through
 //! `clients/js/thonsync.js`, synced, read back by a second connection and
-//! through `thonsync show`. Installs `clients/js`'s packages from its
-//! lockfile first when they are missing (`npm ci`).
+//! through `thonsync show`; a client with storage on disk that reconnects
+//! moves bytes in proportion to what changed. Installs `clients/js`'s
+//! packages from its lockfile first when they are missing (`npm ci`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,7 +22,8 @@ fn installed() -> PathBuf {
     static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let dir = js_dir();
     INSTALLED.get_or_init(|| {
-        if dir.join("node_modules/@automerge/automerge-repo").is_dir() {
+        let wanted = ["automerge-repo", "automerge-repo-network-websocket", "automerge-repo-storage-nodefs"];
+        if wanted.iter().all(|p| dir.join("node_modules/@automerge").join(p).is_dir()) {
             return;
         }
         eprintln!("installing clients/js's packages (npm ci)");
@@ -121,4 +123,91 @@ fn the_js_helper_makes_the_published_genesis_vectors() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// One run of `e2e/repo-reconnect.mjs` against a fresh server: the
+/// client's figures (bytes of its frames on the first sync and on the
+/// reconnect), after checking the server kept the reconnect's edit.
+fn reconnect(mode: &str) -> serde_json::Value {
+    let dir = installed();
+    let server = TestServer::start();
+    let (device, token) = server.enrolled("tablet-with-storage", &["song-cau"]);
+    let ids: Vec<String> = (1..=20).map(|n| village(&format!("song-cau-{n:02}")).to_string()).collect();
+    let storage = tempfile::tempdir().expect("tempdir");
+    let output = Command::new("node")
+        .arg("e2e/repo-reconnect.mjs")
+        .current_dir(&dir)
+        .env("THONSYNC_SERVER", server.url())
+        .env("THONSYNC_TOKEN", &token)
+        .env("THONSYNC_DEVICE", &device)
+        .env("THONSYNC_DOCUMENTS", ids.join(","))
+        .env("THONSYNC_STORAGE", storage.path())
+        .env("THONSYNC_MODE", mode)
+        .output()
+        .expect("node runs (Node 20 or later is needed)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the JS client ({mode}) failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON");
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("{mode}: {figures}");
+    let Survey::Village(v) = server.document(&village("song-cau-01")).snapshot(None).expect("a survey")
+    else {
+        panic!("a village")
+    };
+    assert_eq!(v.households["hh-001"].members, Some(11), "the reconnect's edit reached the server ({mode})");
+    for id in &ids[1..] {
+        let Survey::Village(v) = server.document(&id.parse().unwrap()).snapshot(None).expect("a survey")
+        else {
+            panic!("a village")
+        };
+        assert_eq!(v.households.len(), 10, "{id} holds the first sync's households ({mode})");
+    }
+    figures
+}
+
+#[test]
+fn a_client_with_storage_that_reconnects_moves_bytes_in_proportion_to_what_changed() {
+    let kept = reconnect("storage-id");
+    let hidden = reconnect("no-storage-id");
+    let fresh = reconnect("no-storage");
+    let total = |f: &serde_json::Value, phase: &str| {
+        f[phase]["up"].as_u64().expect("bytes up") + f[phase]["down"].as_u64().expect("bytes down")
+    };
+    let documents = kept["documents"].as_u64().unwrap();
+    let edit = kept["edit"].as_u64().unwrap();
+    let (first, with_id, without_id, without_storage) = (
+        total(&kept, "first"),
+        total(&kept, "reconnect"),
+        total(&hidden, "reconnect"),
+        total(&fresh, "reconnect"),
+    );
+    eprintln!(
+        "{documents} documents, {} changes; first sync {first} bytes; reconnect after a {edit}-byte edit: \
+         {with_id} bytes with the storage id ({} up, {} down), {without_id} without it, {without_storage} without storage",
+        kept["changes"], kept["reconnect"]["up"], kept["reconnect"]["down"]
+    );
+    let storage_id = kept["storageId"].as_str().expect("the server announces a storage id");
+    assert!(!storage_id.is_empty());
+    // A reconnect costs the edit a few times over plus, per document, one
+    // message each way that names heads (~190 bytes each with the frame's
+    // ids): no history, no Bloom filter of it (10 bits a change, some 250
+    // bytes a document here), which is what a client that keeps no sync
+    // state with the server sends.
+    const PER_DOCUMENT: u64 = 440;
+    assert!(
+        with_id <= 4 * edit + PER_DOCUMENT * documents,
+        "a reconnect moved {with_id} bytes for a {edit}-byte edit in {documents} documents"
+    );
+    assert!(with_id < without_id, "{with_id} bytes vs {without_id} for a client not shown the storage id");
+    assert!(
+        with_id * 4 < without_storage,
+        "{with_id} bytes vs {without_storage} for a client without storage"
+    );
+    assert!(with_id * 50 < first, "{with_id} bytes vs {first} for the first sync");
 }

@@ -119,8 +119,10 @@ fn finish(e: Encoder<Vec<u8>>) -> Vec<u8> {
     e.into_writer()
 }
 
-/// `peer`: the handshake's answer.
-pub fn peer(sender_id: &str, target_id: &str) -> Vec<u8> {
+/// `peer`: the handshake's answer, with the server's storage id (so a
+/// client with storage keeps its sync state with the server across
+/// connections) and `isEphemeral: false`.
+pub fn peer(sender_id: &str, target_id: &str, storage_id: &str) -> Vec<u8> {
     let mut e = Encoder::new(Vec::new());
     let _ = e
         .map(5)
@@ -128,7 +130,8 @@ pub fn peer(sender_id: &str, target_id: &str) -> Vec<u8> {
         .and_then(|e| e.str("senderId")?.str(sender_id))
         .and_then(|e| e.str("targetId")?.str(target_id))
         .and_then(|e| e.str("selectedProtocolVersion")?.str(PROTOCOL_VERSION))
-        .and_then(|e| e.str("peerMetadata")?.map(1)?.str("isEphemeral")?.bool(false));
+        .and_then(|e| e.str("peerMetadata")?.map(2)?.str("storageId")?.str(storage_id))
+        .and_then(|e| e.str("isEphemeral")?.bool(false));
     finish(e)
 }
 
@@ -248,5 +251,26 @@ mod tests {
         assert!(decode(&[0xff, 0x00]).is_err());
         assert!(decode(&error("x")[..3]).is_err());
         assert!(matches!(decode(&error("bye")).unwrap(), Incoming::Other(k) if k == "error"));
+    }
+
+    #[test]
+    fn a_peer_frame_carries_the_storage_id_and_is_not_ephemeral() {
+        let frame = peer("server", "peer-1", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+        let mut d = Decoder::new(&frame);
+        let n = d.map().unwrap().unwrap();
+        let mut metadata = None;
+        for _ in 0..n {
+            if d.str().unwrap() == "peerMetadata" {
+                assert_eq!(d.map().unwrap(), Some(2));
+                assert_eq!(d.str().unwrap(), "storageId");
+                let id = d.str().unwrap().to_owned();
+                assert_eq!(d.str().unwrap(), "isEphemeral");
+                metadata = Some((id, d.bool().unwrap()));
+            } else {
+                d.skip().unwrap();
+            }
+        }
+        assert_eq!(metadata, Some(("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".to_owned(), false)));
+        assert!(matches!(decode(&frame).unwrap(), Incoming::Other(k) if k == "peer"));
     }
 }

@@ -284,7 +284,11 @@ impl Connection {
                         return Step::Close(Some((1002, "unsupported protocol version".into())));
                     }
                     self.client = sender_id.chars().take(256).collect();
-                    if socket.send(binary(frames::peer(SERVER_PEER, &self.client))).await.is_err() {
+                    if socket
+                        .send(binary(frames::peer(SERVER_PEER, &self.client, &self.state.storage_id)))
+                        .await
+                        .is_err()
+                    {
                         return Step::Close(None);
                     }
                     Step::Go
