@@ -87,6 +87,8 @@ pub struct Limits {
     /// 429. (An upgraded socket no longer counts among the connections,
     /// so this is what bounds a stolen token's sockets.)
     pub max_sockets_per_device: usize,
+    /// How often `GET /v1/repo` pings each socket.
+    pub repo_ping: Duration,
 }
 
 impl Default for Limits {
@@ -110,6 +112,7 @@ impl Default for Limits {
             max_syncing_devices: std::thread::available_parallelism().map_or(2, |n| n.get()) * 4,
             syncing_idle: Duration::from_secs(2),
             max_sockets_per_device: 4,
+            repo_ping: Duration::from_secs(20),
         }
     }
 }
@@ -193,6 +196,10 @@ pub struct LimitArgs {
     #[arg(long, env = "THONSYNC_MAX_SOCKETS_PER_DEVICE", value_name = "N", value_parser = positive::<usize>,
         default_value_t = Limits::default().max_sockets_per_device)]
     pub max_sockets_per_device: usize,
+    /// How often `GET /v1/repo` pings each socket (seconds).
+    #[arg(long, env = "THONSYNC_REPO_PING_SECS", value_name = "SECS", value_parser = positive::<u64>,
+        default_value_t = Limits::default().repo_ping.as_secs())]
+    pub repo_ping_secs: u64,
     /// Change data of one sync message, once inflated, at most (bytes).
     #[arg(long, env = "THONSYNC_MAX_INFLATED_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
         default_value_t = InputLimits::default().max_inflated_bytes)]
@@ -253,6 +260,7 @@ impl LimitArgs {
             max_syncing_devices: self.max_syncing_devices,
             syncing_idle: Duration::from_millis(self.syncing_idle_ms),
             max_sockets_per_device: self.max_sockets_per_device,
+            repo_ping: Duration::from_secs(self.repo_ping_secs),
         }
     }
 }

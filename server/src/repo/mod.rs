@@ -29,6 +29,10 @@
 //!   `docs/protocol.md` (`{"error": {…}}`, CBOR); later frames of that
 //!   document on the same connection are dropped unread, so a client that
 //!   keeps resending a refused change costs one refusal per connection.
+//! - **Pings**: every [`crate::state::Limits::repo_ping`] (20 s unless
+//!   set), whatever else the socket carries. A client that answers no ping
+//!   is not closed for it: a socket closes when its TCP connection fails,
+//!   on `leave`, a bad frame, or a device no longer allowed.
 //! - **Pushes**: every [`TICK`] the connection looks at the in-memory heads
 //!   of the documents it synced; a document changed by anyone else gets a
 //!   round of its own (the server's sync message, if the client lacks
@@ -61,8 +65,6 @@ pub use frames::{decode as decode_frame, Incoming, PROTOCOL_VERSION};
 pub const TICK: Duration = Duration::from_millis(250);
 /// How often a connection's token is checked again (revocation, rotation).
 pub const RECHECK: Duration = Duration::from_secs(2);
-/// How often the server pings an idle client.
-pub const PING: Duration = Duration::from_secs(20);
 /// How long a client has to send `join` after the upgrade.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The peer id the server gives itself.
@@ -253,7 +255,7 @@ impl Connection {
                             }
                         }
                     }
-                    if last_ping.elapsed() >= PING {
+                    if last_ping.elapsed() >= self.state.shared.limits.repo_ping {
                         last_ping = Instant::now();
                         if socket.send(Message::Ping(Default::default())).await.is_err() {
                             return;
