@@ -131,6 +131,8 @@ pub struct AppState {
     /// as setting [`STORAGE_ID_SETTING`]: one per database, so every server
     /// on it announces the same, before and after restarts.
     pub storage_id: Arc<str>,
+    /// Which `/v1/repo` sockets have which document open, for `ephemeral` frames.
+    pub relay: Arc<repo::relay::Relay>,
 }
 
 /// The setting that holds the database's automerge-repo storage id.
@@ -208,7 +210,10 @@ pub fn open_state(config: &Config) -> Result<(AppState, WriterThread), StartErro
         positions: Mutex::new(Default::default()),
         sockets: Mutex::new(Default::default()),
     };
-    Ok((AppState { shared: Arc::new(shared), storage_id: storage_id.into() }, thread))
+    Ok((
+        AppState { shared: Arc::new(shared), storage_id: storage_id.into(), relay: Default::default() },
+        thread,
+    ))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -3,7 +3,8 @@
 //! beside the device API.
 //!
 //! The sync endpoint counts here ([`Metrics::round`], [`Metrics::refused`],
-//! [`Metrics::round_seconds`]); the gauges (cached documents, the writer's
+//! [`Metrics::round_seconds`]), `/v1/repo` its relayed and dropped
+//! `ephemeral` frames; the gauges (cached documents, the writer's
 //! queue depth and last group commit) are read from the server's state at
 //! each scrape. Encoding is `prometheus-client`'s.
 
@@ -39,7 +40,12 @@ pub struct Metrics {
     cached_documents: Gauge,
     writer_queue: Gauge,
     writer_group: Gauge,
+    ephemeral_relayed: Counter,
+    ephemeral_dropped: Family<ReasonLabel, Counter>,
 }
+
+/// The label set of a dropped `ephemeral` frame: `reason`.
+type ReasonLabel = Vec<(&'static str, &'static str)>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -92,6 +98,18 @@ impl Metrics {
             "Jobs the writer committed together in its last group",
             writer_group.clone(),
         );
+        let ephemeral_relayed = Counter::default();
+        let ephemeral_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "repo_ephemeral_relayed",
+            "ephemeral frames of /v1/repo handed to another socket with the document open",
+            ephemeral_relayed.clone(),
+        );
+        registry.register(
+            "repo_ephemeral_dropped",
+            "ephemeral frames of /v1/repo not relayed, by reason (too_large, rate, not_open, not_author, stale, queue_full)",
+            ephemeral_dropped.clone(),
+        );
         Self {
             registry,
             rounds,
@@ -102,7 +120,19 @@ impl Metrics {
             cached_documents,
             writer_queue,
             writer_group,
+            ephemeral_relayed,
+            ephemeral_dropped,
         }
+    }
+
+    /// `ephemeral` frames handed to `n` other sockets.
+    pub fn ephemeral_relayed(&self, n: u64) {
+        self.ephemeral_relayed.inc_by(n);
+    }
+
+    /// `n` `ephemeral` frames (or hand-overs) dropped for `reason`.
+    pub fn ephemeral_dropped(&self, reason: &'static str, n: u64) {
+        self.ephemeral_dropped.get_or_create(&vec![("reason", reason)]).inc_by(n);
     }
 
     /// An answered round: the documents whose message it brought and the

@@ -89,6 +89,10 @@ pub struct Limits {
     pub max_sockets_per_device: usize,
     /// How often `GET /v1/repo` pings each socket.
     pub repo_ping: Duration,
+    /// An `ephemeral` frame `GET /v1/repo` relays is at most this long; longer ones are dropped.
+    pub max_ephemeral_bytes: usize,
+    /// `ephemeral` frames one socket may have relayed a second (as many at once); more are dropped.
+    pub ephemeral_per_second: u32,
 }
 
 impl Default for Limits {
@@ -113,6 +117,8 @@ impl Default for Limits {
             syncing_idle: Duration::from_secs(2),
             max_sockets_per_device: 4,
             repo_ping: Duration::from_secs(20),
+            max_ephemeral_bytes: 4096,
+            ephemeral_per_second: 10,
         }
     }
 }
@@ -200,6 +206,14 @@ pub struct LimitArgs {
     #[arg(long, env = "THONSYNC_REPO_PING_SECS", value_name = "SECS", value_parser = positive::<u64>,
         default_value_t = Limits::default().repo_ping.as_secs())]
     pub repo_ping_secs: u64,
+    /// An `ephemeral` frame `GET /v1/repo` relays is at most this long (bytes).
+    #[arg(long, env = "THONSYNC_MAX_EPHEMERAL_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
+        default_value_t = Limits::default().max_ephemeral_bytes)]
+    pub max_ephemeral_bytes: usize,
+    /// `ephemeral` frames one `GET /v1/repo` socket may have relayed a second.
+    #[arg(long, env = "THONSYNC_EPHEMERAL_PER_SECOND", value_name = "N", value_parser = positive::<u32>,
+        default_value_t = Limits::default().ephemeral_per_second)]
+    pub ephemeral_per_second: u32,
     /// Change data of one sync message, once inflated, at most (bytes).
     #[arg(long, env = "THONSYNC_MAX_INFLATED_BYTES", value_name = "BYTES", value_parser = positive::<usize>,
         default_value_t = InputLimits::default().max_inflated_bytes)]
@@ -261,6 +275,8 @@ impl LimitArgs {
             syncing_idle: Duration::from_millis(self.syncing_idle_ms),
             max_sockets_per_device: self.max_sockets_per_device,
             repo_ping: Duration::from_secs(self.repo_ping_secs),
+            max_ephemeral_bytes: self.max_ephemeral_bytes,
+            ephemeral_per_second: self.ephemeral_per_second,
         }
     }
 }

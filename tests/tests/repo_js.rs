@@ -211,3 +211,45 @@ fn a_client_with_storage_that_reconnects_moves_bytes_in_proportion_to_what_chang
     );
     assert!(with_id * 50 < first, "{with_id} bytes vs {first} for the first sync");
 }
+
+#[test]
+fn ephemeral_messages_pass_between_clients_with_the_document_open_within_size_and_pace() {
+    let dir = installed();
+    let limits = server::state::Limits { ephemeral_per_second: 5, ..Default::default() };
+    let server = TestServer::start_with(limits);
+    let tokens: Vec<String> = ["presence-a", "presence-b", "presence-c"]
+        .iter()
+        .map(|name| server.enrolled(name, &["nhu-co"]).1)
+        .collect();
+    let output = Command::new("node")
+        .arg("e2e/repo-ephemeral.mjs")
+        .current_dir(&dir)
+        .env("THONSYNC_SERVER", server.url())
+        .env("THONSYNC_TOKENS", tokens.join(","))
+        .env("THONSYNC_DOCUMENT", village("nhu-co-03").to_string())
+        .env("THONSYNC_OTHER", village("nhu-co-04").to_string())
+        .output()
+        .expect("node runs (Node 20 or later is needed)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the JS clients failed: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON");
+    eprintln!("{seen}");
+    assert_eq!(seen["cursorSender"], seen["a"], "B hears A's message as A's");
+    assert_eq!(seen["replySender"], seen["b"], "and A hears B's");
+    assert_eq!(seen["large"], 0, "a message over the size cap is dropped");
+    let burst = seen["burst"].as_u64().expect("a count");
+    assert!((1..50).contains(&burst), "of a burst of 50, some pass and the rest are dropped: {burst}");
+    // B got A's messages once each: cursor, after, the burst's share.
+    assert_eq!(seen["bFrames"].as_u64(), Some(2 + burst), "each relayed once to B");
+    assert_eq!(seen["aOwnFrames"], 0, "what B passes on of A's never comes back");
+    assert_eq!(seen["cFrames"], 0, "nothing reaches a socket without the document open");
+    assert_eq!(seen["cReady"], true);
+    // Nothing of it is stored: the document has no change but the server's.
+    let owners = server.actor_owners();
+    assert!(owners.iter().all(|(_, d)| d == server::ADMIN_ACTOR_OWNER), "{owners:?}");
+}

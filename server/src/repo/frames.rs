@@ -28,9 +28,23 @@ pub enum Incoming {
         /// The automerge sync message.
         data: Vec<u8>,
     },
+    /// `ephemeral`: a message about a document that is not part of it
+    /// (presence, cursors), for the other peers that have it open.
+    Ephemeral {
+        /// Its author's peer id.
+        sender_id: String,
+        /// The automerge-repo document id (base58check).
+        document_id: String,
+        /// The author's session, and the message's number in it.
+        session_id: String,
+        /// The message's number in the session (receivers drop what is not newer).
+        count: u64,
+        /// The message (CBOR, opaque to the server).
+        data: Vec<u8>,
+    },
     /// The client is going away.
     Leave,
-    /// Anything else of the protocol (`ephemeral`, `doc-unavailable`,
+    /// Anything else of the protocol (`doc-unavailable`,
     /// `remote-subscription-change`, `remote-heads-changed`): read and left
     /// alone; the type is kept for the log.
     Other(String),
@@ -63,6 +77,7 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, FrameError> {
     let mut d = Decoder::new(bytes);
     let len = d.map()?;
     let (mut kind, mut sender, mut document, mut data, mut versions) = (None, None, None, None, None);
+    let (mut session, mut count) = (None, None);
     let mut read = 0u64;
     loop {
         match len {
@@ -85,6 +100,8 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, FrameError> {
                 })
             }
             "data" => data = Some(d.bytes()?.to_vec()),
+            "sessionId" => session = Some(d.str()?.to_owned()),
+            "count" => count = Some(d.u64()?),
             "supportedProtocolVersions" => {
                 let n = d.array()?.ok_or_else(|| FrameError::Cbor("an indefinite array".into()))?;
                 let mut list = Vec::new();
@@ -108,6 +125,13 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, FrameError> {
         },
         "request" | "sync" => Incoming::Sync {
             document_id: document.ok_or_else(|| missing("documentId"))?,
+            data: data.ok_or_else(|| missing("data"))?,
+        },
+        "ephemeral" => Incoming::Ephemeral {
+            sender_id: sender.ok_or_else(|| missing("senderId"))?,
+            document_id: document.ok_or_else(|| missing("documentId"))?,
+            session_id: session.ok_or_else(|| missing("sessionId"))?,
+            count: count.ok_or_else(|| missing("count"))?,
             data: data.ok_or_else(|| missing("data"))?,
         },
         "leave" => Incoming::Leave,
@@ -272,5 +296,25 @@ mod tests {
         }
         assert_eq!(metadata, Some(("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".to_owned(), false)));
         assert!(matches!(decode(&frame).unwrap(), Incoming::Other(k) if k == "peer"));
+    }
+
+    #[test]
+    fn an_ephemeral_frame_is_read_back_as_written() {
+        let frame = ephemeral("peer-1", "server", "2Xdoc", "session-9", 7, &[0xa0]);
+        assert_eq!(
+            decode(&frame).unwrap(),
+            Incoming::Ephemeral {
+                sender_id: "peer-1".into(),
+                document_id: "2Xdoc".into(),
+                session_id: "session-9".into(),
+                count: 7,
+                data: vec![0xa0],
+            }
+        );
+        let mut e = Encoder::new(Vec::new());
+        e.map(2).unwrap();
+        e.str("type").unwrap().str("ephemeral").unwrap();
+        e.str("senderId").unwrap().str("peer-1").unwrap();
+        assert!(matches!(decode(&e.into_writer()), Err(FrameError::Missing { .. })));
     }
 }

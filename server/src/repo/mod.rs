@@ -33,12 +33,17 @@
 //!   set), whatever else the socket carries. A client that answers no ping
 //!   is not closed for it: a socket closes when its TCP connection fails,
 //!   on `leave`, a bad frame, or a device no longer allowed.
+//! - **Ephemeral** frames of a client, about a document it has open here,
+//!   go to the other sockets that have it open ([`relay`]), within
+//!   [`crate::state::Limits::max_ephemeral_bytes`] and
+//!   [`crate::state::Limits::ephemeral_per_second`]; never stored.
 //! - **Pushes**: every [`TICK`] the connection looks at the in-memory heads
 //!   of the documents it synced; a document changed by anyone else gets a
 //!   round of its own (the server's sync message, if the client lacks
 //!   something).
 
 mod frames;
+pub mod relay;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -199,6 +204,14 @@ struct Connection {
     count: u64,
     /// A frame read while batching that must wait for the next round.
     held: Option<(DocumentId, Vec<u8>)>,
+    /// The connection's place in the `ephemeral` relay, its channel, the
+    /// pace of what it may have relayed, and the last count relayed of
+    /// each of its client's sessions.
+    relay_id: u64,
+    relay_tx: tokio::sync::mpsc::Sender<relay::Relayed>,
+    relay_rx: Option<tokio::sync::mpsc::Receiver<relay::Relayed>>,
+    rate: relay::Rate,
+    sessions: HashMap<String, u64>,
 }
 
 /// What the loop does next.
@@ -210,6 +223,8 @@ enum Step {
 impl Connection {
     fn new(state: AppState, device: DeviceRecord, token: String) -> Self {
         let base: String = (0..8).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let (relay_id, relay_tx, relay_rx) = state.relay.join();
+        let rate = relay::Rate::new(state.shared.limits.ephemeral_per_second);
         Self {
             state,
             device,
@@ -223,6 +238,11 @@ impl Connection {
             exchange_of: HashMap::new(),
             count: 0,
             held: None,
+            relay_id,
+            relay_tx,
+            relay_rx: Some(relay_rx),
+            rate,
+            sessions: HashMap::new(),
         }
     }
 
@@ -236,6 +256,7 @@ impl Connection {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut last_check, mut last_ping) = (Instant::now(), Instant::now());
+        let Some(mut relayed) = self.relay_rx.take() else { return };
         loop {
             let step = tokio::select! {
                 frame = socket.recv() => match frame {
@@ -244,6 +265,7 @@ impl Connection {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                     Some(Ok(_)) => Step::Go, // ping, pong
                 },
+                Some(message) = relayed.recv() => self.deliver(&mut socket, message).await,
                 _ = tick.tick() => {
                     if last_check.elapsed() >= RECHECK {
                         last_check = Instant::now();
@@ -353,7 +375,10 @@ impl Connection {
                 if self.refused.contains(&id) {
                     return Step::Go; // told once on this connection; dropped unread
                 }
-                self.synced.entry(id.clone()).or_insert_with(|| Synced { repo_id: document_id, heads: None });
+                if !self.synced.contains_key(&id) {
+                    self.state.relay.open(self.relay_id, &id, &self.relay_tx);
+                    self.synced.insert(id.clone(), Synced { repo_id: document_id, heads: None });
+                }
                 match batch.entry(id) {
                     std::collections::btree_map::Entry::Occupied(e) => {
                         self.held = Some((e.key().clone(), data))
@@ -362,6 +387,10 @@ impl Connection {
                         e.insert(data);
                     }
                 }
+                Step::Go
+            }
+            Ok(Incoming::Ephemeral { sender_id, document_id, session_id, count, data }) => {
+                self.relay(bytes.len(), sender_id, &document_id, session_id, count, data);
                 Step::Go
             }
             Ok(Incoming::Leave) => Step::Close(Some((1000, "leave".into()))),
@@ -517,6 +546,7 @@ impl Connection {
             let repo = self.synced.get(&id).map(|s| s.repo_id.clone()).unwrap_or_else(|| repo_id(&id));
             if let Some(error) = reply.error {
                 self.refused.insert(id.clone());
+                self.state.relay.close(self.relay_id, &id);
                 let body = serde_json::json!({ "error": error });
                 self.count += 1;
                 let frame = frames::ephemeral(
@@ -555,9 +585,79 @@ impl Connection {
         format!("repo-{}-{n}", self.base)
     }
 
+    /// An `ephemeral` frame of the client's: handed to the other sockets
+    /// that have its document open, if it is the client's own (not one it
+    /// passes on: the server handed that one out already), about a document
+    /// it has open here, newer than the last of its session, within the
+    /// size and the pace. Otherwise dropped, and counted.
+    fn relay(
+        &mut self,
+        size: usize,
+        sender_id: String,
+        document_id: &str,
+        session_id: String,
+        count: u64,
+        data: Vec<u8>,
+    ) {
+        let shared = self.state.shared.clone();
+        let (metrics, limits) = (&shared.metrics, &shared.limits);
+        if size > limits.max_ephemeral_bytes {
+            return metrics.ephemeral_dropped("too_large", 1);
+        }
+        if sender_id != self.client {
+            return metrics.ephemeral_dropped("not_author", 1);
+        }
+        let open =
+            self.resolve(document_id).filter(|id| self.synced.contains_key(id) && !self.refused.contains(id));
+        let Some(document) = open else {
+            return metrics.ephemeral_dropped("not_open", 1);
+        };
+        if self.sessions.get(&session_id).is_some_and(|last| count <= *last) {
+            return metrics.ephemeral_dropped("stale", 1);
+        }
+        if !self.rate.take(limits.ephemeral_per_second, Instant::now()) {
+            return metrics.ephemeral_dropped("rate", 1);
+        }
+        if self.sessions.len() >= 16 && !self.sessions.contains_key(&session_id) {
+            self.sessions.clear();
+        }
+        self.sessions.insert(session_id.clone(), count);
+        let message = relay::Relayed { document, sender_id, session_id, count, data };
+        let (handed, missed) = self.state.relay.publish(self.relay_id, message);
+        metrics.ephemeral_relayed(handed);
+        if missed > 0 {
+            metrics.ephemeral_dropped("queue_full", missed);
+        }
+    }
+
+    /// Another socket's `ephemeral` message, sent on if this socket still
+    /// has the document open and its device may still see it.
+    async fn deliver(&mut self, socket: &mut WebSocket, message: relay::Relayed) -> Step {
+        let Some(repo) = self.synced.get(&message.document).map(|s| s.repo_id.clone()) else {
+            return Step::Go;
+        };
+        if self.refused.contains(&message.document) || self.resolve(&repo).as_ref() != Some(&message.document)
+        {
+            return Step::Go;
+        }
+        let frame = frames::ephemeral(
+            &message.sender_id,
+            &self.client,
+            &repo,
+            &message.session_id,
+            message.count,
+            &message.data,
+        );
+        if socket.send(binary(frame)).await.is_err() {
+            return Step::Close(None);
+        }
+        Step::Go
+    }
+
     /// Ends the connection's exchanges (what waits for a dependency is kept
     /// as refused uploads).
     async fn end(&mut self) {
+        self.state.relay.leave(self.relay_id, self.synced.keys());
         let Ok(device) = sync_core::ids::PeerId::new(self.device.id.as_str()) else { return };
         let keys: Vec<_> = (0..self.rounds.len())
             .filter(|n| self.rounds[*n] > 0)
