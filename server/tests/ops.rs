@@ -166,6 +166,10 @@ fn help_lists_every_limit_with_its_flag_environment_variable_and_default() {
         "max-change-bytes",
         "max-change-message-bytes",
         "max-change-extra-bytes",
+        "max-sockets-per-device",
+        "repo-ping-secs",
+        "max-ephemeral-bytes",
+        "ephemeral-per-second",
         "metrics-listen",
     ];
     for flag in flags {
