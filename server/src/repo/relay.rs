@@ -69,21 +69,23 @@ impl Relay {
     }
 
     /// Hands `message` to every other socket with its document open:
-    /// (handed, missed because a socket's channel was full).
+    /// (handed, missed because a socket's channel was full). A socket whose
+    /// channel is gone (its connection ended without leaving) is forgotten.
     pub fn publish(&self, from: u64, message: Relayed) -> (u64, u64) {
-        let targets: Vec<mpsc::Sender<Relayed>> = {
+        let targets: Vec<(u64, mpsc::Sender<Relayed>)> = {
             let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             open.get(&message.document)
                 .map(|sockets| {
-                    sockets.iter().filter(|(id, _)| **id != from).map(|(_, tx)| tx.clone()).collect()
+                    sockets.iter().filter(|(id, _)| **id != from).map(|(id, tx)| (*id, tx.clone())).collect()
                 })
                 .unwrap_or_default()
         };
         let (mut handed, mut missed) = (0, 0);
-        for tx in targets {
+        for (id, tx) in targets {
             match tx.try_send(message.clone()) {
                 Ok(()) => handed += 1,
-                Err(_) => missed += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => missed += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => self.close(id, &message.document),
             }
         }
         (handed, missed)
@@ -155,6 +157,11 @@ mod tests {
         }
         assert_eq!(relay.publish(a, message(&doc, 99)), (0, 1), "a full channel misses it");
         relay.leave(b, [&doc]);
+        drop((c_tx, c_rx));
+        let (d, d_tx, d_rx) = relay.join();
+        relay.open(d, &doc, &d_tx);
+        drop((d_tx, d_rx));
+        assert_eq!(relay.publish(a, message(&doc, 100)), (0, 0), "a socket gone is forgotten");
         relay.leave(a, [&doc]);
         relay.leave(c, [&other]);
         assert!(relay.open.lock().unwrap().is_empty(), "nothing left behind");
