@@ -139,14 +139,17 @@ pub struct AppState {
 pub const STORAGE_ID_SETTING: &str = "repo_storage_id";
 
 /// The database's automerge-repo storage id: the stored one, else a new
-/// random UUID (the form automerge-repo's own storage ids take), stored and
-/// read back, so servers starting at once on an empty shared database end
-/// up announcing the one that was kept.
+/// random (version 4) UUID, as automerge-repo makes its own, stored and
+/// read back. (Two servers making it at the same moment on an empty shared
+/// database may each keep their own until the next start; clients then
+/// keep a sync state under each, which costs a fuller first sync, nothing
+/// worse.)
 fn storage_id(store: &mut dyn sync_core::store::Store) -> Result<String, StoreError> {
     if let Some(id) = store.setting(STORAGE_ID_SETTING)? {
         return Ok(id);
     }
-    let b: [u8; 16] = rand::random();
+    let mut b: [u8; 16] = rand::random();
+    (b[6], b[8]) = ((b[6] & 0x0f) | 0x40, (b[8] & 0x3f) | 0x80); // RFC 4122 version 4
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
     store.put_setting(STORAGE_ID_SETTING, &id)?;

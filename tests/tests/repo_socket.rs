@@ -169,7 +169,7 @@ fn the_server_announces_one_storage_id_per_database_that_outlives_restarts() {
     let (_, token) = server.enrolled("bare", &["nhu-co"]);
     let first = runtime().block_on(async { Bare::open(&server, &token).await.join().await });
     assert!(!first.1, "the server keeps what it syncs");
-    assert!(!first.0.is_empty());
+    assert!(first.0.len() == 36 && first.0.as_bytes()[14] == b'4', "a version 4 UUID: {}", first.0);
     let stored = server.store().setting(server::STORAGE_ID_SETTING).expect("the settings read");
     assert_eq!(stored.as_deref(), Some(first.0.as_str()), "the storage id is the database's");
     server.restart();
