@@ -17,7 +17,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use sync_core::exchange::{Begin, HubEnv, HubError, HubExchange};
+use rayon::prelude::*;
+use sync_core::exchange::{Begin, HubEnv, HubError, HubExchange, Prepared};
 use sync_core::ids::{check_id, DocumentId, PeerId};
 use sync_core::store::{NewRefusedUpload, WriteBatch};
 use sync_core::survey::SurveyDocument;
@@ -367,38 +368,75 @@ pub(crate) fn play(
         }
     }
     let elsewhere = shared.waiting_of(&device).saturating_sub(waiting_before);
-    let mut held: Vec<std::sync::MutexGuard<'_, Option<SurveyDocument>>> = Vec::new();
+    let mut held: Vec<DocGuard<'_>> = Vec::new();
     let mut genesis: Vec<ChangeRecord> = Vec::new();
-    let evict = |held: &mut Vec<std::sync::MutexGuard<'_, Option<SurveyDocument>>>| {
+    let evict = |held: &mut Vec<DocGuard<'_>>| {
         for g in held.iter_mut() {
             **g = None;
         }
     };
-    for id in &ids {
-        let mut guard = ex.slots[id].lock();
-        let created = match shared.ensure_loaded(id, &mut guard) {
-            Ok(Some(created)) => created,
-            // Known when the exchange started, gone now (registry replaced).
-            Ok(None) => {
-                hub.forget(id);
-                continue;
+    // A few documents at a time (each judged on a fork, so the fork and the
+    // document are both in memory until it is kept): locked and loaded in
+    // id order, their messages judged at once on the machine's cores, the
+    // verdicts kept in id order.
+    for chunk in ids.chunks(judged_at_once()) {
+        let mut loaded: Vec<(DocGuard<'_>, bool, Prepared)> = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            let mut guard = ex.slots[id].lock();
+            let created = match shared.ensure_loaded(id, &mut guard) {
+                Ok(Some(created)) => created,
+                // Known when the exchange started, gone now (registry replaced).
+                Ok(None) => {
+                    hub.forget(id);
+                    continue;
+                }
+                Err(e) => {
+                    evict(&mut held);
+                    for (g, _, _) in loaded.iter_mut() {
+                        **g = None;
+                    }
+                    return Err(ApiError::store(e).with_document(id));
+                }
+            };
+            let doc = guard.as_ref().expect("loaded");
+            if created {
+                genesis
+                    .extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(id, c)));
             }
-            Err(e) => {
-                evict(&mut held);
-                return Err(ApiError::store(e).with_document(id));
+            match hub.prepare(&mut round, id, &shared.limits.input, elsewhere, &env) {
+                Ok(prepared) => loaded.push((guard, created, prepared)),
+                Err(e) => {
+                    *guard = None;
+                    evict(&mut held);
+                    for (g, _, _) in loaded.iter_mut() {
+                        **g = None;
+                    }
+                    return Err(hub_error(e));
+                }
             }
-        };
-        let doc = guard.as_mut().expect("loaded");
-        if created {
-            genesis.extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(id, c)));
         }
-        match hub.apply_document(&mut round, id, doc, &shared.limits.input, elsewhere, &env) {
-            Ok(changed) if changed || created => held.push(guard),
-            Ok(_) => drop(guard),
-            Err(e) => {
-                *guard = None;
-                evict(&mut held);
-                return Err(hub_error(e));
+        let verdicts: Vec<_> = loaded
+            .par_iter()
+            .map(|(guard, _, prepared)| match prepared {
+                Prepared::Judge(judgement) => Some(judgement.run(guard.as_ref().expect("loaded"), &env)),
+                _ => None,
+            })
+            .collect();
+        for ((mut guard, created, prepared), verdict) in loaded.into_iter().zip(verdicts) {
+            let doc = guard.as_mut().expect("loaded");
+            let changed = match (prepared, verdict) {
+                (Prepared::Judge(judgement), Some(verdict)) => {
+                    hub.conclude(&mut round, *judgement, verdict, doc, elsewhere)
+                }
+                (Prepared::Reply, _) => {
+                    let id = doc.id().clone();
+                    hub.reply(&mut round, &id, doc);
+                    false
+                }
+                _ => false,
+            };
+            if changed || created {
+                held.push(guard);
             }
         }
     }
@@ -493,6 +531,16 @@ impl HubEnv for ServerEnv<'_> {
     fn current_heads(&self, id: &DocumentId) -> Option<Vec<sync_core::automerge::ChangeHash>> {
         self.shared.current_heads(id)
     }
+}
+
+/// A loaded document's slot, locked.
+type DocGuard<'a> = std::sync::MutexGuard<'a, Option<SurveyDocument>>;
+
+/// How many documents of a round are judged at once: two per thread of the
+/// pool that judges them, so a round keeps every core busy while at most
+/// that many forks are in memory beside their documents.
+fn judged_at_once() -> usize {
+    rayon::current_num_threads().max(1) * 2
 }
 
 /// The error answer of a round that cannot be played.

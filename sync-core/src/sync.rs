@@ -162,6 +162,37 @@ pub struct Received {
     pub reply: Option<Vec<u8>>,
 }
 
+/// A message judged on the hub and found acceptable, not yet kept
+/// ([`DocSession::judge_from`]): the caller keeps it with
+/// [`DocSession::keep`], or drops it and nothing changed.
+#[derive(Debug)]
+pub struct Judged {
+    /// What receiving the message does.
+    pub received: Received,
+    /// The document with the message's changes applied.
+    pub doc: SurveyDocument,
+    /// The session after the message.
+    pub session: DocSession,
+    /// Changes the message brought that wait for a dependency.
+    pub newly_waiting: usize,
+}
+
+impl Refusal {
+    /// The refusal of a message after which `waiting` changes would wait
+    /// for a dependency in its document, more than `limits` leave it.
+    pub fn waiting_limit(document: &DocumentId, waiting: usize, limits: &InputLimits) -> Self {
+        Refusal {
+            code: RefusalCode::WaitingLimit,
+            document: document.clone(),
+            message: format!(
+                "{waiting} changes would wait for dependencies this document does not have; at most {} may wait in one document, {} over all of a device's exchanges",
+                limits.max_waiting_per_document, limits.max_waiting_per_device
+            ),
+            breach: None,
+        }
+    }
+}
+
 /// A check run on every change a message brings, before anything applies.
 type Admit<'a> = dyn FnMut(&ChangeRecord) -> Result<(), (RefusalCode, String)> + 'a;
 
@@ -364,20 +395,38 @@ impl DocSession {
         }
         let limits = InputLimits::default();
         let mut admit = |r: &ChangeRecord| admit(r).map_err(|why| (RefusalCode::NotAdmitted, why));
-        self.receive_validated(doc, bytes, &limits, &mut admit, false)
+        let judged = self.judge(doc, bytes, &limits, limits.max_waiting_per_document, &mut admit, false)?;
+        Ok(self.keep(doc, judged))
     }
 
     /// Receives one message on the hub from `uploader`: the input checks of
     /// [`crate::inbound`], the actor rule of [`crate::actors`], the type
     /// rules, then the reply, all on a fork. One verdict for the message:
     /// either all of it is kept (its changes, its actors, its waiting
-    /// changes, the new session state) or none of it is.
+    /// changes, the new session state) or none of it is. At most
+    /// `limits.max_waiting_per_document` of its changes may wait.
     pub fn receive_from(
         &mut self,
         doc: &mut SurveyDocument,
         bytes: &[u8],
         uploader: &Uploader<'_>,
     ) -> Result<Received, Refusal> {
+        let judged = self.judge_from(doc, bytes, uploader, uploader.limits.max_waiting_per_document)?;
+        Ok(self.keep(doc, judged))
+    }
+
+    /// [`DocSession::receive_from`] without keeping anything: the verdict on
+    /// one message, with the document and session it would leave, so that
+    /// the messages of many documents can be judged at once (on other
+    /// threads: nothing here is mutated) and kept in order after. At most
+    /// `allowance` changes may wait in this document after the message.
+    pub fn judge_from(
+        &self,
+        doc: &SurveyDocument,
+        bytes: &[u8],
+        uploader: &Uploader<'_>,
+        allowance: usize,
+    ) -> Result<Judged, Refusal> {
         let mut actors: HashSet<String> = HashSet::new();
         let limit = uploader.limits.max_new_actors_per_message;
         let mut admit = |r: &ChangeRecord| {
@@ -392,7 +441,15 @@ impl DocSession {
             }
             Ok(())
         };
-        self.receive_validated(doc, bytes, uploader.limits, &mut admit, true)
+        self.judge(doc, bytes, uploader.limits, allowance, &mut admit, true)
+    }
+
+    /// Keeps a judged message: the document and the session become what
+    /// it left.
+    pub fn keep(&mut self, doc: &mut SurveyDocument, judged: Judged) -> Received {
+        *doc = judged.doc;
+        *self = judged.session;
+        judged.received
     }
 
     /// A device receiving from its server: applied as received, with
@@ -421,14 +478,15 @@ impl DocSession {
         })
     }
 
-    fn receive_validated(
-        &mut self,
-        doc: &mut SurveyDocument,
+    fn judge(
+        &self,
+        doc: &SurveyDocument,
         bytes: &[u8],
         limits: &InputLimits,
+        allowance: usize,
         admit: &mut Admit<'_>,
         reply: bool,
-    ) -> Result<Received, Refusal> {
+    ) -> Result<Judged, Refusal> {
         let id = doc.id().clone();
         let refuse = |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
         let Inbound { message, changes: offered } =
@@ -455,15 +513,8 @@ impl DocSession {
         let candidates: Vec<Change> = brought.into_iter().chain(held).collect();
         let (ready, waiting) = order_ready(candidates, known);
         let newly_waiting = waiting.iter().filter(|c| brought_hashes.contains(&c.hash())).count();
-        if newly_waiting > 0 && waiting.len() > limits.max_waiting_per_document {
-            return Err(refuse(
-                RefusalCode::WaitingLimit,
-                format!(
-                    "{} changes would wait for dependencies this document does not have; at most {} may wait",
-                    waiting.len(),
-                    limits.max_waiting_per_document
-                ),
-            ));
+        if newly_waiting > 0 && waiting.len() > allowance.min(limits.max_waiting_per_document) {
+            return Err(Refusal::waiting_limit(&id, waiting.len(), limits));
         }
 
         // Apply only what is ready, on a fork.
@@ -521,9 +572,13 @@ impl DocSession {
             .collect();
         actors.sort();
         actors.dedup();
-        *doc = candidate;
-        *self = next;
-        Ok(Received { new_changes, pending: self.waiting.len(), actors, reply })
+        let pending = next.waiting.len();
+        Ok(Judged {
+            received: Received { new_changes, pending, actors, reply },
+            doc: candidate,
+            session: next,
+            newly_waiting,
+        })
     }
 }
 

@@ -396,3 +396,92 @@ fn documents_in_step_cost_a_digest_and_are_left_alone() {
     let (_, touched) = exchange(&mut mine, &mut theirs, &mut states);
     assert_eq!(touched, 0, "all in step: nothing is touched");
 }
+
+/// A round of three documents whose messages each bring changes that must
+/// wait (their household genesis is left out), played with the documents
+/// judged one after another (`apply`) and with every judgement run before
+/// any is concluded (as the server runs them at once): the device's
+/// allowance of waiting changes holds exactly the same, document by
+/// document, and so does everything else the round produced.
+#[test]
+fn judging_a_rounds_documents_at_once_keeps_the_waiting_allowance_exact() {
+    use base64::Engine as _;
+    use sync_core::exchange::Prepared;
+    let ids: Vec<DocumentId> = (1..=3).map(village).collect();
+    // Two may wait per document, three over the device: the first document
+    // keeps two, the second may keep only one and is refused, the third
+    // (one waiting change) fits in what is left.
+    let limits =
+        InputLimits { max_waiting_per_document: 2, max_waiting_per_device: 3, ..InputLimits::default() };
+    let mut messages = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let mut dev = SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8]));
+        let edits = if n == 2 { 1 } else { 2 };
+        for v in 0..edits {
+            dev.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(v))], 1 + v).unwrap();
+        }
+        let changes = dev.automerge().get_changes(&[]);
+        let waiting: Vec<_> = changes[2..].to_vec(); // after the document and household geneses
+        assert_eq!(waiting.len(), edits as usize);
+        let message = Message {
+            heads: vec![waiting.last().unwrap().hash()],
+            need: vec![],
+            have: vec![],
+            changes: waiting.iter().map(|c| c.raw_bytes().to_vec()).collect::<Vec<_>>().into(),
+            flags: None,
+            version: MessageVersion::V1,
+        }
+        .encode();
+        messages.push((id.clone(), Some(base64::engine::general_purpose::STANDARD.encode(message))));
+    }
+    let req = request(1, &messages);
+
+    let in_turn = {
+        let mut docs = hub_docs(&ids);
+        let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 8);
+        let Begin::Round(round) = hub.begin(&req, &ids, &Env, 7).unwrap() else { panic!("a round") };
+        let mut view: BTreeMap<DocumentId, &mut SurveyDocument> =
+            docs.iter_mut().map(|(k, v)| (k.clone(), v)).collect();
+        let out = hub.apply(round, &mut view, &limits, 0, &Env).unwrap();
+        (
+            out.waiting,
+            out.batch.refused.iter().map(|r| r.document.clone()).collect::<Vec<_>>(),
+            hub.finish(out, None),
+        )
+    };
+    let at_once = {
+        let mut docs = hub_docs(&ids);
+        let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 8);
+        let Begin::Round(mut round) = hub.begin(&req, &ids, &Env, 7).unwrap() else { panic!("a round") };
+        let prepared: Vec<Prepared> =
+            ids.iter().map(|id| hub.prepare(&mut round, id, &limits, 0, &Env).unwrap()).collect();
+        let verdicts: Vec<_> = prepared
+            .iter()
+            .zip(&ids)
+            .map(|(p, id)| match p {
+                Prepared::Judge(j) => j.run(&docs[id], &Env),
+                other => panic!("every document has a message, got {other:?}"),
+            })
+            .collect();
+        // Run before any is concluded, each judgement saw only its own
+        // document's bound: the second document's two changes passed.
+        assert!(verdicts.iter().all(Result::is_ok), "{verdicts:?}");
+        for ((p, verdict), id) in prepared.into_iter().zip(verdicts).zip(&ids) {
+            let Prepared::Judge(j) = p else { unreachable!() };
+            hub.conclude(&mut round, *j, verdict, docs.get_mut(id).unwrap(), 0);
+        }
+        let out = hub.close(round);
+        (
+            out.waiting,
+            out.batch.refused.iter().map(|r| r.document.clone()).collect::<Vec<_>>(),
+            hub.finish(out, None),
+        )
+    };
+    assert_eq!(in_turn.0, 3, "two waiting in the first document, one in the third");
+    assert_eq!(in_turn.1, vec![Some(ids[1].to_string())], "the second document is refused");
+    assert_eq!(at_once.0, in_turn.0);
+    assert_eq!(at_once.1, in_turn.1);
+    assert_eq!(serde_json::to_value(&at_once.2).unwrap(), serde_json::to_value(&in_turn.2).unwrap());
+    let refusal = &in_turn.2 .1.documents[1].error.as_ref().expect("refused").clone();
+    assert_eq!(refusal.code, ErrorCode::WaitingLimit);
+}

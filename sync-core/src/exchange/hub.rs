@@ -17,12 +17,12 @@ use base64::Engine as _;
 use crate::ids::{DocumentId, PeerId};
 use crate::store::{NewRefusedUpload, WriteBatch};
 use crate::survey::SurveyDocument;
-use crate::sync::{DocSession, InputLimits, Refusal, RefusalCode, Uploader};
+use crate::sync::{DocSession, InputLimits, Judged, Refusal, RefusalCode, Uploader};
 use crate::wire::{heads_digest, DocumentReply, ErrorBody, SyncRequest, SyncResponse};
 
 /// Answers of the store and the registry the hub needs during a round.
 /// Failures are strings: the shell logs them and answers "store unavailable".
-pub trait HubEnv {
+pub trait HubEnv: Sync {
     /// Whether a document may be synced: it is stored, or it may be created
     /// (its place is in the registry and its round is open).
     fn is_known(&self, id: &DocumentId) -> Result<bool, String>;
@@ -113,6 +113,49 @@ pub struct RoundOutput {
     refused_at: Vec<(DocumentId, usize)>,
     messages: usize,
     number: u32,
+}
+
+/// What [`HubExchange::prepare`] found for a document.
+#[derive(Debug)]
+pub enum Prepared {
+    /// The document is not part of this exchange any more, or was refused in it.
+    Nothing,
+    /// The device sent a message: judge it ([`Judgement::run`]), then
+    /// [`HubExchange::conclude`].
+    Judge(Box<Judgement>),
+    /// No message from the device: [`HubExchange::reply`].
+    Reply,
+}
+
+/// One document's message of a round, to judge against the document as
+/// loaded. Running it changes nothing, so the judgements of a round's
+/// documents may run at once, on other threads; their verdicts are kept
+/// in document order by [`HubExchange::conclude`].
+#[derive(Debug)]
+pub struct Judgement {
+    id: DocumentId,
+    session: DocSession,
+    bytes: Vec<u8>,
+    limits: InputLimits,
+    /// Changes that may wait in this document at most, before the exact
+    /// allowance is known (see [`HubExchange::conclude`]).
+    allowance: usize,
+    device: String,
+}
+
+impl Judgement {
+    /// The document the message is for.
+    pub fn document(&self) -> &DocumentId {
+        &self.id
+    }
+
+    /// Judges the message against `doc`, the document it is for: the
+    /// checks of [`DocSession::receive_from`], on a fork.
+    pub fn run(&self, doc: &SurveyDocument, env: &dyn HubEnv) -> Result<Judged, Refusal> {
+        let legacy_owner = |actor: &str| env.legacy_owner(actor);
+        let uploader = Uploader { device: &self.device, limits: &self.limits, legacy_owner: &legacy_owner };
+        self.session.judge_from(doc, &self.bytes, &uploader, self.allowance)
+    }
 }
 
 /// One device's exchange on the hub.
@@ -298,6 +341,10 @@ impl HubExchange {
     /// the round's commit (a document that did not change holds nothing
     /// uncommitted and may be released at once). `waiting_elsewhere` is what
     /// the device has waiting in its other exchanges.
+    ///
+    /// The same as [`HubExchange::prepare`], [`Judgement::run`] and
+    /// [`HubExchange::conclude`] in turn; a shell that judges many
+    /// documents at once calls those.
     pub fn apply_document(
         &mut self,
         round: &mut HubRound,
@@ -307,8 +354,32 @@ impl HubExchange {
         waiting_elsewhere: usize,
         env: &dyn HubEnv,
     ) -> Result<bool, HubError> {
+        match self.prepare(round, id, limits, waiting_elsewhere, env)? {
+            Prepared::Judge(judgement) => {
+                let verdict = judgement.run(doc, env);
+                Ok(self.conclude(round, *judgement, verdict, doc, waiting_elsewhere))
+            }
+            Prepared::Reply => {
+                self.reply(round, id, doc);
+                Ok(false)
+            }
+            Prepared::Nothing => Ok(false),
+        }
+    }
+
+    /// The first step of playing the round on one document: its session
+    /// (from the persisted state at first use), and its message, if the
+    /// round carries one, as a [`Judgement`] to run.
+    pub fn prepare(
+        &mut self,
+        round: &mut HubRound,
+        id: &DocumentId,
+        limits: &InputLimits,
+        waiting_elsewhere: usize,
+        env: &dyn HubEnv,
+    ) -> Result<Prepared, HubError> {
         if !self.sessions.contains_key(id) {
-            return Ok(false);
+            return Ok(Prepared::Nothing);
         }
         if !self.persisted.contains_key(id) {
             let saved = env.persisted_state(id).map_err(HubError::Store)?;
@@ -321,52 +392,102 @@ impl HubExchange {
             self.sessions.insert(id.clone(), session);
             self.persisted.insert(id.clone(), saved.unwrap_or_default());
         }
-        let waiting_here = self.waiting();
-        let now = round.now;
-        let out = &mut round.out;
-        let session = self.sessions.get_mut(id).expect("a session");
-        let mut reply = DocumentReply { document: id.to_string(), message: None, stored: 0, error: None };
         if let Some(bytes) = round.incoming.remove(id) {
-            let others = waiting_elsewhere + waiting_here - session.waiting();
-            let mut limits = limits.clone();
-            limits.max_waiting_per_document =
-                limits.max_waiting_per_document.min(limits.max_waiting_per_device.saturating_sub(others));
-            let device = self.device.to_string();
-            let legacy_owner = |actor: &str| env.legacy_owner(actor);
-            let uploader = Uploader { device: &device, limits: &limits, legacy_owner: &legacy_owner };
-            return match session.receive_from(doc, &bytes, &uploader) {
-                Ok(received) => {
-                    let changed = !received.new_changes.is_empty();
-                    reply.stored = received.new_changes.len();
-                    reply.message = received.reply.map(|m| B64.encode(m));
-                    out.batch.changes.extend(received.new_changes);
-                    out.batch.actor_bindings.extend(received.actors.into_iter().map(|a| (a, device.clone())));
-                    persist(&mut out.batch, &mut self.persisted, &self.device, id, session);
-                    out.replies.insert(id.clone(), reply);
-                    Ok(changed)
-                }
-                Err(refusal) => {
-                    self.refused.insert(id.clone());
-                    self.refuse(&mut round.out, refusal, bytes, now);
-                    Ok(false)
-                }
-            };
+            // What may wait here at most, whatever the exchange's other
+            // documents do in this round (their changes may all apply):
+            // [`HubExchange::conclude`] holds the message to the exact
+            // allowance once the documents before it are kept.
+            let allowance = limits.max_waiting_per_device.saturating_sub(waiting_elsewhere);
+            return Ok(Prepared::Judge(Box::new(Judgement {
+                id: id.clone(),
+                session: self.sessions[id].clone(),
+                bytes,
+                limits: limits.clone(),
+                allowance,
+                device: self.device.to_string(),
+            })));
         }
         if self.refused.contains(id) {
-            return Ok(false);
+            return Ok(Prepared::Nothing);
         }
+        Ok(Prepared::Reply)
+    }
+
+    /// The last step for a document whose message was judged: keeps the
+    /// verdict (the document becomes what the message left, or the bytes
+    /// are kept as refused). Called in the order of [`HubExchange::documents`],
+    /// so each message is held to what the device's earlier documents in
+    /// the round left it of its allowance of waiting changes, exactly as if
+    /// the documents had been judged one after another. Returns whether
+    /// the document changed.
+    pub fn conclude(
+        &mut self,
+        round: &mut HubRound,
+        judgement: Judgement,
+        verdict: Result<Judged, Refusal>,
+        doc: &mut SurveyDocument,
+        waiting_elsewhere: usize,
+    ) -> bool {
+        let Judgement { id, bytes, limits, .. } = judgement;
+        let now = round.now;
+        let Some(session) = self.sessions.get(&id) else { return false };
+        let others = waiting_elsewhere + self.waiting() - session.waiting();
+        let allowance =
+            limits.max_waiting_per_document.min(limits.max_waiting_per_device.saturating_sub(others));
+        let verdict = verdict.and_then(|judged| {
+            if judged.newly_waiting > 0 && judged.session.waiting() > allowance {
+                Err(Refusal::waiting_limit(&id, judged.session.waiting(), &limits))
+            } else {
+                Ok(judged)
+            }
+        });
+        match verdict {
+            Ok(judged) => {
+                let session = self.sessions.get_mut(&id).expect("a session");
+                let received = session.keep(doc, judged);
+                let changed = !received.new_changes.is_empty();
+                let out = &mut round.out;
+                let device = self.device.to_string();
+                let reply = DocumentReply {
+                    document: id.to_string(),
+                    message: received.reply.map(|m| B64.encode(m)),
+                    stored: received.new_changes.len(),
+                    error: None,
+                };
+                out.batch.changes.extend(received.new_changes);
+                out.batch.actor_bindings.extend(received.actors.into_iter().map(|a| (a, device.clone())));
+                persist(&mut out.batch, &mut self.persisted, &self.device, &id, session);
+                out.replies.insert(id, reply);
+                changed
+            }
+            Err(refusal) => {
+                self.refused.insert(id);
+                self.refuse(&mut round.out, refusal, bytes, now);
+                false
+            }
+        }
+    }
+
+    /// Plays the round on a document the device sent no message for: the
+    /// server's message, if it has something to say.
+    pub fn reply(&mut self, round: &mut HubRound, id: &DocumentId, doc: &SurveyDocument) {
+        let Some(session) = self.sessions.get_mut(id) else { return };
         match session.try_generate(doc) {
             Ok(message) => {
-                reply.message = message.map(|m| B64.encode(m));
-                persist(&mut out.batch, &mut self.persisted, &self.device, id, session);
-                out.replies.insert(id.clone(), reply);
+                let reply = DocumentReply {
+                    document: id.to_string(),
+                    message: message.map(|m| B64.encode(m)),
+                    stored: 0,
+                    error: None,
+                };
+                persist(&mut round.out.batch, &mut self.persisted, &self.device, id, session);
+                round.out.replies.insert(id.clone(), reply);
             }
             Err(refusal) => {
                 self.refused.insert(id.clone());
-                self.refuse(&mut round.out, refusal, Vec::new(), now);
+                self.refuse(&mut round.out, refusal, Vec::new(), round.now);
             }
         }
-        Ok(false)
     }
 
     /// Ends the round's play: what it produced, for the shell to commit.

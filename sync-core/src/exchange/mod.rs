@@ -28,7 +28,7 @@ mod client;
 mod hub;
 
 pub use client::{set_aside, ClientError, ClientExchange, ClientRound, SetAside};
-pub use hub::{Begin, HubEnv, HubError, HubExchange, HubRound, RoundOutput};
+pub use hub::{Begin, HubEnv, HubError, HubExchange, HubRound, Judgement, Prepared, RoundOutput};
 
 /// Most rounds an exchange may take on the hub; the device gives up at the same count.
 pub const MAX_EXCHANGE_ROUNDS: u32 = 2 * crate::sync::MAX_ROUNDS;
