@@ -6,12 +6,13 @@
 //! 1 client × 100 villages and 10 clients × 20 villages of 60 households;
 //! prints documents per second, server CPU and peak memory, and the ratio.
 //!
-//! A Thôn Sync client holds its villages' changes (made under its device
-//! actor, one per household) before it connects; it finds each document
-//! on the server (which sends the genesis), adds its changes, and is done
-//! when the server holds them all (samod's `they_have_our_changes`). A samod
-//! client creates its documents with the same changes and is done the same
-//! way.
+//! Both sides start the same way: before the clock starts, each client
+//! holds its villages (the genesis and one change per household, under its
+//! device actor) open in its repo, a samod client by creating them, a
+//! Thôn Sync client by opening them under their automerge-repo ids from its
+//! storage (the server makes each document's genesis itself, so a client
+//! cannot create one under a new id). The clock runs from the connection
+//! until the server holds every change (samod's `they_have_our_changes`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use samod::{BackoffConfig, Repo};
 use server::database::Database;
-use sync_core::automerge::Change;
 use sync_core::survey::SurveyDocument;
 
 use crate::repo_dialer::BearerDialer;
@@ -28,8 +28,8 @@ use crate::{cpu_seconds, household_edits, mib, settled_cpu_seconds, status_kb, L
 /// Longest a first sync may take before the benchmark gives up.
 const SYNC_DEADLINE: Duration = Duration::from_secs(600);
 
-/// One client's token and its villages: (automerge-repo id, changes to add).
-type ClientWork = (String, Vec<(samod::DocumentId, Vec<Change>)>);
+/// One client's token and its villages: (automerge-repo id, the saved document).
+type ClientWork = (String, Vec<(samod::DocumentId, Vec<u8>)>);
 
 /// `--repo`: both servers on both loads, and the table.
 pub fn compare(households: usize) -> anyhow::Result<()> {
@@ -130,11 +130,10 @@ fn run(load: Load) -> anyhow::Result<Side> {
             for h in 0..load.households {
                 doc.apply(&household_edits(d, h)?, server::state::now_ms())?;
             }
-            let all: Vec<Change> = doc.automerge().get_changes(&[]);
-            changes += all.len();
+            changes += doc.automerge().get_changes(&[]).len();
             let repo_id: samod::DocumentId =
                 sync_core::repo_url::repo_id(&id).parse().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            docs.push((repo_id, all));
+            docs.push((repo_id, doc.automerge().save()));
         }
         work.push((token.clone(), docs));
     }
@@ -163,17 +162,30 @@ fn run(load: Load) -> anyhow::Result<Side> {
     Ok(side)
 }
 
-/// Every client connects at once, finds its documents, adds its changes;
-/// the wall time until the server holds every change of every client.
+/// Every client opens its documents from its storage, then all connect at
+/// once; the wall time from the connections until the server holds every
+/// change of every client.
 async fn first_sync(url: samod::Url, work: Vec<ClientWork>) -> anyhow::Result<Duration> {
     let mut clients = Vec::new();
     for (token, docs) in work {
-        clients.push((Repo::build_tokio().load().await, token, docs));
+        let storage = samod::storage::InMemoryStorage::new();
+        let ids: Vec<samod::DocumentId> = docs.iter().map(|(id, _)| id.clone()).collect();
+        for (id, saved) in docs {
+            let key = samod::storage::StorageKey::from_parts([id.to_string().as_str(), "snapshot", "bench"])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            samod::storage::Storage::put(&storage, key, saved).await;
+        }
+        let repo = Repo::build_tokio().with_storage(storage).load().await;
+        let mut handles = Vec::new();
+        for id in ids {
+            handles.push(repo.find(id).await?.context("the client holds the village")?);
+        }
+        clients.push((repo, token, handles));
     }
     let start = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|(repo, token, docs)| {
+        .map(|(repo, token, handles)| {
             let url = url.clone();
             tokio::spawn(async move {
                 let dialer = Arc::new(BearerDialer { url, token });
@@ -181,17 +193,8 @@ async fn first_sync(url: samod::Url, work: Vec<ClientWork>) -> anyhow::Result<Du
                 let dialer = repo.dial(backoff, dialer)?;
                 dialer.established().await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 let conn = dialer.connection_id().context("the dialer is connected")?;
-                let finds = docs.into_iter().map(|(id, changes)| {
-                    let repo = repo.clone();
-                    async move {
-                        let handle = repo.find(id).await?.context("the server has the village")?;
-                        handle.with_document(|d| d.apply_changes(changes))?;
-                        handle.they_have_our_changes(conn).await;
-                        anyhow::Ok(())
-                    }
-                });
-                for done in futures::future::join_all(finds).await {
-                    done?;
+                for handle in &handles {
+                    handle.they_have_our_changes(conn).await;
                 }
                 let took = start.elapsed();
                 dialer.close();
