@@ -273,9 +273,15 @@ fn write_batch(tx: &Connection, batch: &WriteBatch, now: i64) -> Result<CommitSu
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (document, hash) DO NOTHING",
         )
         .map_err(backend)?;
+    // A batch holds a document's changes together: its key is written once per run.
+    let mut key: Option<(&DocumentId, String)> = None;
     for c in &batch.changes {
+        if key.as_ref().is_none_or(|(d, _)| *d != &c.document) {
+            key = Some((&c.document, c.document.to_string()));
+        }
+        let document = key.as_ref().map(|(_, k)| k.as_str());
         summary.new_changes += put_change
-            .execute(params![c.document.to_string(), c.hash, c.bytes, c.actor, c.seq as i64, c.time, now])
+            .execute(params![document, c.hash, c.bytes, c.actor, c.seq as i64, c.time, now])
             .map_err(backend)?;
     }
     let mut put_state = tx
