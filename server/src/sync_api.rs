@@ -401,7 +401,7 @@ pub(crate) fn play(
             let doc = guard.as_ref().expect("loaded");
             if created {
                 genesis
-                    .extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::new(id, c)));
+                    .extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::of(doc, c)));
             }
             match hub.prepare(&mut round, id, &shared.limits.input, elsewhere, &env) {
                 Ok(prepared) => loaded.push((guard, created, prepared)),

@@ -605,7 +605,7 @@ impl Replica {
             .automerge()
             .get_changes(&before)
             .into_iter()
-            .map(|c| ChangeRecord::new(id, c))
+            .map(|c| ChangeRecord::of(&candidate, c))
             .collect();
         self.store.commit(&WriteBatch { changes, ..Default::default() }, now)?;
         self.docs.insert(id.clone(), candidate);
@@ -632,8 +632,9 @@ impl Replica {
             let draft = drafts.get_mut(id).expect("inserted");
             let before = draft.heads();
             let hash = draft.apply(edits, now)?.ok_or_else(no_edits)?;
-            records
-                .extend(draft.automerge().get_changes(&before).into_iter().map(|c| ChangeRecord::new(id, c)));
+            records.extend(
+                draft.automerge().get_changes(&before).into_iter().map(|c| ChangeRecord::of(draft, c)),
+            );
             hashes.push(hash);
         }
         self.store.commit(&WriteBatch { changes: records, ..Default::default() }, now)?;
