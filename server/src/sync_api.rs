@@ -380,7 +380,7 @@ pub(crate) fn play(
     // id order, their messages judged at once on the machine's cores, the
     // verdicts kept in id order.
     for chunk in ids.chunks(judged_at_once()) {
-        let mut loaded: Vec<(DocGuard<'_>, bool, Prepared)> = Vec::with_capacity(chunk.len());
+        let mut loaded: Vec<(&DocumentId, DocGuard<'_>, bool, Prepared)> = Vec::with_capacity(chunk.len());
         for id in chunk {
             let mut guard = ex.slots[id].lock();
             let created = match shared.ensure_loaded(id, &mut guard) {
@@ -391,10 +391,8 @@ pub(crate) fn play(
                     continue;
                 }
                 Err(e) => {
+                    held.extend(loaded.into_iter().map(|(_, g, _, _)| g));
                     evict(&mut held);
-                    for (g, _, _) in loaded.iter_mut() {
-                        **g = None;
-                    }
                     return Err(ApiError::store(e).with_document(id));
                 }
             };
@@ -404,33 +402,30 @@ pub(crate) fn play(
                     .extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::of(doc, c)));
             }
             match hub.prepare(&mut round, id, &shared.limits.input, elsewhere, &env) {
-                Ok(prepared) => loaded.push((guard, created, prepared)),
+                Ok(prepared) => loaded.push((id, guard, created, prepared)),
                 Err(e) => {
-                    *guard = None;
+                    held.extend(loaded.into_iter().map(|(_, g, _, _)| g));
+                    held.push(guard);
                     evict(&mut held);
-                    for (g, _, _) in loaded.iter_mut() {
-                        **g = None;
-                    }
                     return Err(hub_error(e));
                 }
             }
         }
         let verdicts: Vec<_> = loaded
             .par_iter()
-            .map(|(guard, _, prepared)| match prepared {
+            .map(|(_, guard, _, prepared)| match prepared {
                 Prepared::Judge(judgement) => Some(judgement.run(guard.as_ref().expect("loaded"), &env)),
                 _ => None,
             })
             .collect();
-        for ((mut guard, created, prepared), verdict) in loaded.into_iter().zip(verdicts) {
+        for ((id, mut guard, created, prepared), verdict) in loaded.into_iter().zip(verdicts) {
             let doc = guard.as_mut().expect("loaded");
             let changed = match (prepared, verdict) {
                 (Prepared::Judge(judgement), Some(verdict)) => {
                     hub.conclude(&mut round, *judgement, verdict, doc, elsewhere)
                 }
                 (Prepared::Reply, _) => {
-                    let id = doc.id().clone();
-                    hub.reply(&mut round, &id, doc);
+                    hub.reply(&mut round, id, doc);
                     false
                 }
                 _ => false,

@@ -178,10 +178,18 @@ pub struct Judged {
 }
 
 impl Refusal {
-    /// The refusal of a message after which `waiting` changes would wait
-    /// for a dependency in its document, more than `limits` leave it.
-    pub fn waiting_limit(document: &DocumentId, waiting: usize, limits: &InputLimits) -> Self {
-        Refusal {
+    /// The refusal of a message that would leave `waiting` changes waiting
+    /// for a dependency in `document`, `newly` of them its own, when at most
+    /// `allowance` may wait there (and never more than the limits' per
+    /// document): none for a message that adds no waiting change.
+    pub fn for_waiting(
+        document: &DocumentId,
+        newly: usize,
+        waiting: usize,
+        allowance: usize,
+        limits: &InputLimits,
+    ) -> Option<Self> {
+        (newly > 0 && waiting > allowance.min(limits.max_waiting_per_document)).then(|| Refusal {
             code: RefusalCode::WaitingLimit,
             document: document.clone(),
             message: format!(
@@ -189,7 +197,7 @@ impl Refusal {
                 limits.max_waiting_per_document, limits.max_waiting_per_device
             ),
             breach: None,
-        }
+        })
     }
 }
 
@@ -513,8 +521,8 @@ impl DocSession {
         let candidates: Vec<Change> = brought.into_iter().chain(held).collect();
         let (ready, waiting) = order_ready(candidates, known);
         let newly_waiting = waiting.iter().filter(|c| brought_hashes.contains(&c.hash())).count();
-        if newly_waiting > 0 && waiting.len() > allowance.min(limits.max_waiting_per_document) {
-            return Err(Refusal::waiting_limit(&id, waiting.len(), limits));
+        if let Some(refusal) = Refusal::for_waiting(&id, newly_waiting, waiting.len(), allowance, limits) {
+            return Err(refusal);
         }
 
         // Apply only what is ready, on a fork.

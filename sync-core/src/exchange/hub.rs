@@ -144,11 +144,6 @@ pub struct Judgement {
 }
 
 impl Judgement {
-    /// The document the message is for.
-    pub fn document(&self) -> &DocumentId {
-        &self.id
-    }
-
     /// Judges the message against `doc`, the document it is for: the
     /// checks of [`DocSession::receive_from`], on a fork.
     pub fn run(&self, doc: &SurveyDocument, env: &dyn HubEnv) -> Result<Judged, Refusal> {
@@ -432,13 +427,12 @@ impl HubExchange {
         let now = round.now;
         let Some(session) = self.sessions.get(&id) else { return false };
         let others = waiting_elsewhere + self.waiting() - session.waiting();
-        let allowance =
-            limits.max_waiting_per_document.min(limits.max_waiting_per_device.saturating_sub(others));
+        let allowance = limits.max_waiting_per_device.saturating_sub(others);
         let verdict = verdict.and_then(|judged| {
-            if judged.newly_waiting > 0 && judged.session.waiting() > allowance {
-                Err(Refusal::waiting_limit(&id, judged.session.waiting(), &limits))
-            } else {
-                Ok(judged)
+            let waiting = judged.session.waiting();
+            match Refusal::for_waiting(&id, judged.newly_waiting, waiting, allowance, &limits) {
+                Some(refusal) => Err(refusal),
+                None => Ok(judged),
             }
         });
         match verdict {

@@ -798,13 +798,18 @@ fn write_registry(store: &mut dyn Store, communes: usize, villages: usize) -> an
 /// One enrolled device per commune, added straight into the database; their one-time codes.
 fn enroll_devices(db: &str, devices: usize) -> anyhow::Result<Vec<String>> {
     let mut store = Database::parse(db).open_writer()?;
-    let store = store.as_mut();
+    Ok(add_devices(store.as_mut(), devices)?.into_iter().map(|(_, code)| code).collect())
+}
+
+/// Adds device `d` for commune `d` (as [`write_registry`] names them), for
+/// `d` below `devices`: each one's id and one-time code.
+fn add_devices(store: &mut dyn Store, devices: usize) -> anyhow::Result<Vec<(String, String)>> {
     let registry = sync_core::registry::Registry::new(store.places()?)?;
     let now = server::state::now_ms();
     (0..devices)
         .map(|d| {
             let commune = format!("commune-{d:03}");
-            let (_, code) = sync_core::devices::add_device(
+            let (record, code) = sync_core::devices::add_device(
                 store,
                 &registry,
                 &format!("bench device {d}"),
@@ -813,7 +818,7 @@ fn enroll_devices(db: &str, devices: usize) -> anyhow::Result<Vec<String>> {
                 now,
                 rand::random(),
             )?;
-            Ok(code)
+            Ok((record.id, code))
         })
         .collect()
 }

@@ -99,22 +99,11 @@ fn run(load: Load) -> anyhow::Result<Side> {
         let mut store = Database::parse(&db).open_writer()?;
         crate::write_registry(store.as_mut(), load.devices, load.villages)?;
         let store = store.as_mut();
-        let registry = sync_core::registry::Registry::new(store.places()?)?;
         let now = server::state::now_ms();
         let mut devices = Vec::new();
-        for d in 0..load.devices {
-            let commune = format!("commune-{d:03}");
-            let (record, code) = sync_core::devices::add_device(
-                store,
-                &registry,
-                &format!("bench device {d}"),
-                &[commune],
-                "admin:bench",
-                now,
-                rand::random(),
-            )?;
+        for (id, code) in crate::add_devices(store, load.devices)? {
             let (_, token) = sync_core::devices::enroll(store, &code, None, now, rand::random())?;
-            devices.push((record.id, token));
+            devices.push((id, token));
         }
         devices
     };
