@@ -470,11 +470,14 @@ impl DocSession {
         let old_heads = doc.heads();
         let mut state = self.state.clone();
         let mut fork = doc.automerge().fork();
+        let genesis = doc.genesis().hash();
+        let holds_genesis = names_change(&message, &genesis);
         let new = contained(|| {
             fork.receive_sync_message(&mut state, message).map_err(|e| e.to_string())?;
             Ok(fork.get_changes(&old_heads))
         })
         .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
+        share_genesis(&mut state, holds_genesis, genesis);
         let pending = fork.get_missing_deps(&[]).len();
         fork.set_actor(doc.automerge().get_actor().clone());
         *doc = doc.with_automerge(fork);
@@ -528,10 +531,13 @@ impl DocSession {
         // Apply only what is ready, on a fork.
         let mut state = self.state.clone();
         let mut fork = doc.automerge().fork();
+        let genesis = doc.genesis().hash();
+        let holds_genesis = names_change(&message, &genesis);
         contained(|| {
             receive_parsed(&mut fork, &mut state, message, ready.clone()).map_err(|e| e.to_string())
         })
         .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
+        share_genesis(&mut state, holds_genesis, genesis);
         if let Some(dropped) = ready.iter().find(|c| fork.get_change_meta_by_hash(&c.hash()).is_none()) {
             return Err(refuse(
                 RefusalCode::BadChange,
@@ -587,6 +593,32 @@ impl DocSession {
             session: next,
             newly_waiting,
         })
+    }
+}
+
+/// Whether a peer's message shows that it holds `change`: among its heads,
+/// or in what its `have` says it holds (the bloom filter may err, rarely;
+/// see [`share_genesis`] for what an error costs).
+fn names_change(message: &Message, change: &ChangeHash) -> bool {
+    message.heads.contains(change)
+        || message.have.iter().any(|h| h.last_sync.contains(change) || h.bloom.contains_hash(change))
+}
+
+/// Counts a document's genesis as shared with a peer that holds it.
+///
+/// Every survey document begins with the one genesis change its id makes,
+/// so both sides of a sync hold it from the start; automerge cannot know
+/// that. A fresh sync state shares no heads, so the bloom filter it sends
+/// covers the genesis alone, and a one-entry filter answers "maybe" for
+/// about one change in 120: the peer withholds that change, every change
+/// after it waits here a round for it, and the rest applies in a second,
+/// costlier batch. With the genesis shared, the filter covers only what
+/// came after it (nothing, on a first sync). A peer that claimed the
+/// genesis without holding it answers with a sync reset and is sent
+/// everything, as automerge does for any peer that lost its data.
+fn share_genesis(state: &mut State, peer_holds_it: bool, genesis: ChangeHash) {
+    if peer_holds_it && state.shared_heads.is_empty() {
+        state.shared_heads = vec![genesis];
     }
 }
 

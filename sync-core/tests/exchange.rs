@@ -156,6 +156,54 @@ fn an_exchange_whose_rounds_reach_two_hubs_converges() {
     }
 }
 
+/// Both sides hold a document's genesis from the start; counted as shared,
+/// the hub's first bloom filter covers nothing the device could have, so
+/// the device withholds no change for a false "maybe" and nothing waits
+/// here a round for it: each village's history arrives whole in one round.
+/// (Nine villages of 60 households: a filter covering the genesis answers
+/// "maybe" for some household genesis of most of them.)
+#[test]
+fn a_first_sync_brings_each_documents_history_whole_in_one_round() {
+    let ids: Vec<DocumentId> = (1..=9).map(village).collect();
+    let mut theirs = hub_docs(&ids);
+    let mut mine: BTreeMap<DocumentId, SurveyDocument> = ids
+        .iter()
+        .map(|id| (id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8]))))
+        .collect();
+    for (n, doc) in mine.values_mut().enumerate() {
+        for h in 0..60 {
+            let t = hh(&format!("hh-{n}{h:02}"));
+            let edits = [
+                Edit::set(t.clone(), "members", FieldValue::Int(5)),
+                Edit::set(t, "adults", FieldValue::Int(3)),
+            ];
+            doc.apply(&edits, h).unwrap();
+        }
+    }
+    let server = PeerId::new("server").unwrap();
+    let states = mine.keys().map(|id| (id.clone(), None));
+    let mut client = ClientExchange::new("x-1".into(), Some("tablet-a".into()), server, states, 1 << 22);
+    let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 16, 32);
+    let mut stored_per_round = Vec::new();
+    while let Some(req) = client.poll_request(&mine).unwrap() {
+        let (out, _) = play(&mut hub, &mut theirs, &req).unwrap();
+        assert!(out.refusals.is_empty(), "{:?}", out.refusals);
+        assert_eq!(out.waiting, 0, "round {}: changes wait for a dependency the device withheld", req.round);
+        stored_per_round.push(out.batch.changes.len());
+        let (_, response) = hub.finish(out, None);
+        client.handle_response(&mut mine, response).unwrap();
+    }
+    let history: usize = mine.values().map(|d| d.automerge().get_changes(&[]).len() - 1).sum();
+    assert_eq!(
+        stored_per_round.iter().filter(|n| **n > 0).collect::<Vec<_>>(),
+        [&history],
+        "{stored_per_round:?}"
+    );
+    for id in &ids {
+        assert_eq!(mine[id].heads(), theirs[id].heads(), "{id}");
+    }
+}
+
 #[test]
 fn a_resumed_exchange_keeps_the_changes_its_old_sessions_held_waiting() {
     let id = village(6);
