@@ -280,6 +280,25 @@ impl DocSession {
         self.resend = true;
     }
 
+    /// Opens a session that shares nothing yet with a hub as if the hub had
+    /// already said that it holds the document's genesis and nothing after
+    /// it. Every hub holds the genesis of every document it serves (it makes
+    /// it; it refuses a document it does not know), so the first message
+    /// carries every change after the genesis instead of a round spent
+    /// learning what the hub has. A hub that holds more says so in its
+    /// answer, and the session goes on from there; one that already held
+    /// some of these changes keeps them once.
+    pub fn open_on_genesis(&mut self, genesis: ChangeHash) {
+        if !self.state.shared_heads.is_empty() || self.state.their_heads.is_some() {
+            return;
+        }
+        self.state.shared_heads = vec![genesis];
+        self.state.their_heads = Some(vec![genesis]);
+        self.state.their_need = Some(Vec::new());
+        self.state.their_have =
+            Some(vec![automerge::sync::Have { last_sync: vec![genesis], bloom: Default::default() }]);
+    }
+
     /// The heads both sides are known to have.
     pub fn shared_heads(&self) -> &[ChangeHash] {
         &self.state.shared_heads

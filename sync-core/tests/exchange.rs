@@ -10,7 +10,7 @@ use sync_core::automerge::ActorId;
 use sync_core::exchange::{set_aside, Begin, ClientExchange, HubEnv, HubError, HubExchange, RoundOutput};
 use sync_core::ids::{DocumentId, PeerId};
 use sync_core::survey::{Edit, FieldValue, SurveyDocument, Target};
-use sync_core::sync::{InputLimits, RefusalCode};
+use sync_core::sync::{DocSession, InputLimits, RefusalCode, Trust};
 use sync_core::wire::{DocumentMessage, ErrorCode, SyncRequest, SyncResponse};
 
 fn village(n: u32) -> DocumentId {
@@ -156,16 +156,8 @@ fn an_exchange_whose_rounds_reach_two_hubs_converges() {
     }
 }
 
-/// Both sides hold a document's genesis from the start; counted as shared,
-/// the hub's first bloom filter covers nothing the device could have, so
-/// the device withholds no change for a false "maybe" and nothing waits
-/// here a round for it: each village's history arrives whole in one round.
-/// (Nine villages of 60 households: a filter covering the genesis answers
-/// "maybe" for some household genesis of most of them.)
-#[test]
-fn a_first_sync_brings_each_documents_history_whole_in_one_round() {
-    let ids: Vec<DocumentId> = (1..=9).map(village).collect();
-    let mut theirs = hub_docs(&ids);
+/// Nine villages of 60 households each, recorded offline by tablet-a.
+fn surveyed_offline(ids: &[DocumentId]) -> BTreeMap<DocumentId, SurveyDocument> {
     let mut mine: BTreeMap<DocumentId, SurveyDocument> = ids
         .iter()
         .map(|id| (id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8]))))
@@ -180,6 +172,66 @@ fn a_first_sync_brings_each_documents_history_whole_in_one_round() {
             doc.apply(&edits, h).unwrap();
         }
     }
+    mine
+}
+
+/// A peer speaking automerge's sync protocol as it comes (a stock client,
+/// no Thôn Sync exchange): both sides hold each document's genesis from the
+/// start, and the hub counts it as shared once the peer's first message
+/// shows it, so its first Bloom filter covers nothing the peer could have.
+/// The peer withholds no change for a false "maybe", and nothing waits a
+/// round for one: each village's history arrives whole in one round. (With
+/// a filter covering the genesis, some household genesis of most of these
+/// villages is withheld, and the changes after it wait.)
+#[test]
+fn a_stock_peers_first_upload_arrives_whole_in_one_round() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ids: Vec<DocumentId> = (1..=9).map(village).collect();
+    let mut theirs = hub_docs(&ids);
+    let mut mine = surveyed_offline(&ids);
+    let mut sessions: BTreeMap<DocumentId, DocSession> =
+        ids.iter().map(|id| (id.clone(), DocSession::resume(None))).collect();
+    let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 16, 32);
+    let mut stored_per_round = Vec::new();
+    for round in 1..=8 {
+        let messages: Vec<(DocumentId, Option<String>)> = ids
+            .iter()
+            .map(|id| (id.clone(), sessions.get_mut(id).unwrap().generate(&mine[id]).map(|m| b64.encode(m))))
+            .collect();
+        let (out, _) = play(&mut hub, &mut theirs, &request(round, &messages)).unwrap();
+        assert!(out.refusals.is_empty(), "{:?}", out.refusals);
+        assert_eq!(out.waiting, 0, "round {round}: changes wait for a dependency the peer withheld");
+        stored_per_round.push(out.batch.changes.len());
+        let (_, response) = hub.finish(out, None);
+        let mut said = false;
+        for reply in response.documents {
+            let Some(m) = reply.message else { continue };
+            let id: DocumentId = reply.document.parse().unwrap();
+            let bytes = b64.decode(m).unwrap();
+            sessions.get_mut(&id).unwrap().receive(mine.get_mut(&id).unwrap(), &bytes, Trust::Peer).unwrap();
+            said = true;
+        }
+        if !said && messages.iter().all(|(_, m)| m.is_none()) {
+            break;
+        }
+    }
+    let history: usize = mine.values().map(|d| d.automerge().get_changes(&[]).len() - 1).sum();
+    let uploads: Vec<&usize> = stored_per_round.iter().filter(|n| **n > 0).collect();
+    assert_eq!(uploads, [&history], "changes stored per round: {stored_per_round:?}");
+    for id in &ids {
+        assert_eq!(mine[id].heads(), theirs[id].heads(), "{id}");
+    }
+}
+
+/// A device's exchange opens each document it never synced as if the hub
+/// had said it holds the genesis alone: the first round carries every
+/// village's whole history, the second only confirms it.
+#[test]
+fn a_devices_first_upload_goes_in_its_first_round() {
+    let ids: Vec<DocumentId> = (1..=9).map(village).collect();
+    let mut theirs = hub_docs(&ids);
+    let mut mine = surveyed_offline(&ids);
     let server = PeerId::new("server").unwrap();
     let states = mine.keys().map(|id| (id.clone(), None));
     let mut client = ClientExchange::new("x-1".into(), Some("tablet-a".into()), server, states, 1 << 22);
@@ -188,17 +240,13 @@ fn a_first_sync_brings_each_documents_history_whole_in_one_round() {
     while let Some(req) = client.poll_request(&mine).unwrap() {
         let (out, _) = play(&mut hub, &mut theirs, &req).unwrap();
         assert!(out.refusals.is_empty(), "{:?}", out.refusals);
-        assert_eq!(out.waiting, 0, "round {}: changes wait for a dependency the device withheld", req.round);
+        assert_eq!(out.waiting, 0, "round {}", req.round);
         stored_per_round.push(out.batch.changes.len());
         let (_, response) = hub.finish(out, None);
         client.handle_response(&mut mine, response).unwrap();
     }
     let history: usize = mine.values().map(|d| d.automerge().get_changes(&[]).len() - 1).sum();
-    assert_eq!(
-        stored_per_round.iter().filter(|n| **n > 0).collect::<Vec<_>>(),
-        [&history],
-        "{stored_per_round:?}"
-    );
+    assert_eq!(stored_per_round, [history, 0], "changes stored per round");
     for id in &ids {
         assert_eq!(mine[id].heads(), theirs[id].heads(), "{id}");
     }

@@ -141,6 +141,9 @@ impl ClientExchange {
                 documents.push(DocumentMessage { document: id.to_string(), message: None, heads });
                 continue;
             }
+            if round == 1 {
+                session.open_on_genesis(doc.genesis().hash());
+            }
             let message = session.generate(doc);
             if let Some(m) = &message {
                 self.message_bytes_sent += m.len();
