@@ -162,9 +162,17 @@ impl TestServer {
         config.limits = self.limits.clone();
         config.fault_document = self.fault_document.clone();
         config.tls = self.tls.as_ref().map(|(t, _)| t.clone());
+        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
         let handle = server::start(config).expect("server starts");
         self.addr = Some(handle.addr);
         self.handle = Some(handle);
+    }
+
+    /// The sum of the values of `GET /metrics` lines that start with
+    /// `prefix` (a metric's name, with labels to pick one series).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let at = self.handle.as_ref().and_then(|h| h.metrics_addr).expect("a running server's metrics");
+        metric_sum(&Self::agent(), &at.to_string(), prefix)
     }
 
     /// An agent that returns every status as a response.
@@ -342,4 +350,20 @@ pub fn message_with_changes(doc: &SurveyDocument) -> Vec<u8> {
     let mut doc = doc.clone();
     mine.receive(&mut doc, &reply, Trust::Peer).expect("the reply applies");
     mine.generate(&doc).expect("a message with the changes")
+}
+
+/// The sum of the values of the `GET /metrics` lines of the server whose
+/// metrics are at `addr` that start with `prefix`.
+pub fn metric_sum(agent: &ureq::Agent, addr: &str, prefix: &str) -> f64 {
+    let text = agent
+        .get(format!("http://{addr}/metrics"))
+        .call()
+        .expect("metrics answer")
+        .body_mut()
+        .read_to_string()
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

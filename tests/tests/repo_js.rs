@@ -249,6 +249,15 @@ fn ephemeral_messages_pass_between_clients_with_the_document_open_within_size_an
     assert_eq!(seen["aOwnFrames"], 0, "what B passes on of A's never comes back");
     assert_eq!(seen["cFrames"], 0, "nothing reaches a socket without the document open");
     assert_eq!(seen["cReady"], true);
+    // The metrics count each frame by what became of it.
+    let dropped = |reason: &str| {
+        server.metric(&format!("thonsync_repo_ephemeral_dropped_total{{reason=\"{reason}\"}}"))
+    };
+    assert_eq!(dropped("too_large"), 1.0, "the large one");
+    assert_eq!(dropped("rate"), (50 - burst) as f64, "the burst past the pace");
+    assert_eq!(dropped("not_open"), 0.0);
+    // Handed on: A's cursor, what followed the large one and the burst's share to B, B's reply to A.
+    assert_eq!(server.metric("thonsync_repo_ephemeral_relayed_total"), (3 + burst) as f64);
     // Nothing of it is stored: the document has no change but the server's.
     let owners = server.actor_owners();
     assert!(owners.iter().all(|(_, d)| d == server::ADMIN_ACTOR_OWNER), "{owners:?}");

@@ -87,16 +87,7 @@ impl ServerProcess {
 
     /// The value of a counter of `GET /metrics` whose line starts with `prefix`.
     fn counter(&self, prefix: &str) -> f64 {
-        let text = ureq::get(format!("http://{}/metrics", self.metrics))
-            .call()
-            .expect("metrics")
-            .body_mut()
-            .read_to_string()
-            .expect("text");
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        tests::metric_sum(&ureq::Agent::new_with_defaults(), &self.metrics.to_string(), prefix)
     }
 
     /// SIGKILL, by the PID this test started.
