@@ -288,8 +288,12 @@ impl DocSession {
     /// learning what the hub has. A hub that holds more says so in its
     /// answer, and the session goes on from there; one that already held
     /// some of these changes keeps them once.
-    pub fn open_on_genesis(&mut self, genesis: ChangeHash) {
-        if !self.state.shared_heads.is_empty() || self.state.their_heads.is_some() {
+    /// Only for a session that shares nothing yet, of a document this side
+    /// holds the genesis of (a copy still empty asks for everything as usual).
+    pub fn open_on_genesis(&mut self, doc: &SurveyDocument) {
+        let genesis = doc.genesis().hash();
+        let fresh = self.state.shared_heads.is_empty() && self.state.their_heads.is_none();
+        if !fresh || doc.automerge().get_change_meta_by_hash(&genesis).is_none() {
             return;
         }
         self.state.shared_heads = vec![genesis];

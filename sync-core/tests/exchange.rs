@@ -252,6 +252,37 @@ fn a_devices_first_upload_goes_in_its_first_round() {
     }
 }
 
+/// A device that holds no copy of a document yet (a village another
+/// surveyor recorded) has no genesis to open its session on: it asks for
+/// everything as automerge does and gets the hub's whole document in its
+/// first exchange.
+#[test]
+fn a_device_without_a_copy_gets_the_whole_document_in_its_first_exchange() {
+    let ids: Vec<DocumentId> = (1..=3).map(village).collect();
+    let mut theirs = surveyed_offline(&ids);
+    let mut mine: BTreeMap<DocumentId, SurveyDocument> = ids
+        .iter()
+        .map(|id| (id.clone(), SurveyDocument::empty(id.clone(), device_actor("tablet-b", [2; 8]))))
+        .collect();
+    let server = PeerId::new("server").unwrap();
+    let states = mine.keys().map(|id| (id.clone(), None));
+    let mut client = ClientExchange::new("x-1".into(), Some("tablet-b".into()), server, states, 1 << 22);
+    let mut hub = HubExchange::new(PeerId::new("tablet-b").unwrap(), "x-1".into(), 16, 32);
+    let mut rounds = 0;
+    while let Some(req) = client.poll_request(&mine).unwrap() {
+        let (out, _) = play(&mut hub, &mut theirs, &req).unwrap();
+        assert!(out.refusals.is_empty(), "{:?}", out.refusals);
+        assert!(out.batch.changes.is_empty(), "the device had nothing to give");
+        let (_, response) = hub.finish(out, None);
+        client.handle_response(&mut mine, response).unwrap();
+        rounds += 1;
+    }
+    for id in &ids {
+        assert_eq!(mine[id].heads(), theirs[id].heads(), "{id}");
+    }
+    assert!(rounds <= 3, "{rounds} rounds");
+}
+
 #[test]
 fn a_resumed_exchange_keeps_the_changes_its_old_sessions_held_waiting() {
     let id = village(6);

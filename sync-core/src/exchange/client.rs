@@ -142,7 +142,7 @@ impl ClientExchange {
                 continue;
             }
             if round == 1 {
-                session.open_on_genesis(doc.genesis().hash());
+                session.open_on_genesis(doc);
             }
             let message = session.generate(doc);
             if let Some(m) = &message {
