@@ -490,11 +490,24 @@ impl DocSession {
         let refuse = |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
         let message = Message::decode(bytes)
             .map_err(|e| refuse(RefusalCode::Undecodable, format!("not an automerge sync message: {e}")))?;
-        let old_heads = doc.heads();
-        let mut state = self.state.clone();
-        let mut fork = doc.automerge().fork();
         let genesis = doc.genesis().hash();
         let holds_genesis = names_change(&message, &genesis);
+        let mut state = self.state.clone();
+        if message.changes.is_empty() {
+            // Heads and filters only: the document stays as it is (automerge
+            // applies nothing from such a message), so no fork is needed.
+            let am = doc.automerge_mut();
+            contained(|| am.receive_sync_message(&mut state, message).map_err(|e| e.to_string()))
+                .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
+            share_genesis(&mut state, holds_genesis, genesis);
+            self.state = state;
+            return Ok(Received {
+                pending: doc.automerge().get_missing_deps(&[]).len(),
+                ..Received::default()
+            });
+        }
+        let old_heads = doc.heads();
+        let mut fork = doc.automerge().fork();
         let new = contained(|| {
             fork.receive_sync_message(&mut state, message).map_err(|e| e.to_string())?;
             Ok(fork.get_changes(&old_heads))
