@@ -398,8 +398,8 @@ pub(crate) fn play(
             };
             let doc = guard.as_ref().expect("loaded");
             if created {
-                genesis
-                    .extend(doc.automerge().get_changes(&[]).into_iter().map(|c| ChangeRecord::of(doc, c)));
+                // A created document holds its genesis alone: store it.
+                genesis.push(ChangeRecord::of(doc, doc.genesis().change().clone()));
             }
             match hub.prepare(&mut round, id, &shared.limits.input, elsewhere, &env) {
                 Ok(prepared) => loaded.push((id, guard, created, prepared)),
