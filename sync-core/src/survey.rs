@@ -24,6 +24,7 @@
 //! Surveyors' changes then only `put`, `delete` or `increment` scalar fields.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{DocumentError, EditError};
-use crate::ids::{DocumentId, DocumentKind, HouseholdId};
+use crate::ids::{DocumentId, DocumentKind, HouseholdId, MAX_ID_LEN};
 pub use crate::schema::{CommuneFacts, Household, VillageFacts};
 use crate::schema::{FieldKind, RecordMismatch, Scope, MAX_COUNT, MAX_TEXT_LEN};
 
@@ -226,6 +227,80 @@ pub struct Genesis {
     id: DocumentId,
     actor: ActorId,
     change: Change,
+    /// The canonical household genesis bytes for each length of household
+    /// id, made once each (shared by the clones of this genesis): see
+    /// [`HouseholdTemplate`].
+    templates: Arc<OnceLock<Vec<OnceLock<Option<HouseholdTemplate>>>>>,
+}
+
+/// A village's canonical household genesis for household ids of one
+/// length: the bytes of the change for a probe id, and where the two things
+/// that vary with the id lie in them (the derived actor and the id itself).
+/// Two probe ids of that length, made the usual way, differ exactly there
+/// and in the checksum; the template is kept only if they do, so the bytes
+/// it gives for any id of that length are those the encoder makes (a
+/// property test holds them so).
+#[derive(Debug)]
+struct HouseholdTemplate {
+    bytes: Vec<u8>,
+    actor_at: usize,
+    actor_len: usize,
+    key_at: usize,
+}
+
+/// Where a chunk's checksum lies (after the 4-byte magic): it is not part of
+/// the change's hash, and `inbound` has checked it against the bytes.
+const CHECKSUM: std::ops::Range<usize> = 4..8;
+
+impl HouseholdTemplate {
+    /// The template for ids of `len` bytes, if the two probes differ only
+    /// where they should.
+    fn of(genesis: &Genesis, len: usize) -> Option<Self> {
+        // Bytes no id holds and no length of one (a length prefix sits
+        // just before the id).
+        let probes = ["~".repeat(len), "|".repeat(len)];
+        let [a, b] = probes.each_ref().map(|p| genesis.household(p).map(|c| c.raw_bytes().to_vec()));
+        let (a, b) = (a?, b?);
+        let actors = probes.each_ref().map(|p| household_actor(&genesis.id, p).to_bytes().to_vec());
+        let find = |bytes: &[u8], needle: &[u8]| {
+            let mut at =
+                bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i);
+            match (at.next(), at.next()) {
+                (Some(i), None) => Some(i),
+                _ => None,
+            }
+        };
+        let actor_at = find(&a, &actors[0])?;
+        let key_at = find(&a, probes[0].as_bytes())?;
+        if a.len() != b.len()
+            || find(&b, &actors[1]) != Some(actor_at)
+            || find(&b, probes[1].as_bytes()) != Some(key_at)
+        {
+            return None;
+        }
+        let actor_len = actors[0].len();
+        let varies = |i: usize| {
+            CHECKSUM.contains(&i)
+                || (actor_at..actor_at + actor_len).contains(&i)
+                || (key_at..key_at + len).contains(&i)
+        };
+        let only_there = a.iter().zip(&b).enumerate().all(|(i, (x, y))| x == y || varies(i));
+        only_there.then_some(Self { bytes: a, actor_at, actor_len, key_at })
+    }
+
+    /// Whether `raw` is the canonical genesis of `household` (of the length
+    /// this template is for), written by `actor`, checksum aside.
+    fn matches(&self, raw: &[u8], actor: &ActorId, household: &str) -> bool {
+        if actor.to_bytes().len() != self.actor_len {
+            return false;
+        }
+        let mut expected = self.bytes.clone();
+        expected[self.actor_at..self.actor_at + self.actor_len].copy_from_slice(actor.to_bytes());
+        expected[self.key_at..self.key_at + household.len()].copy_from_slice(household.as_bytes());
+        raw.len() == expected.len()
+            && raw[..CHECKSUM.start] == expected[..CHECKSUM.start]
+            && raw[CHECKSUM.end..] == expected[CHECKSUM.end..]
+    }
 }
 
 fn put(obj: automerge::legacy::ObjectId, key: &str, value: ScalarValue) -> automerge::legacy::Op {
@@ -290,7 +365,14 @@ impl Genesis {
             ops.push(make_map(ObjectId::Root, "households"));
         }
         let change = Change::from(canonical(actor.clone(), 1, Vec::new(), ops));
-        Self { id: id.clone(), actor, change }
+        Self { id: id.clone(), actor, change, templates: Arc::default() }
+    }
+
+    /// The household genesis template for ids of `len` bytes, made the
+    /// first time one is asked for.
+    fn template(&self, len: usize) -> Option<&HouseholdTemplate> {
+        let all = self.templates.get_or_init(|| (0..=MAX_ID_LEN).map(|_| OnceLock::new()).collect());
+        all.get(len)?.get_or_init(|| HouseholdTemplate::of(self, len)).as_ref()
     }
 
     /// The document genesis change.
@@ -351,6 +433,18 @@ impl Genesis {
         crate::ids::check_id("household id", household).ok()?;
         if change.actor_id() != &household_actor(&self.id, household) {
             return None;
+        }
+        // Byte for byte the canonical change: the template's bytes (a copy
+        // and two patches) are, checksum aside; anything else (another
+        // encoding, a length without a template) is held to the canonical
+        // change made again, by its hash.
+        // (An id equal to a record field's name would share a run with it in
+        // the keys column, encoded unlike the template's probes: made again.)
+        let template = counters(Scope::Household)
+            .all(|f| f != household.as_str())
+            .then(|| self.template(household.len()));
+        if template.flatten().is_some_and(|t| t.matches(change.raw_bytes(), change.actor_id(), household)) {
+            return Some(household.to_string());
         }
         let expected = self.household_expanded(household)?;
         if decoded != expected {
@@ -823,6 +917,17 @@ mod tests {
                 prop_assert_eq!(fast.hash(), reference.hash());
                 prop_assert_eq!(fast.raw_bytes(), reference.raw_bytes());
                 prop_assert_eq!(genesis.household_of(&reference), Some(household.clone()));
+                // Its template gives the transaction's bytes (checksum aside)
+                // for this id, not for another of the same length.
+                let template = genesis.template(household.len());
+                prop_assert!(household.len() < 4 || template.is_some(), "a template for length {}", household.len());
+                if let Some(t) = template {
+                    prop_assert!(t.matches(reference.raw_bytes(), reference.actor_id(), &household));
+                    let mut twin = household.clone().into_bytes();
+                    twin[0] = if twin[0] == b'a' { b'b' } else { b'a' };
+                    let twin = String::from_utf8(twin).unwrap();
+                    prop_assert!(!t.matches(reference.raw_bytes(), reference.actor_id(), &twin));
+                }
                 prop_assert!(is_structural(&id, &reference));
                 // Another document's or household's genesis is not this one's.
                 let other = reference_household_genesis(&id, &format!("{household}x"));
@@ -915,6 +1020,8 @@ mod tests {
                 (canonical.actor_id(), 1, canonical.deps())
             );
             assert_ne!(squat.hash(), canonical.hash());
+            let template = genesis.template("hh-007".len()).expect("a template");
+            assert!(!template.matches(squat.raw_bytes(), squat.actor_id(), "hh-007"));
             assert_eq!(genesis.household_of(squat), None);
             assert!(!genesis.is_structural(squat));
             assert!(!is_structural(&id, squat));
