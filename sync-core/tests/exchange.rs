@@ -175,6 +175,21 @@ fn surveyed_offline(ids: &[DocumentId]) -> BTreeMap<DocumentId, SurveyDocument> 
     mine
 }
 
+/// How many changes after their genesis the documents hold in all.
+fn history_after_genesis(docs: &BTreeMap<DocumentId, SurveyDocument>) -> usize {
+    docs.values().map(|d| d.automerge().get_changes(&[]).len() - 1).sum()
+}
+
+/// Both sides hold the same version of every document of `mine`.
+fn assert_converged(
+    mine: &BTreeMap<DocumentId, SurveyDocument>,
+    theirs: &BTreeMap<DocumentId, SurveyDocument>,
+) {
+    for (id, doc) in mine {
+        assert_eq!(doc.heads(), theirs[id].heads(), "{id}");
+    }
+}
+
 /// A peer speaking automerge's sync protocol as it comes (a stock client,
 /// no Thôn Sync exchange): both sides hold each document's genesis from the
 /// start, and the hub counts it as shared once the peer's first message
@@ -216,12 +231,10 @@ fn a_stock_peers_first_upload_arrives_whole_in_one_round() {
             break;
         }
     }
-    let history: usize = mine.values().map(|d| d.automerge().get_changes(&[]).len() - 1).sum();
+    let history = history_after_genesis(&mine);
     let uploads: Vec<&usize> = stored_per_round.iter().filter(|n| **n > 0).collect();
     assert_eq!(uploads, [&history], "changes stored per round: {stored_per_round:?}");
-    for id in &ids {
-        assert_eq!(mine[id].heads(), theirs[id].heads(), "{id}");
-    }
+    assert_converged(&mine, &theirs);
 }
 
 /// A device's exchange opens each document it never synced as if the hub
@@ -232,24 +245,11 @@ fn a_devices_first_upload_goes_in_its_first_round() {
     let ids: Vec<DocumentId> = (1..=9).map(village).collect();
     let mut theirs = hub_docs(&ids);
     let mut mine = surveyed_offline(&ids);
-    let server = PeerId::new("server").unwrap();
-    let states = mine.keys().map(|id| (id.clone(), None));
-    let mut client = ClientExchange::new("x-1".into(), Some("tablet-a".into()), server, states, 1 << 22);
-    let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 16, 32);
-    let mut stored_per_round = Vec::new();
-    while let Some(req) = client.poll_request(&mine).unwrap() {
-        let (out, _) = play(&mut hub, &mut theirs, &req).unwrap();
-        assert!(out.refusals.is_empty(), "{:?}", out.refusals);
-        assert_eq!(out.waiting, 0, "round {}", req.round);
-        stored_per_round.push(out.batch.changes.len());
-        let (_, response) = hub.finish(out, None);
-        client.handle_response(&mut mine, response).unwrap();
-    }
-    let history: usize = mine.values().map(|d| d.automerge().get_changes(&[]).len() - 1).sum();
-    assert_eq!(stored_per_round, [history, 0], "changes stored per round");
-    for id in &ids {
-        assert_eq!(mine[id].heads(), theirs[id].heads(), "{id}");
-    }
+    let played = sync("tablet-a", &mut mine, &mut theirs);
+    let history = history_after_genesis(&mine);
+    assert_eq!(played.stored, [history, 0], "changes stored per round");
+    assert!(played.waiting.iter().all(|n| *n == 0) && played.refused.is_empty(), "{played:?}");
+    assert_converged(&mine, &theirs);
 }
 
 /// A device that holds no copy of a document yet (a village another
@@ -264,23 +264,10 @@ fn a_device_without_a_copy_gets_the_whole_document_in_its_first_exchange() {
         .iter()
         .map(|id| (id.clone(), SurveyDocument::empty(id.clone(), device_actor("tablet-b", [2; 8]))))
         .collect();
-    let server = PeerId::new("server").unwrap();
-    let states = mine.keys().map(|id| (id.clone(), None));
-    let mut client = ClientExchange::new("x-1".into(), Some("tablet-b".into()), server, states, 1 << 22);
-    let mut hub = HubExchange::new(PeerId::new("tablet-b").unwrap(), "x-1".into(), 16, 32);
-    let mut rounds = 0;
-    while let Some(req) = client.poll_request(&mine).unwrap() {
-        let (out, _) = play(&mut hub, &mut theirs, &req).unwrap();
-        assert!(out.refusals.is_empty(), "{:?}", out.refusals);
-        assert!(out.batch.changes.is_empty(), "the device had nothing to give");
-        let (_, response) = hub.finish(out, None);
-        client.handle_response(&mut mine, response).unwrap();
-        rounds += 1;
-    }
-    for id in &ids {
-        assert_eq!(mine[id].heads(), theirs[id].heads(), "{id}");
-    }
-    assert!(rounds <= 3, "{rounds} rounds");
+    let played = sync("tablet-b", &mut mine, &mut theirs);
+    assert!(played.stored.iter().all(|n| *n == 0), "the device had nothing to give: {played:?}");
+    assert!(played.stored.len() <= 3, "{played:?}");
+    assert_converged(&mine, &theirs);
 }
 
 #[test]
@@ -346,24 +333,38 @@ fn undecodable_and_unknown_documents_are_refused_and_kept_each_on_its_own() {
     assert_eq!(kept, vec![Some(40), Some(41)]);
 }
 
-/// A device and the hub, both on the engine, until the device is done.
+/// What a device's exchange did, round by round.
+#[derive(Debug, Default)]
+struct Played {
+    /// The documents refused, with their codes.
+    refused: Vec<(DocumentId, ErrorCode)>,
+    /// Changes the hub stored in each round.
+    stored: Vec<usize>,
+    /// Changes waiting at the hub after each round.
+    waiting: Vec<usize>,
+}
+
+/// A device (no stored sync states) and the hub, both on the engine, until
+/// the device is done.
 fn sync(
     device: &str,
     mine: &mut BTreeMap<DocumentId, SurveyDocument>,
     theirs: &mut BTreeMap<DocumentId, SurveyDocument>,
-) -> Vec<(DocumentId, ErrorCode)> {
+) -> Played {
     let server = PeerId::new("server").unwrap();
     let states = mine.keys().map(|id| (id.clone(), None));
     let mut client = ClientExchange::new("x-1".into(), Some(device.into()), server, states, 1 << 20);
-    let mut hub = HubExchange::new(PeerId::new(device).unwrap(), "x-1".into(), 8, 32);
-    let mut refused = Vec::new();
+    let mut hub = HubExchange::new(PeerId::new(device).unwrap(), "x-1".into(), 16, 32);
+    let mut played = Played::default();
     while let Some(req) = client.poll_request(mine).unwrap() {
         let (out, _) = play(&mut hub, theirs, &req).unwrap();
+        played.stored.push(out.batch.changes.len());
+        played.waiting.push(out.waiting);
         let (_, response) = hub.finish(out, Some(1));
         let round = client.handle_response(mine, response).unwrap();
-        refused.extend(round.refused.into_iter().map(|(id, e)| (id, e.code)));
+        played.refused.extend(round.refused.into_iter().map(|(id, e)| (id, e.code)));
     }
-    refused
+    played
 }
 
 #[test]
@@ -374,12 +375,12 @@ fn a_refused_document_is_set_aside_and_starts_over_from_the_hubs_version() {
     let mut b =
         BTreeMap::from([(id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-b", [1; 8])))]);
     b.get_mut(&id).unwrap().apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(5))], 1).unwrap();
-    assert!(sync("tablet-b", &mut b, &mut theirs).is_empty());
+    assert!(sync("tablet-b", &mut b, &mut theirs).refused.is_empty());
     // This device writes under another device's actor: refused.
     let mut mine =
         BTreeMap::from([(id.clone(), SurveyDocument::create(id.clone(), device_actor("tablet-b", [2; 8])))]);
     mine.get_mut(&id).unwrap().apply(&[Edit::set(hh("hh-002"), "members", FieldValue::Int(2))], 2).unwrap();
-    let refused = sync("tablet-a", &mut mine, &mut theirs);
+    let refused = sync("tablet-a", &mut mine, &mut theirs).refused;
     assert_eq!(refused, vec![(id.clone(), ErrorCode::ActorConflict)]);
     // Recovery: the local version is kept, the document starts over and syncs.
     let aside = set_aside(&mine[&id], device_actor("tablet-a", [3; 8]));
@@ -388,10 +389,10 @@ fn a_refused_document_is_set_aside_and_starts_over_from_the_hubs_version() {
             .unwrap();
     assert_eq!(kept.heads(), mine[&id].heads());
     mine.insert(id.clone(), aside.fresh);
-    assert!(sync("tablet-a", &mut mine, &mut theirs).is_empty());
+    assert!(sync("tablet-a", &mut mine, &mut theirs).refused.is_empty());
     assert_eq!(mine[&id].heads(), theirs[&id].heads());
     mine.get_mut(&id).unwrap().apply(&[Edit::set(hh("hh-002"), "members", FieldValue::Int(2))], 3).unwrap();
-    assert!(sync("tablet-a", &mut mine, &mut theirs).is_empty());
+    assert!(sync("tablet-a", &mut mine, &mut theirs).refused.is_empty());
     assert_eq!(mine[&id].snapshot(None).unwrap(), theirs[&id].snapshot(None).unwrap());
 }
 
