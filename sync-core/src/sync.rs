@@ -499,7 +499,7 @@ impl DocSession {
             let am = doc.automerge_mut();
             contained(|| am.receive_sync_message(&mut state, message).map_err(|e| e.to_string()))
                 .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
-            share_genesis(&mut state, holds_genesis, genesis);
+            share_genesis(&mut state, doc.automerge(), holds_genesis, genesis);
             self.state = state;
             return Ok(Received {
                 pending: doc.automerge().get_missing_deps(&[]).len(),
@@ -513,7 +513,7 @@ impl DocSession {
             Ok(fork.get_changes(&old_heads))
         })
         .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
-        share_genesis(&mut state, holds_genesis, genesis);
+        share_genesis(&mut state, &fork, holds_genesis, genesis);
         let pending = fork.get_missing_deps(&[]).len();
         fork.set_actor(doc.automerge().get_actor().clone());
         *doc = doc.with_automerge(fork);
@@ -573,7 +573,7 @@ impl DocSession {
             receive_parsed(&mut fork, &mut state, message, ready.clone()).map_err(|e| e.to_string())
         })
         .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
-        share_genesis(&mut state, holds_genesis, genesis);
+        share_genesis(&mut state, &fork, holds_genesis, genesis);
         if let Some(dropped) = ready.iter().find(|c| fork.get_change_meta_by_hash(&c.hash()).is_none()) {
             return Err(refuse(
                 RefusalCode::BadChange,
@@ -640,7 +640,8 @@ fn names_change(message: &Message, change: &ChangeHash) -> bool {
         || message.have.iter().any(|h| h.last_sync.contains(change) || h.bloom.contains_hash(change))
 }
 
-/// Counts a document's genesis as shared with a peer that holds it.
+/// Counts a document's genesis as shared with a peer that holds it, when
+/// this side (`doc`) holds it too (a copy still empty does not).
 ///
 /// Every survey document begins with the one genesis change its id makes,
 /// so both sides of a sync hold it from the start; automerge cannot know
@@ -652,8 +653,8 @@ fn names_change(message: &Message, change: &ChangeHash) -> bool {
 /// came after it (nothing, on a first sync). A peer that claimed the
 /// genesis without holding it answers with a sync reset and is sent
 /// everything, as automerge does for any peer that lost its data.
-fn share_genesis(state: &mut State, peer_holds_it: bool, genesis: ChangeHash) {
-    if peer_holds_it && state.shared_heads.is_empty() {
+fn share_genesis(state: &mut State, doc: &Automerge, peer_holds_it: bool, genesis: ChangeHash) {
+    if peer_holds_it && state.shared_heads.is_empty() && doc.get_change_meta_by_hash(&genesis).is_some() {
         state.shared_heads = vec![genesis];
     }
 }

@@ -81,6 +81,23 @@ fn a_device_and_a_hub_converge_and_resync_moves_only_the_edit() {
     assert!(up < edit_bytes + 400, "re-sync sent {up} bytes for a {edit_bytes}-byte edit");
 }
 
+/// A side counts the genesis as shared with its peer only when both hold
+/// it: a device whose copy is still empty does not, so what it later asks
+/// for includes the genesis.
+#[test]
+fn the_genesis_counts_as_shared_only_when_both_sides_hold_it() {
+    let hub = SurveyDocument::create(village(), ActorId::from([9; 16]));
+    let hello = DocSession::resume(None).generate(&hub).expect("the hub speaks first");
+    let mut empty = SurveyDocument::empty(village(), ActorId::from([1; 16]));
+    let mut session = DocSession::resume(None);
+    session.receive(&mut empty, &hello, Trust::Peer).expect("device accepts");
+    assert!(session.shared_heads().is_empty(), "an empty copy shares nothing");
+    let mut holding = SurveyDocument::create(village(), ActorId::from([1; 16]));
+    let mut session = DocSession::resume(None);
+    session.receive(&mut holding, &hello, Trust::Peer).expect("device accepts");
+    assert_eq!(session.shared_heads(), holding.heads(), "both hold the genesis");
+}
+
 #[test]
 fn a_change_that_breaks_a_type_rule_is_refused_and_changes_nothing() {
     let mut device = SurveyDocument::create(village(), ActorId::from([1; 16]));
