@@ -288,6 +288,7 @@ impl DocSession {
     /// learning what the hub has. A hub that holds more says so in its
     /// answer, and the session goes on from there; one that already held
     /// some of these changes keeps them once.
+    ///
     /// Only for a session that shares nothing yet, of a document this side
     /// holds the genesis of (a copy still empty asks for everything as usual).
     pub fn open_on_genesis(&mut self, doc: &SurveyDocument) {
