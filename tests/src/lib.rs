@@ -172,7 +172,7 @@ impl TestServer {
     /// `prefix` (a metric's name, with labels to pick one series).
     pub fn metric(&self, prefix: &str) -> f64 {
         let at = self.handle.as_ref().and_then(|h| h.metrics_addr).expect("a running server's metrics");
-        metric_sum(&Self::agent(), &at.to_string(), prefix)
+        metric_sum(at, prefix)
     }
 
     /// An agent that returns every status as a response.
@@ -354,9 +354,8 @@ pub fn message_with_changes(doc: &SurveyDocument) -> Vec<u8> {
 
 /// The sum of the values of the `GET /metrics` lines of the server whose
 /// metrics are at `addr` that start with `prefix`.
-pub fn metric_sum(agent: &ureq::Agent, addr: &str, prefix: &str) -> f64 {
-    let text = agent
-        .get(format!("http://{addr}/metrics"))
+pub fn metric_sum(addr: std::net::SocketAddr, prefix: &str) -> f64 {
+    let text = ureq::get(format!("http://{addr}/metrics"))
         .call()
         .expect("metrics answer")
         .body_mut()

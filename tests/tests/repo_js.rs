@@ -41,30 +41,34 @@ fn installed() -> PathBuf {
     dir
 }
 
-#[test]
-fn the_js_automerge_repo_client_writes_households_the_server_keeps() {
-    let dir = installed();
-    let server = TestServer::start();
-    let (device, token) = server.enrolled("browser-tablet", &["nhu-co"]);
-    let doc = village("nhu-co-02");
+/// Runs `script` of `clients/js` in Node against `server` with `env`; it
+/// must succeed, and its last line of output is its JSON answer.
+fn run_script(script: &str, server: &TestServer, env: &[(&str, &str)]) -> serde_json::Value {
     let output = Command::new("node")
-        .arg("e2e/repo-sync.mjs")
-        .current_dir(&dir)
+        .arg(script)
+        .current_dir(installed())
         .env("THONSYNC_SERVER", server.url())
-        .env("THONSYNC_TOKEN", &token)
-        .env("THONSYNC_DEVICE", &device)
-        .env("THONSYNC_DOCUMENT", doc.to_string())
+        .envs(env.iter().copied())
         .output()
         .expect("node runs (Node 20 or later is needed)");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the JS client failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed: {}\n{stdout}\n{stderr}", output.status);
+    eprint!("{stderr}");
+    serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON")
+}
+
+#[test]
+fn the_js_automerge_repo_client_writes_households_the_server_keeps() {
+    let server = TestServer::start();
+    let (device, token) = server.enrolled("browser-tablet", &["nhu-co"]);
+    let doc = village("nhu-co-02");
+    let doc_id = doc.to_string();
+    let answer = run_script(
+        "e2e/repo-sync.mjs",
+        &server,
+        &[("THONSYNC_TOKEN", &token), ("THONSYNC_DEVICE", &device), ("THONSYNC_DOCUMENT", &doc_id)],
     );
-    let answer: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON");
     assert_eq!(answer["url"], sync_core::repo_url::repo_url(&doc), "the client used the registry's URL");
     assert_eq!(answer["unavailable"], true, "an unknown document is unavailable");
 
@@ -129,32 +133,22 @@ fn the_js_helper_makes_the_published_genesis_vectors() {
 /// client's figures (bytes of its frames on the first sync and on the
 /// reconnect), after checking the server kept the reconnect's edit.
 fn reconnect(mode: &str) -> serde_json::Value {
-    let dir = installed();
     let server = TestServer::start();
     let (device, token) = server.enrolled("tablet-with-storage", &["song-cau"]);
     let ids: Vec<String> = (1..=20).map(|n| village(&format!("song-cau-{n:02}")).to_string()).collect();
     let storage = tempfile::tempdir().expect("tempdir");
-    let output = Command::new("node")
-        .arg("e2e/repo-reconnect.mjs")
-        .current_dir(&dir)
-        .env("THONSYNC_SERVER", server.url())
-        .env("THONSYNC_TOKEN", &token)
-        .env("THONSYNC_DEVICE", &device)
-        .env("THONSYNC_DOCUMENTS", ids.join(","))
-        .env("THONSYNC_STORAGE", storage.path())
-        .env("THONSYNC_MODE", mode)
-        .output()
-        .expect("node runs (Node 20 or later is needed)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the JS client ({mode}) failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let (documents, storage_path) = (ids.join(","), storage.path().to_string_lossy().into_owned());
+    let figures = run_script(
+        "e2e/repo-reconnect.mjs",
+        &server,
+        &[
+            ("THONSYNC_TOKEN", &token),
+            ("THONSYNC_DEVICE", &device),
+            ("THONSYNC_DOCUMENTS", &documents),
+            ("THONSYNC_STORAGE", &storage_path),
+            ("THONSYNC_MODE", mode),
+        ],
     );
-    let figures: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON");
-    eprint!("{}", String::from_utf8_lossy(&output.stderr));
     eprintln!("{mode}: {figures}");
     let Survey::Village(v) = server.document(&village("song-cau-01")).snapshot(None).expect("a survey")
     else {
@@ -214,30 +208,19 @@ fn a_client_with_storage_that_reconnects_moves_bytes_in_proportion_to_what_chang
 
 #[test]
 fn ephemeral_messages_pass_between_clients_with_the_document_open_within_size_and_pace() {
-    let dir = installed();
     let limits = server::state::Limits { ephemeral_per_second: 5, ..Default::default() };
     let server = TestServer::start_with(limits);
     let tokens: Vec<String> = ["presence-a", "presence-b", "presence-c"]
         .iter()
         .map(|name| server.enrolled(name, &["nhu-co"]).1)
         .collect();
-    let output = Command::new("node")
-        .arg("e2e/repo-ephemeral.mjs")
-        .current_dir(&dir)
-        .env("THONSYNC_SERVER", server.url())
-        .env("THONSYNC_TOKENS", tokens.join(","))
-        .env("THONSYNC_DOCUMENT", village("nhu-co-03").to_string())
-        .env("THONSYNC_OTHER", village("nhu-co-04").to_string())
-        .output()
-        .expect("node runs (Node 20 or later is needed)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the JS clients failed: {}\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let (tokens, document, other) =
+        (tokens.join(","), village("nhu-co-03").to_string(), village("nhu-co-04").to_string());
+    let seen = run_script(
+        "e2e/repo-ephemeral.mjs",
+        &server,
+        &[("THONSYNC_TOKENS", &tokens), ("THONSYNC_DOCUMENT", &document), ("THONSYNC_OTHER", &other)],
     );
-    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a line")).expect("JSON");
     eprintln!("{seen}");
     assert_eq!(seen["cursorSender"], seen["a"], "B hears A's message as A's");
     assert_eq!(seen["replySender"], seen["b"], "and A hears B's");

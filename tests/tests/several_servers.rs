@@ -87,7 +87,7 @@ impl ServerProcess {
 
     /// The value of a counter of `GET /metrics` whose line starts with `prefix`.
     fn counter(&self, prefix: &str) -> f64 {
-        tests::metric_sum(&ureq::Agent::new_with_defaults(), &self.metrics.to_string(), prefix)
+        tests::metric_sum(self.metrics, prefix)
     }
 
     /// SIGKILL, by the PID this test started.
