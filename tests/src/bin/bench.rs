@@ -101,6 +101,11 @@ struct Args {
     /// and the ratio (needs `--features compare`).
     #[arg(long, conflicts_with_all = ["hostile", "resync", "compare", "db"])]
     repo: bool,
+    /// With `--compare` or `--repo`: measure every system this many times,
+    /// in turn, and table the medians and each run's ratio (one run's
+    /// ratio moves by a fifth with the machine's other work).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
     /// Internal: run only samod's server with its files in this directory.
     #[arg(long, hide = true)]
     serve_samod: Option<PathBuf>,
@@ -130,10 +135,10 @@ fn main() -> anyhow::Result<()> {
         return serve_samod(dir, args.samod_announce);
     }
     if args.compare {
-        return compare(Load { per_household: true, ..load }, args.samod_announce);
+        return compare(Load { per_household: true, ..load }, args.samod_announce, args.runs as usize);
     }
     if args.repo {
-        return repo_compare(args.households);
+        return repo_compare(args.households, args.runs as usize);
     }
     if args.floor {
         return floor::child(Load { per_household: true, ..load });
@@ -220,12 +225,12 @@ fn serve_samod(_: &Path, _: bool) -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "compare")]
-fn repo_compare(households: usize) -> anyhow::Result<()> {
-    repo_side::compare(households)
+fn repo_compare(households: usize, runs: usize) -> anyhow::Result<()> {
+    repo_side::compare(households, runs)
 }
 
 #[cfg(not(feature = "compare"))]
-fn repo_compare(_: usize) -> anyhow::Result<()> {
+fn repo_compare(_: usize, _: usize) -> anyhow::Result<()> {
     bail!(
         "`--repo` drives samod clients: build the bench with the `compare` feature: \
          cargo run --release -p tests --features compare --bin bench -- --repo"
@@ -293,26 +298,59 @@ fn backends(load: Load, url: &str, servers: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--compare`: Thôn Sync, samod and the floor on the same documents, one after the other.
-fn compare(load: Load, samod_announce: bool) -> anyhow::Result<()> {
-    println!("== Thôn Sync ==");
-    let ours = run(&load, 0)?.first_sync;
-    println!();
-    println!("== samod 0.16 ==");
-    let samod = samod_first_sync(load, samod_announce)?;
-    println!();
-    println!("== the floor: automerge apply + one fsync'd SQLite commit per device, one process ==");
-    let floor = floor::run(load)?;
-    println!();
-    print_table(load, &ours, samod.as_ref(), &floor);
+/// `--compare`: Thôn Sync, samod and the floor on the same documents, one
+/// after the other, `runs` times.
+fn compare(load: Load, samod_announce: bool, runs: usize) -> anyhow::Result<()> {
+    let (mut ours, mut samod, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    for run_no in 1..=runs {
+        if runs > 1 {
+            println!("######## run {run_no} of {runs}");
+        }
+        println!("== Thôn Sync ==");
+        ours.push(run(&load, 0)?.first_sync);
+        println!();
+        println!("== samod 0.16 ==");
+        samod.extend(samod_first_sync(load, samod_announce)?);
+        println!();
+        println!("== the floor: automerge apply + one fsync'd SQLite commit per device, one process ==");
+        floor.push(floor::run(load)?);
+        println!();
+    }
+    if runs > 1 && samod.len() == runs {
+        println!("Thôn Sync / samod documents per second, run by run: {}", run_ratios(&ours, &samod));
+    }
+    let (ours, floor) = Side::median(&ours).zip(Side::median(&floor)).context("no run was measured")?;
+    print_table(load, runs, &ours, Side::median(&samod).as_ref(), &floor);
     Ok(())
 }
 
+/// Each run's Thôn Sync / samod documents per second, and their median.
+fn run_ratios(ours: &[Side], theirs: &[Side]) -> String {
+    let ratios: Vec<f64> =
+        ours.iter().zip(theirs).map(|(a, b)| a.documents_per_s() / b.documents_per_s().max(1e-9)).collect();
+    let listed: Vec<String> = ratios.iter().map(|r| format!("×{r:.2}")).collect();
+    format!("{} (median ×{:.2})", listed.join(" "), median(ratios).unwrap_or(f64::NAN))
+}
+
+/// The median of `values` (the mean of the middle two when even); `None` when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 /// The side-by-side table of `--compare` and its ratios.
-fn print_table(load: Load, ours: &Side, samod: Option<&Side>, floor: &Side) {
+fn print_table(load: Load, runs: usize, ours: &Side, samod: Option<&Side>, floor: &Side) {
     println!(
-        "first sync, {} device(s) × {} villages × {} households, one change per household (8 fields), same run:",
-        load.devices, load.villages, load.households
+        "first sync, {} device(s) × {} villages × {} households, one change per household (8 fields), {}:",
+        load.devices,
+        load.villages,
+        load.households,
+        runs_label(runs)
     );
     println!(
         "  {:<11} {:>9} {:>11} {:>11} {:>8} {:>9} {:>11} {:>11}",
@@ -359,6 +397,14 @@ fn print_table(load: Load, ours: &Side, samod: Option<&Side>, floor: &Side) {
     println!("Thôn Sync / samod server CPU per stored change: {}", per_change(ours, samod));
 }
 
+/// How a table says which runs it sums up.
+fn runs_label(runs: usize) -> String {
+    match runs {
+        1 => "same run".into(),
+        n => format!("median of {n} runs, in turn"),
+    }
+}
+
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -399,6 +445,18 @@ struct Side {
 }
 
 impl Side {
+    /// Each figure's median over `runs` of the same load (`None` when empty).
+    fn median(runs: &[Side]) -> Option<Side> {
+        let first = runs.first()?;
+        let each = |f: &dyn Fn(&Side) -> Option<f64>| median(runs.iter().filter_map(f).collect());
+        Some(Side {
+            wall: Duration::from_secs_f64(each(&|s| Some(s.wall.as_secs_f64()))?),
+            cpu_s: each(&|s| s.cpu_s),
+            peak_kb: each(&|s| s.peak_kb.map(|k| k as f64)).map(|k| k as u64),
+            ..first.clone()
+        })
+    }
+
     fn documents_per_s(&self) -> f64 {
         self.documents as f64 / self.wall.as_secs_f64().max(1e-9)
     }

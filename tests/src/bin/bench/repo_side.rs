@@ -31,8 +31,8 @@ const SYNC_DEADLINE: Duration = Duration::from_secs(600);
 /// One client's token and its villages: (automerge-repo id, the saved document).
 type ClientWork = (String, Vec<(samod::DocumentId, Vec<u8>)>);
 
-/// `--repo`: both servers on both loads, and the table.
-pub fn compare(households: usize) -> anyhow::Result<()> {
+/// `--repo`: both servers on both loads, `runs` times each in turn, and the table.
+pub fn compare(households: usize, runs: usize) -> anyhow::Result<()> {
     // `THONSYNC_BENCH_REPO_LOADS=1x5,2x3` runs smaller loads (clients x villages).
     let loads: Vec<(usize, usize)> = match std::env::var("THONSYNC_BENCH_REPO_LOADS") {
         Ok(text) => text
@@ -47,17 +47,32 @@ pub fn compare(households: usize) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (devices, villages) in loads {
         let load = Load { devices, villages, households, per_household: true };
-        println!(
-            "== {devices} client(s) × {villages} villages × {households} households: samod 0.16's server =="
-        );
-        let samod = crate::samod_side::run(load, false)?;
-        println!();
-        println!("== the same through Thôn Sync's /v1/repo ==");
-        let ours = run(load)?;
-        println!();
-        rows.push((load, samod, ours));
+        let (mut samod, mut ours) = (Vec::new(), Vec::new());
+        for run_no in 1..=runs {
+            let of = if runs > 1 { format!(" (run {run_no} of {runs})") } else { String::new() };
+            println!(
+                "== {devices} client(s) × {villages} villages × {households} households: samod 0.16's server{of} =="
+            );
+            samod.push(crate::samod_side::run(load, false)?);
+            println!();
+            println!("== the same through Thôn Sync's /v1/repo{of} ==");
+            ours.push(run(load)?);
+            println!();
+        }
+        if runs > 1 {
+            println!(
+                "{devices} × {villages}: Thôn Sync / samod documents per second, run by run: {}",
+                crate::run_ratios(&ours, &samod)
+            );
+            println!();
+        }
+        let medians = Side::median(&samod).zip(Side::median(&ours)).context("no run was measured")?;
+        rows.push((load, medians.0, medians.1));
     }
-    println!("the same samod 0.16 clients, first sync, one change per household (8 fields), same run:");
+    println!(
+        "the same samod 0.16 clients, first sync, one change per household (8 fields), {}:",
+        crate::runs_label(runs)
+    );
     println!(
         "  {:<22} {:<12} {:>9} {:>11} {:>9} {:>11} {:>11}",
         "load", "server", "wall", "documents/s", "changes", "CPU", "peak memory"
