@@ -270,10 +270,10 @@ fn a_device_without_a_copy_gets_the_whole_document_in_its_first_exchange() {
     assert_converged(&mine, &theirs);
 }
 
-#[test]
-fn a_resumed_exchange_keeps_the_changes_its_old_sessions_held_waiting() {
-    let id = village(6);
-    let mut docs = hub_docs(std::slice::from_ref(&id));
+/// A device's last change, a field of `hh-001`, and its message (base64)
+/// for `id` carrying that change alone, without the household's genesis it
+/// depends on.
+fn last_change_alone(id: &DocumentId) -> (sync_core::automerge::Change, String) {
     let mut dev = SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8]));
     dev.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(5))], 1).unwrap();
     let last = dev.automerge().get_last_local_change().unwrap().clone();
@@ -287,7 +287,14 @@ fn a_resumed_exchange_keeps_the_changes_its_old_sessions_held_waiting() {
     }
     .encode();
     use base64::Engine as _;
-    let text = base64::engine::general_purpose::STANDARD.encode(only_last);
+    (last, base64::engine::general_purpose::STANDARD.encode(only_last))
+}
+
+#[test]
+fn a_resumed_exchange_keeps_the_changes_its_old_sessions_held_waiting() {
+    let id = village(6);
+    let mut docs = hub_docs(std::slice::from_ref(&id));
+    let (last, text) = last_change_alone(&id);
     let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 8);
     let (out, _) = play(&mut hub, &mut docs, &request(1, &[(id.clone(), Some(text))])).unwrap();
     assert_eq!(out.waiting, 1);
@@ -400,20 +407,7 @@ fn a_refused_document_is_set_aside_and_starts_over_from_the_hubs_version() {
 fn changes_still_waiting_when_an_exchange_ends_are_kept() {
     let id = village(3);
     let mut docs = hub_docs(std::slice::from_ref(&id));
-    let mut dev = SurveyDocument::create(id.clone(), device_actor("tablet-a", [1; 8]));
-    dev.apply(&[Edit::set(hh("hh-001"), "members", FieldValue::Int(5))], 1).unwrap();
-    let last = dev.automerge().get_last_local_change().unwrap().clone();
-    let only_last = Message {
-        heads: vec![last.hash()],
-        need: vec![],
-        have: vec![],
-        changes: vec![last.raw_bytes().to_vec()].into(),
-        flags: None,
-        version: MessageVersion::V1,
-    }
-    .encode();
-    use base64::Engine as _;
-    let text = base64::engine::general_purpose::STANDARD.encode(only_last);
+    let (last, text) = last_change_alone(&id);
     let mut hub = HubExchange::new(PeerId::new("tablet-a").unwrap(), "x-1".into(), 8, 8);
     let (out, _) = play(&mut hub, &mut docs, &request(1, &[(id.clone(), Some(text))])).unwrap();
     assert!(out.batch.changes.is_empty() && out.refusals.is_empty());
