@@ -1015,3 +1015,39 @@ fn serve(db: &str) -> anyhow::Result<()> {
     handle.stop()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod medians {
+    use super::*;
+
+    fn side(wall_ms: u64, cpu_s: Option<f64>, peak_kb: Option<u64>) -> Side {
+        Side { documents: 100, wall: Duration::from_millis(wall_ms), changes: 6000, cpu_s, peak_kb }
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0]), Some(3.0));
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn a_runs_median_takes_each_figure_on_its_own_and_skips_what_was_not_measured() {
+        let runs =
+            [side(300, Some(0.9), Some(40_000)), side(100, None, Some(20_000)), side(200, Some(0.3), None)];
+        let m = Side::median(&runs).unwrap();
+        assert_eq!(m.wall, Duration::from_millis(200));
+        assert_eq!(m.cpu_s, Some(0.6), "the mean of the two runs that measured CPU");
+        assert_eq!(m.peak_kb, Some(30_000));
+        assert_eq!((m.documents, m.changes), (100, 6000));
+        assert!(Side::median(&[]).is_none());
+    }
+
+    #[test]
+    fn each_runs_ratio_is_listed_with_their_median() {
+        let ours = [side(100, None, None), side(200, None, None), side(400, None, None)];
+        let theirs = [side(200, None, None), side(200, None, None), side(200, None, None)];
+        assert_eq!(run_ratios(&ours, &theirs), "×2.00 ×1.00 ×0.50 (median ×1.00)");
+    }
+}
