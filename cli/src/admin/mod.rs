@@ -1,7 +1,7 @@
 //! The administrator's commands over a server database or a running server.
 //!
 //! Every command reads its raw materials (registry, stored documents, change
-//! metadata, peers, refused uploads) from a [`source::Source`], either the
+//! metadata, peers, refused uploads) from a `source::Source`, either the
 //! server's SQLite file opened read-only (`--db`) or a running server's admin
 //! API (`--server`), and builds what it shows here, so both sources share one
 //! code path and print the same thing.

@@ -56,7 +56,7 @@ pub fn format(ms: i64, utc: bool) -> String {
     format_in(ms, utc, text::current())
 }
 
-/// [`format`] in a given language.
+/// [`format()`] in a given language.
 pub fn format_in(ms: i64, utc: bool, lang: Lang) -> String {
     let (y, m, d, s) = civil(ms, utc);
     let clock = format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);

@@ -4,7 +4,7 @@
 //!
 //! The socket is only a transport: every `request` / `sync` frame becomes a
 //! document's message in a round of an exchange of protocol v1 and is
-//! played by [`crate::sync_api::play`], the code `POST /v1/sync` runs (scope,
+//! played by `sync_api::play`, the code `POST /v1/sync` runs (scope,
 //! the hub's inbound checks, type and actor rules, attribution, waiting
 //! changes, refused bytes kept, the commit), so the server's answer to a
 //! change, the sync message whose heads include it, leaves only after the
