@@ -271,12 +271,17 @@ fn commit_group(store: &mut dyn Store, group: Vec<Pending>) {
         Ok(summaries) => {
             tracing::trace!(callers, "group committed");
             let mut summaries = summaries.into_iter();
-            for p in group {
+            // Every caller hears first; the batches are freed after, so no
+            // caller waits for the memory of the batches before its own.
+            let mut committed = Vec::with_capacity(callers);
+            for Pending { batch, reply, .. } in group {
                 let mine = summaries.next().ok_or_else(|| {
                     StoreError::Backend("the store returned fewer summaries than batches".into())
                 });
-                let _ = p.reply.send(mine);
+                let _ = reply.send(mine);
+                committed.push(batch);
             }
+            drop(committed);
         }
         Err(e) if callers == 1 => {
             tracing::error!(error = %e, "commit failed");
