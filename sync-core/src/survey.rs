@@ -243,9 +243,10 @@ pub struct Genesis {
 #[derive(Debug)]
 struct HouseholdTemplate {
     bytes: Vec<u8>,
-    actor_at: usize,
-    actor_len: usize,
-    key_at: usize,
+    /// Where the derived actor lies.
+    actor: std::ops::Range<usize>,
+    /// Where the household id lies.
+    key: std::ops::Range<usize>,
 }
 
 /// Where a chunk's checksum lies (after the 4-byte magic): it is not part of
@@ -278,28 +279,38 @@ impl HouseholdTemplate {
         {
             return None;
         }
-        let actor_len = actors[0].len();
-        let varies = |i: usize| {
-            CHECKSUM.contains(&i)
-                || (actor_at..actor_at + actor_len).contains(&i)
-                || (key_at..key_at + len).contains(&i)
-        };
+        let (actor, key) = (actor_at..actor_at + actors[0].len(), key_at..key_at + len);
+        let apart =
+            |x: &std::ops::Range<usize>, y: &std::ops::Range<usize>| x.end <= y.start || y.end <= x.start;
+        if !(apart(&actor, &key) && apart(&actor, &CHECKSUM) && apart(&key, &CHECKSUM)) {
+            return None;
+        }
+        let varies = |i: usize| CHECKSUM.contains(&i) || actor.contains(&i) || key.contains(&i);
         let only_there = a.iter().zip(&b).enumerate().all(|(i, (x, y))| x == y || varies(i));
-        only_there.then_some(Self { bytes: a, actor_at, actor_len, key_at })
+        only_there.then_some(Self { bytes: a, actor, key })
     }
 
-    /// Whether `raw` is the canonical genesis of `household` (of the length
-    /// this template is for), written by `actor`, checksum aside.
+    /// Whether `raw` is the canonical genesis of `household` written by
+    /// `actor`, checksum aside: the template's bytes between the three
+    /// places that vary, the actor and the id in theirs.
     fn matches(&self, raw: &[u8], actor: &ActorId, household: &str) -> bool {
-        if actor.to_bytes().len() != self.actor_len {
+        if raw.len() != self.bytes.len()
+            || raw[self.actor.clone()] != *actor.to_bytes()
+            || household.len() != self.key.len()
+            || raw[self.key.clone()] != *household.as_bytes()
+        {
             return false;
         }
-        let mut expected = self.bytes.clone();
-        expected[self.actor_at..self.actor_at + self.actor_len].copy_from_slice(actor.to_bytes());
-        expected[self.key_at..self.key_at + household.len()].copy_from_slice(household.as_bytes());
-        raw.len() == expected.len()
-            && raw[..CHECKSUM.start] == expected[..CHECKSUM.start]
-            && raw[CHECKSUM.end..] == expected[CHECKSUM.end..]
+        let mut varying = [CHECKSUM, self.actor.clone(), self.key.clone()];
+        varying.sort_by_key(|r| r.start);
+        let mut at = 0;
+        for skip in varying {
+            if raw[at..skip.start] != self.bytes[at..skip.start] {
+                return false;
+            }
+            at = skip.end;
+        }
+        raw[at..] == self.bytes[at..]
     }
 }
 

@@ -491,8 +491,7 @@ impl DocSession {
         let refuse = |code, message: String| Refusal { code, document: id.clone(), message, breach: None };
         let message = Message::decode(bytes)
             .map_err(|e| refuse(RefusalCode::Undecodable, format!("not an automerge sync message: {e}")))?;
-        let genesis = doc.genesis().hash();
-        let holds_genesis = names_change(&message, &genesis);
+        let claimed = claimed_genesis(doc, &message);
         let mut state = self.state.clone();
         if message.changes.is_empty() {
             // Heads and filters only: the document stays as it is (automerge
@@ -500,7 +499,7 @@ impl DocSession {
             let am = doc.automerge_mut();
             contained(|| am.receive_sync_message(&mut state, message).map_err(|e| e.to_string()))
                 .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
-            share_genesis(&mut state, doc.automerge(), holds_genesis, genesis);
+            share_genesis(&mut state, doc.automerge(), claimed);
             self.state = state;
             return Ok(Received {
                 pending: doc.automerge().get_missing_deps(&[]).len(),
@@ -514,7 +513,7 @@ impl DocSession {
             Ok(fork.get_changes(&old_heads))
         })
         .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
-        share_genesis(&mut state, &fork, holds_genesis, genesis);
+        share_genesis(&mut state, &fork, claimed);
         let pending = fork.get_missing_deps(&[]).len();
         fork.set_actor(doc.automerge().get_actor().clone());
         *doc = doc.with_automerge(fork);
@@ -568,13 +567,12 @@ impl DocSession {
         // Apply only what is ready, on a fork.
         let mut state = self.state.clone();
         let mut fork = doc.automerge().fork();
-        let genesis = doc.genesis().hash();
-        let holds_genesis = names_change(&message, &genesis);
+        let claimed = claimed_genesis(doc, &message);
         contained(|| {
             receive_parsed(&mut fork, &mut state, message, ready.clone()).map_err(|e| e.to_string())
         })
         .map_err(|reason| refuse(RefusalCode::BadChange, reason))?;
-        share_genesis(&mut state, &fork, holds_genesis, genesis);
+        share_genesis(&mut state, &fork, claimed);
         if let Some(dropped) = ready.iter().find(|c| fork.get_change_meta_by_hash(&c.hash()).is_none()) {
             return Err(refuse(
                 RefusalCode::BadChange,
@@ -633,16 +631,19 @@ impl DocSession {
     }
 }
 
-/// Whether a peer's message shows that it holds `change`: among its heads,
-/// or in what its `have` says it holds (the bloom filter may err, rarely;
-/// see [`share_genesis`] for what an error costs).
-fn names_change(message: &Message, change: &ChangeHash) -> bool {
-    message.heads.contains(change)
-        || message.have.iter().any(|h| h.last_sync.contains(change) || h.bloom.contains_hash(change))
+/// `doc`'s genesis, if a peer's message shows that the peer holds it: among
+/// its heads, or in what its `have` says it holds (the bloom filter may
+/// err, rarely; see [`share_genesis`] for what an error costs).
+fn claimed_genesis(doc: &SurveyDocument, message: &Message) -> Option<ChangeHash> {
+    let genesis = doc.genesis().hash();
+    let named = message.heads.contains(&genesis)
+        || message.have.iter().any(|h| h.last_sync.contains(&genesis) || h.bloom.contains_hash(&genesis));
+    named.then_some(genesis)
 }
 
-/// Counts a document's genesis as shared with a peer that holds it, when
-/// this side (`doc`) holds it too (a copy still empty does not).
+/// Counts a document's genesis as shared with a peer that holds it
+/// (`claimed`, by [`claimed_genesis`]), when this side (`doc`) holds it too
+/// (a copy still empty does not).
 ///
 /// Every survey document begins with the one genesis change its id makes,
 /// so both sides of a sync hold it from the start; automerge cannot know
@@ -654,8 +655,9 @@ fn names_change(message: &Message, change: &ChangeHash) -> bool {
 /// came after it (nothing, on a first sync). A peer that claimed the
 /// genesis without holding it answers with a sync reset and is sent
 /// everything, as automerge does for any peer that lost its data.
-fn share_genesis(state: &mut State, doc: &Automerge, peer_holds_it: bool, genesis: ChangeHash) {
-    if peer_holds_it && state.shared_heads.is_empty() && doc.get_change_meta_by_hash(&genesis).is_some() {
+fn share_genesis(state: &mut State, doc: &Automerge, claimed: Option<ChangeHash>) {
+    let Some(genesis) = claimed else { return };
+    if state.shared_heads.is_empty() && doc.get_change_meta_by_hash(&genesis).is_some() {
         state.shared_heads = vec![genesis];
     }
 }
