@@ -108,9 +108,10 @@ async fn sync_round(
 /// Runs a round's `work` on a blocking thread once a place in the pool of
 /// rounds is free. A panic in it evicts the documents it locked and ends its
 /// exchange, so the next round reloads them as stored; it answers `internal`.
-pub(crate) async fn on_worker<F>(state: &AppState, work: F) -> Result<(u16, SyncResponse), ApiError>
+pub(crate) async fn on_worker<F, T>(state: &AppState, work: F) -> Result<T, ApiError>
 where
-    F: FnOnce(&Shared, &Mutex<Touched>) -> Result<(u16, SyncResponse), ApiError> + Send + 'static,
+    F: FnOnce(&Shared, &Mutex<Touched>) -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
 {
     let shared = state.shared.clone();
     let Ok(_place) = shared.rounds_pool.clone().acquire_owned().await else {
@@ -230,13 +231,8 @@ fn handle(
             return Err(err);
         }
     };
-    play(
-        shared,
-        record,
-        &request,
-        RoundRules { max_rounds: shared.limits.max_rounds, only_named: false },
-        touched,
-    )
+    let rules = RoundRules { max_rounds: shared.limits.max_rounds, only_named: false };
+    play(shared, record, &request, rules, touched).map(|played| (played.status, played.response))
 }
 
 /// How [`play`] differs between its two callers.
@@ -250,6 +246,17 @@ pub(crate) struct RoundRules {
     pub only_named: bool,
 }
 
+/// A round [`play`]ed: its answer, and the server's heads of each document
+/// it answered for as they were when its message was made.
+pub(crate) struct Played {
+    pub status: u16,
+    pub response: SyncResponse,
+    /// What each answer's message reflects: a change committed by another
+    /// device after it is not in it, even if the heads read later are. A
+    /// repeated round's answer, made before, has none.
+    pub heads: Vec<(DocumentId, Vec<sync_core::automerge::ChangeHash>)>,
+}
+
 /// Plays one round of `request` for the authenticated device `record`: the
 /// scope check, the hub, the commit, then the answer (nothing answered
 /// before the commit). `/v1/sync` after parsing its body, and `/v1/repo`
@@ -260,7 +267,7 @@ pub(crate) fn play(
     request: &SyncRequest,
     rules: RoundRules,
     touched: &Mutex<Touched>,
-) -> Result<(u16, SyncResponse), ApiError> {
+) -> Result<Played, ApiError> {
     let who = format!("device:{}", record.id);
     if let Some(named) = request.device.as_deref().filter(|d| *d != record.id) {
         let mut err = forbidden(format!(
@@ -341,7 +348,7 @@ pub(crate) fn play(
         Begin::Replay(status, response) => {
             tracing::debug!(%device, exchange = %request.exchange, round = request.round, "duplicate round answered again");
             shared.metrics.round(0, 0);
-            return Ok((status, response));
+            return Ok(Played { status, response, heads: Vec::new() });
         }
         Begin::Round(round) => round,
     };
@@ -370,6 +377,7 @@ pub(crate) fn play(
     let elsewhere = shared.waiting_of(&device).saturating_sub(waiting_before);
     let mut held: Vec<DocGuard<'_>> = Vec::new();
     let mut genesis: Vec<ChangeRecord> = Vec::new();
+    let mut heads = Vec::new();
     let evict = |held: &mut Vec<DocGuard<'_>>| {
         for g in held.iter_mut() {
             **g = None;
@@ -428,8 +436,9 @@ pub(crate) fn play(
                     hub.reply(&mut round, id, doc);
                     false
                 }
-                _ => false,
+                _ => continue,
             };
+            heads.push(((*id).clone(), doc.heads()));
             if changed || created {
                 held.push(guard);
             }
@@ -497,7 +506,7 @@ pub(crate) fn play(
         }
     }
     shared.audit(audits);
-    Ok((status, response))
+    Ok(Played { status, response, heads })
 }
 
 /// The store's and registry's answers the exchange engine asks for.

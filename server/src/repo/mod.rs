@@ -179,7 +179,8 @@ impl Drop for SocketPlace {
 struct Synced {
     /// Its automerge-repo id, as the client names it.
     repo_id: String,
-    /// The server's heads after the connection's last round for it.
+    /// The server's heads that the connection's last answer for it was
+    /// made against ([`crate::sync_api::Played::heads`]).
     heads: Option<Vec<ChangeHash>>,
 }
 
@@ -532,16 +533,15 @@ impl Connection {
             })
             .await
         };
-        let response = match outcome {
-            Ok((_, response)) => response,
+        let played = match outcome {
+            Ok(played) => played,
             Err(e) => {
                 tracing::warn!(device = %self.device.id, code = %e.body.code, "a repo round failed; closing the socket");
                 let _ = socket.send(binary(frames::error(&e.body.message))).await;
                 return Step::Close(Some((1011, e.body.code.to_string())));
             }
         };
-        let mut answered = Vec::new();
-        for reply in response.documents {
+        for reply in played.response.documents {
             let Ok(id) = reply.document.parse::<DocumentId>() else { continue };
             let repo = self.synced.get(&id).map(|s| s.repo_id.clone()).unwrap_or_else(|| repo_id(&id));
             if let Some(error) = reply.error {
@@ -562,7 +562,6 @@ impl Connection {
                 }
                 continue;
             }
-            answered.push(id.clone());
             if let Some(message) = reply.message.and_then(|m| B64.decode(m).ok()) {
                 if socket
                     .send(binary(frames::sync(SERVER_PEER, &self.client, &repo, &message)))
@@ -573,9 +572,12 @@ impl Connection {
                 }
             }
         }
-        for (id, heads) in self.heads(answered).await {
+        // The heads each answer was made against, not the heads now: a
+        // change another device committed since is then pushed at the next
+        // tick (reading them now would take it as sent already).
+        for (id, heads) in played.heads {
             if let Some(synced) = self.synced.get_mut(&id) {
-                synced.heads = heads;
+                synced.heads = Some(heads);
             }
         }
         Step::Go
