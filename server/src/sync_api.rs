@@ -232,8 +232,15 @@ fn handle(
         }
     };
     let rules = RoundRules { max_rounds: shared.limits.max_rounds, only_named: false };
-    play(shared, record, &request, rules, touched).map(|played| (played.status, played.response))
+    // The device's turn is the request's: `admit` holds it until the answer.
+    play(shared, record, &request, rules, None, touched).map(|played| (played.status, played.response))
 }
+
+/// What a round holds while it is judged and hands on once its batch is
+/// queued for its commit, by dropping it: `/v1/repo` passes its device's
+/// turn, so the device's next round is judged while this one commits.
+/// `/v1/sync` passes none: its turn lasts the whole request.
+pub(crate) type Handoff = Option<Box<dyn Send>>;
 
 /// How [`play`] differs between its two callers.
 #[derive(Clone, Copy, Debug)]
@@ -261,11 +268,14 @@ pub(crate) struct Played {
 /// scope check, the hub, the commit, then the answer (nothing answered
 /// before the commit). `/v1/sync` after parsing its body, and `/v1/repo`
 /// for the messages of its socket, both run this, each with its [`RoundRules`].
+/// `handoff` is dropped once the round's batch is in the writer's queue
+/// (or when the round ends, if it has nothing to commit).
 pub(crate) fn play(
     shared: &Shared,
     record: &DeviceRecord,
     request: &SyncRequest,
     rules: RoundRules,
+    mut handoff: Handoff,
     touched: &Mutex<Touched>,
 ) -> Result<Played, ApiError> {
     let who = format!("device:{}", record.id);
@@ -466,7 +476,14 @@ pub(crate) fn play(
     if !out.batch.is_empty() {
         let batch = std::mem::take(&mut out.batch);
         let bindings = batch.actor_bindings.clone();
-        match shared.writer.commit(batch, now) {
+        let committed = shared.writer.queue(batch, now).and_then(|queued| {
+            // In the queue: what comes after it commits after it, so the
+            // device's next round may be judged now. The documents this
+            // round changed stay locked, and its exchange held, until the commit.
+            drop(handoff.take());
+            queued.wait()
+        });
+        match committed {
             Ok(summary) => {
                 shared.note_bindings(&bindings);
                 first_refused_id = summary.first_refused_id;
@@ -555,5 +572,111 @@ fn hub_error(e: HubError) -> ApiError {
         HubError::TooManyRounds { .. } => ApiError::new(ErrorCode::TooManyRounds, message),
         HubError::TooManyDocuments { .. } => ApiError::new(ErrorCode::TooManyDocuments, message),
         HubError::Store(e) => ApiError::store(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    use sync_core::automerge::sync::SyncDoc as _;
+    use sync_core::automerge::ActorId;
+    use sync_core::wire::DocumentMessage;
+
+    /// Only a guard against a hung test, never a timing assertion.
+    const LONG: Duration = Duration::from_secs(30);
+
+    /// Says on its channel when it is dropped: a stand-in for a device's turn.
+    struct Probe(mpsc::Sender<()>);
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
+    #[test]
+    fn a_round_hands_on_once_its_batch_is_queued_and_answers_only_after_its_commit() {
+        let dir = tempfile::tempdir().expect("a scratch folder");
+        let db = crate::Database::parse(&dir.path().join("hub.db").to_string_lossy());
+        let (state, writer_thread) =
+            crate::open_state(&crate::Config::new(db, "127.0.0.1:0".parse().expect("addr"))).expect("state");
+        let shared = state.shared.clone();
+
+        // The writer is kept busy until the test says so.
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let writer = shared.writer.clone();
+        let holder = std::thread::spawn(move || {
+            writer.run(move |_| {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv_timeout(LONG);
+                Ok(())
+            })
+        });
+        started_rx.recv_timeout(LONG).expect("the writer is held");
+
+        // A device's first message for a village: the server creates the
+        // document, so the round has its genesis to commit.
+        let id: DocumentId =
+            format!("village:nhu-co-01:{}", sync_core::ids::DEFAULT_ROUND).parse().expect("id");
+        let device = DeviceRecord {
+            id: "dev-hand-on".into(),
+            name: "Tablet".into(),
+            communes: vec!["nhu-co".into()],
+            created_at: 0,
+            enrolled_at: Some(0),
+            revoked_at: None,
+            last_seen: None,
+            app_version: None,
+        };
+        let doc = SurveyDocument::create(id.clone(), ActorId::random());
+        let message = doc
+            .automerge()
+            .generate_sync_message(&mut sync_core::automerge::sync::State::new())
+            .expect("a first message")
+            .encode();
+        let request = SyncRequest {
+            device: None,
+            exchange: "hand-on".into(),
+            round: 1,
+            documents: vec![DocumentMessage {
+                document: id.to_string(),
+                message: Some(base64::engine::general_purpose::STANDARD.encode(message)),
+                heads: None,
+            }],
+        };
+        let (handed_tx, handed_rx) = mpsc::channel();
+        let (played_tx, played_rx) = mpsc::channel();
+        let player = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let rules = RoundRules { max_rounds: u32::MAX, only_named: true };
+                let handoff: Handoff = Some(Box::new(Probe(handed_tx)));
+                let outcome = play(&shared, &device, &request, rules, handoff, &Mutex::default());
+                let _ = played_tx.send(outcome.map(|played| played.response));
+            })
+        };
+
+        handed_rx.recv_timeout(LONG).expect("the round hands on while its commit still waits for the writer");
+        assert!(
+            played_rx.try_recv().is_err(),
+            "the round has not answered: the writer has not committed its batch"
+        );
+        let genesis = sync_core::survey::genesis_change(&id).hash().to_string();
+        let stored = |shared: &Shared| shared.readers.with(|s| s.has_change(&id, &genesis)).expect("read");
+        assert!(!stored(&shared), "nothing is committed while the writer is held");
+
+        release_tx.send(()).expect("release the writer");
+        holder.join().expect("no panic").expect("the held job");
+        let response = played_rx.recv_timeout(LONG).expect("an answer after the commit").expect("played");
+        assert_eq!(response.documents.len(), 1, "{response:?}");
+        assert!(response.documents[0].error.is_none(), "{response:?}");
+        assert!(stored(&shared), "the answer came after the genesis was committed");
+        player.join().expect("no panic");
+        drop((shared, state));
+        writer_thread.join();
     }
 }

@@ -147,7 +147,14 @@ impl Writer {
 
     /// Commits a batch durably; blocks until it is committed (or failed).
     pub fn commit(&self, batch: WriteBatch, now: i64) -> Result<CommitSummary, StoreError> {
-        self.queue_commit(batch, now)?.recv().map_err(|_| stopped())?
+        self.queue(batch, now)?.wait()
+    }
+
+    /// Queues a batch for commit (waiting while the queue is full) and
+    /// returns at once: the caller may do other work, then [`Queued::wait`]
+    /// for the outcome. Batches queued later commit in the same group or after.
+    pub fn queue(&self, batch: WriteBatch, now: i64) -> Result<Queued, StoreError> {
+        self.queue_commit(batch, now).map(Queued)
     }
 
     /// Runs another write on the writer's connection and returns its result.
@@ -188,6 +195,17 @@ impl Writer {
         };
         self.send(Job::Run(Box::new(job)))?;
         Ok(rx)
+    }
+}
+
+/// A batch in the writer's queue ([`Writer::queue`]).
+#[must_use = "a queued batch is durable only once `wait` says so"]
+pub struct Queued(mpsc::Receiver<Result<CommitSummary, StoreError>>);
+
+impl Queued {
+    /// Blocks until the batch is committed (or failed).
+    pub fn wait(self) -> Result<CommitSummary, StoreError> {
+        self.0.recv().map_err(|_| stopped())?
     }
 }
 

@@ -9,7 +9,11 @@
 //! changes, refused bytes kept, the commit), so the server's answer to a
 //! change, the sync message whose heads include it, leaves only after the
 //! change is committed. Frames that arrive together are played as one round
-//! per exchange (one commit each). A connection's documents are grouped in
+//! per exchange (one commit each). Up to [`MAX_IN_FLIGHT`] rounds of a
+//! connection are under way at once, answered in the order they began: a
+//! round hands its device's turn on once its batch is in the writer's queue,
+//! so the next is judged while it commits (still one round judged per
+//! device at a time). A connection's documents are grouped in
 //! exchanges `repo-<random>-<n>` of at most `max_documents` each, with no
 //! cap on their rounds (a round is bounded by its frames; a cap would reset
 //! the sessions of a live connection, and with them make it resend); they
@@ -45,7 +49,7 @@
 mod frames;
 pub mod relay;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -76,6 +80,10 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SERVER_PEER: &str = "thonsync-server";
 /// The close code of a socket whose device is no longer allowed.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// Rounds of one connection under way at once: one judged while the one
+/// before it commits. A round to begin beyond them first waits for the
+/// oldest to be answered, and the connection reads no frame meanwhile.
+pub const MAX_IN_FLIGHT: usize = 2;
 
 /// `?token=` on the upgrade, for browsers.
 #[derive(Debug, Deserialize)]
@@ -205,6 +213,11 @@ struct Connection {
     count: u64,
     /// A frame read while batching that must wait for the next round.
     held: Option<(DocumentId, Vec<u8>)>,
+    /// The rounds under way, oldest first (answered in this order), and
+    /// what the newest hands on when its batch is queued (the next round
+    /// waits for it before taking the device's turn).
+    in_flight: VecDeque<InFlight>,
+    baton: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The connection's place in the `ephemeral` relay, its channel, the
     /// pace of what it may have relayed, and the last count relayed of
     /// each of its client's sessions.
@@ -213,6 +226,14 @@ struct Connection {
     relay_rx: Option<tokio::sync::mpsc::Receiver<relay::Relayed>>,
     rate: relay::Rate,
     sessions: HashMap<String, u64>,
+}
+
+/// A round begun and not yet answered.
+struct InFlight {
+    /// Its documents: a push leaves them alone until it is answered.
+    documents: Vec<DocumentId>,
+    /// It, playing: its task ends after the round's commit.
+    task: tokio::task::JoinHandle<Result<crate::sync_api::Played, ApiError>>,
 }
 
 /// What the loop does next.
@@ -239,6 +260,8 @@ impl Connection {
             exchange_of: HashMap::new(),
             count: 0,
             held: None,
+            in_flight: VecDeque::new(),
+            baton: None,
             relay_id,
             relay_tx,
             relay_rx: Some(relay_rx),
@@ -267,6 +290,7 @@ impl Connection {
                     Some(Ok(_)) => Step::Go, // ping, pong
                 },
                 Some(message) = relayed.recv() => self.deliver(&mut socket, message).await,
+                outcome = next_outcome(&mut self.in_flight) => self.answer(&mut socket, outcome).await,
                 _ = tick.tick() => {
                     if last_check.elapsed() >= RECHECK {
                         last_check = Instant::now();
@@ -431,8 +455,13 @@ impl Connection {
 
     /// Documents changed by others since the connection last played them.
     async fn push(&mut self, socket: &mut WebSocket) -> Step {
-        let ids: Vec<DocumentId> =
-            self.synced.keys().filter(|id| !self.refused.contains(*id)).cloned().collect();
+        let busy: HashSet<&DocumentId> = self.in_flight.iter().flat_map(|r| &r.documents).collect();
+        let ids: Vec<DocumentId> = self
+            .synced
+            .keys()
+            .filter(|id| !self.refused.contains(*id) && !busy.contains(id))
+            .cloned()
+            .collect();
         let mut batch = BTreeMap::new();
         for (id, now) in self.heads(ids).await {
             if now.is_some() && self.synced.get(&id).is_some_and(|s| s.heads != now) {
@@ -467,8 +496,8 @@ impl Connection {
 
     /// Plays `messages` (an empty one: no message, the server says what it
     /// has) through the code of `/v1/sync`, one round per exchange they
-    /// belong to, then sends the answers. Nothing is sent before the round's
-    /// commit.
+    /// belong to; their answers are sent as they come ([`Self::answer`]).
+    /// Nothing is sent before the round's commit.
     async fn play(&mut self, socket: &mut WebSocket, messages: BTreeMap<DocumentId, Vec<u8>>) -> Step {
         let max = self.state.shared.limits.max_documents.max(1);
         let mut by_exchange: BTreeMap<usize, BTreeMap<DocumentId, Vec<u8>>> = BTreeMap::new();
@@ -499,14 +528,21 @@ impl Connection {
         Step::Go
     }
 
-    /// One round of exchange `n`.
+    /// Begins round of exchange `n` (after answering the oldest round
+    /// under way, if [`MAX_IN_FLIGHT`] are): a task that waits for the round
+    /// before it to hand on, takes the device's turn, and plays.
     async fn play_round(
         &mut self,
         socket: &mut WebSocket,
         n: usize,
         messages: BTreeMap<DocumentId, Vec<u8>>,
     ) -> Step {
-        let shared = self.state.shared.clone();
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            let outcome = next_outcome(&mut self.in_flight).await;
+            if let Step::Close(why) = self.answer(socket, outcome).await {
+                return Step::Close(why);
+            }
+        }
         self.rounds[n] += 1;
         let request = SyncRequest {
             device: None,
@@ -521,18 +557,36 @@ impl Connection {
                 })
                 .collect(),
         };
-        let device = self.device.clone();
-        let outcome = {
-            let _turn = shared.device_turn(&device.id).await;
+        let (state, device) = (self.state.clone(), self.device.clone());
+        let (hand_on, next) = tokio::sync::oneshot::channel::<()>();
+        let before = self.baton.replace(next);
+        let task = tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await; // sent or dropped: the round before handed on
+            }
+            let shared = state.shared.clone();
+            let turn = shared.device_turn(&device.id).await;
             let Ok(_admitted) = shared.admitted_syncs.clone().acquire_owned().await else {
-                return Step::Close(None);
+                return Err(ApiError::internal("the server is shutting down"));
             };
-            crate::sync_api::on_worker(&self.state, move |shared, touched| {
+            let handoff: crate::sync_api::Handoff = Some(Box::new((turn, hand_on)));
+            crate::sync_api::on_worker(&state, move |shared, touched| {
                 let rules = crate::sync_api::RoundRules { max_rounds: u32::MAX, only_named: true };
-                crate::sync_api::play(shared, &device, &request, rules, touched)
+                crate::sync_api::play(shared, &device, &request, rules, handoff, touched)
             })
             .await
-        };
+        });
+        self.in_flight.push_back(InFlight { documents: messages.into_keys().collect(), task });
+        Step::Go
+    }
+
+    /// Sends the answers of the oldest round under way: the server's sync
+    /// messages, and a refusal (once per document and connection).
+    async fn answer(
+        &mut self,
+        socket: &mut WebSocket,
+        outcome: Result<crate::sync_api::Played, ApiError>,
+    ) -> Step {
         let played = match outcome {
             Ok(played) => played,
             Err(e) => {
@@ -545,7 +599,9 @@ impl Connection {
             let Ok(id) = reply.document.parse::<DocumentId>() else { continue };
             let repo = self.synced.get(&id).map(|s| s.repo_id.clone()).unwrap_or_else(|| repo_id(&id));
             if let Some(error) = reply.error {
-                self.refused.insert(id.clone());
+                if !self.refused.insert(id.clone()) {
+                    continue; // told already, by a round before this one
+                }
                 self.state.relay.close(self.relay_id, &id);
                 let body = serde_json::json!({ "error": error });
                 self.count += 1;
@@ -659,6 +715,11 @@ impl Connection {
     /// Ends the connection's exchanges (what waits for a dependency is kept
     /// as refused uploads).
     async fn end(&mut self) {
+        // Rounds under way finish (their answers are not sent) before
+        // their exchanges end.
+        for round in std::mem::take(&mut self.in_flight) {
+            let _ = round.task.await;
+        }
         self.state.relay.leave(self.relay_id, self.synced.keys());
         let Ok(device) = sync_core::ids::PeerId::new(self.device.id.as_str()) else { return };
         let keys: Vec<_> = (0..self.rounds.len())
@@ -691,6 +752,17 @@ impl Connection {
         self.device = device;
         Ok(())
     }
+}
+
+/// The outcome of the oldest round under way, once it ends (never, while
+/// none is). Cancel-safe: the round stays first until its outcome is taken.
+async fn next_outcome(in_flight: &mut VecDeque<InFlight>) -> Result<crate::sync_api::Played, ApiError> {
+    let Some(oldest) = in_flight.front_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = (&mut oldest.task).await;
+    in_flight.pop_front();
+    outcome.unwrap_or_else(|e| Err(ApiError::internal(format!("a round's task failed: {e}"))))
 }
 
 fn binary(bytes: Vec<u8>) -> Message {
