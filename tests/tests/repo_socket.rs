@@ -54,22 +54,14 @@ impl Bare {
 
     /// Sends a masked binary frame.
     async fn send(&mut self, payload: &[u8]) {
-        let mut frame = vec![0x80 | BINARY];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                frame.push(0x80 | 126);
-                frame.extend((n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend((n as u64).to_be_bytes());
-            }
-        }
-        let mask: [u8; 4] = rand::random();
-        frame.extend(mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.write_all(&frame).await.expect("a frame is sent");
+        self.send_together(&[payload.to_vec()]).await;
+    }
+
+    /// Sends masked binary frames in one write, so that they reach the
+    /// server together.
+    async fn send_together(&mut self, payloads: &[Vec<u8>]) {
+        let bytes: Vec<u8> = payloads.iter().flat_map(|p| masked(p)).collect();
+        self.stream.write_all(&bytes).await.expect("frames are sent");
     }
 
     /// The next frame, or `None` when the connection ends.
@@ -144,19 +136,47 @@ impl Bare {
 
     /// A `request` for a document with an empty document's first sync message.
     async fn request(&mut self, repo_id: &str) {
-        let mut e = Encoder::new(Vec::new());
-        e.map(5).unwrap();
-        e.str("type").unwrap().str("request").unwrap();
-        e.str("senderId").unwrap().str("bare-client").unwrap();
-        e.str("targetId").unwrap().str(server::repo::SERVER_PEER).unwrap();
-        e.str("documentId").unwrap().str(repo_id).unwrap();
-        let empty = sync_core::automerge::Automerge::new();
-        let mut state = sync_core::automerge::sync::State::new();
-        use sync_core::automerge::sync::SyncDoc as _;
-        let message = empty.generate_sync_message(&mut state).expect("a first message").encode();
-        e.str("data").unwrap().bytes(&message).unwrap();
-        self.send(&e.into_writer()).await;
+        self.send(&request_frame(repo_id, 0)).await;
     }
+}
+
+/// A `request` frame for `repo_id` with an empty document's first sync
+/// message, and `padding` bytes under a key the server skips.
+fn request_frame(repo_id: &str, padding: usize) -> Vec<u8> {
+    let mut e = Encoder::new(Vec::new());
+    e.map(if padding > 0 { 6 } else { 5 }).unwrap();
+    e.str("type").unwrap().str("request").unwrap();
+    e.str("senderId").unwrap().str("bare-client").unwrap();
+    e.str("targetId").unwrap().str(server::repo::SERVER_PEER).unwrap();
+    e.str("documentId").unwrap().str(repo_id).unwrap();
+    let empty = sync_core::automerge::Automerge::new();
+    let mut state = sync_core::automerge::sync::State::new();
+    use sync_core::automerge::sync::SyncDoc as _;
+    let message = empty.generate_sync_message(&mut state).expect("a first message").encode();
+    e.str("data").unwrap().bytes(&message).unwrap();
+    if padding > 0 {
+        e.str("padding").unwrap().bytes(&vec![0u8; padding]).unwrap();
+    }
+    e.into_writer()
+}
+
+fn masked(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | BINARY];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend((n as u64).to_be_bytes());
+        }
+    }
+    let mask: [u8; 4] = rand::random();
+    frame.extend(mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -217,4 +237,32 @@ fn an_idle_socket_is_pinged_at_the_set_interval_and_not_closed_for_never_answeri
             other => panic!("the document's sync message, not {other:?}"),
         }
     });
+}
+
+#[test]
+fn frames_that_arrive_together_make_rounds_no_larger_than_one_sync_request() {
+    // Rounds of at most 64 KiB of frames; each frame here is over 40 KiB.
+    let limits = server::state::Limits { max_body_bytes: 64 * 1024, ..Default::default() };
+    let server = TestServer::start_with(limits);
+    let (_, token) = server.enrolled("bulky", &["nhu-co"]);
+    let documents: Vec<String> =
+        (1..=6).map(|n| sync_core::repo_url::repo_id(&village(&format!("nhu-co-{n:02}")))).collect();
+    runtime().block_on(async {
+        let mut socket = Bare::open(&server, &token).await;
+        socket.join().await;
+        let frames: Vec<Vec<u8>> = documents.iter().map(|id| request_frame(id, 40 * 1024)).collect();
+        socket.send_together(&frames).await;
+        let mut answered = std::collections::BTreeSet::new();
+        while answered.len() < documents.len() {
+            let frame = socket.binary(Duration::from_secs(30)).await;
+            match server::repo::decode_frame(&frame).expect("a frame") {
+                server::repo::Incoming::Sync { document_id, .. } => answered.insert(document_id),
+                other => panic!("each document's sync message, not {other:?}"),
+            };
+        }
+        let expected: std::collections::BTreeSet<String> = documents.iter().cloned().collect();
+        assert_eq!(answered, expected, "every document is answered");
+    });
+    let rounds = server.metric("thonsync_sync_rounds_total ");
+    assert!(rounds >= 3.0, "six frames of 40 KiB, at most two in a round of 64 KiB: {rounds} rounds");
 }

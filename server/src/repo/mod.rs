@@ -9,7 +9,8 @@
 //! changes, refused bytes kept, the commit), so the server's answer to a
 //! change, the sync message whose heads include it, leaves only after the
 //! change is committed. Frames that arrive together are played as one round
-//! per exchange (one commit each). Up to [`MAX_IN_FLIGHT`] rounds of a
+//! per exchange (one commit each), up to what one `/v1/sync` request may
+//! hold (`max_documents` frames; frames are added while under `max_body_bytes`). Up to [`MAX_IN_FLIGHT`] rounds of a
 //! connection are under way at once, answered in the order they began: a
 //! round hands its device's turn on once its batch is in the writer's queue,
 //! so the next is judged while it commits (still one round judged per
@@ -357,14 +358,19 @@ impl Connection {
     }
 
     /// A frame after the handshake; `request` and `sync` frames that are
-    /// already there are played with it in one round.
+    /// already there are played with it, up to `max_documents` frames and
+    /// `max_body_bytes` bytes, as one `/v1/sync` request could hold.
     async fn on_frame(&mut self, socket: &mut WebSocket, bytes: Vec<u8>) -> Step {
         let mut batch: BTreeMap<DocumentId, Vec<u8>> = BTreeMap::new();
         if let Step::Close(why) = self.take(socket, &bytes, &mut batch).await {
             return Step::Close(why);
         }
-        let max = self.state.shared.limits.max_documents.max(1);
-        while self.held.is_none() && batch.len() < max {
+        let (max, max_bytes) = {
+            let limits = &self.state.shared.limits;
+            (limits.max_documents.max(1), limits.max_body_bytes)
+        };
+        let mut size = bytes.len();
+        while self.held.is_none() && batch.len() < max && size < max_bytes {
             let more = match tokio::time::timeout(Duration::ZERO, socket.recv()).await {
                 Ok(Some(Ok(Message::Binary(b)))) => b,
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
@@ -374,6 +380,7 @@ impl Connection {
                 Ok(_) => return Step::Close(None),
                 Err(_) => break, // nothing more at hand
             };
+            size += more.len();
             if let Step::Close(why) = self.take(socket, &more, &mut batch).await {
                 return Step::Close(why);
             }
