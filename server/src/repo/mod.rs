@@ -541,7 +541,7 @@ impl Connection {
         Step::Go
     }
 
-    /// Begins round of exchange `n` (after answering the oldest round
+    /// Begins a round of exchange `n` (after answering the oldest round
     /// under way, if [`MAX_IN_FLIGHT`] are): a task that waits for the round
     /// before it to hand on, takes the device's turn, and plays.
     async fn play_round(
