@@ -54,7 +54,7 @@ impl Bare {
 
     /// Sends a masked binary frame.
     async fn send(&mut self, payload: &[u8]) {
-        self.send_together(&[payload.to_vec()]).await;
+        self.stream.write_all(&masked(payload)).await.expect("a frame is sent");
     }
 
     /// Sends masked binary frames in one write, so that they reach the
@@ -160,6 +160,7 @@ fn request_frame(repo_id: &str, padding: usize) -> Vec<u8> {
     e.into_writer()
 }
 
+/// `payload` as a client's masked binary frame.
 fn masked(payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![0x80 | BINARY];
     match payload.len() {
